@@ -1,0 +1,111 @@
+"""The command line: versions, help, one-line errors and exit codes, outputs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from thagpu import __version__
+from thagpu.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(["--version"], capsys)
+    assert code == 0 and __version__ in out
+
+
+@pytest.mark.parametrize("command", [[], ["phantom"], ["run"], ["demo"]])
+def test_help_on_every_command(command, capsys):
+    code, out, _ = run_cli(command + ["--help"], capsys)
+    assert code == 0
+    assert "Usage" in out
+
+
+def test_entry_point_script_runs():
+    result = subprocess.run([sys.executable, "-m", "thagpu.cli", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((32, 32), np.int16)), str(bad))
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(["run", str(bad), "--out", str(out_dir)], capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("thagpu: error:")]
+    assert len(lines) == 1 and "flat.nii.gz" in lines[0]
+    assert "Traceback" not in err
+    assert not out_dir.exists() or not any(out_dir.rglob("*.nii.gz"))
+
+
+def test_debug_shows_the_exception(tmp_path, capsys):
+    from thagpu.errors import InputError
+    with pytest.raises(InputError):
+        main(["--debug", "run", str(tmp_path / "missing.nii.gz"), "--out", str(tmp_path / "o")])
+
+
+def test_gpu_request_without_gpu_is_an_error(tmp_path, capsys):
+    from thagpu.device import gpu_available
+    if gpu_available():  # on a GPU machine the request is valid; covered by the gpu tests there
+        return
+    code, _, err = run_cli(["run", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path), "--device", "gpu"], capsys)
+    assert code == 2 and "no GPU" in err
+
+
+def test_unknown_config_key_is_refused(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text("[io]\nmax_voxel = 5\n")
+    code, _, err = run_cli(["run", str(tmp_path / "x.nii.gz"), "--out", str(tmp_path), "--config", str(config)],
+                           capsys)
+    assert code == 2 and "max_voxel" in err
+
+
+def test_phantom_then_run_writes_outputs(tmp_path, capsys):
+    code, _, _ = run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny",
+                          "--seed", "3"], capsys)
+    assert code == 0
+    ct = tmp_path / "ph" / "hard-tiny-00003" / "ct.nii.gz"
+    assert ct.exists()
+    code, _, _ = run_cli(["run", str(ct), "--out", str(tmp_path / "res"), "--device", "cpu"], capsys)
+    assert code == 0
+    case = tmp_path / "res" / "hard-tiny-00003"
+    measurements = json.loads((case / "measurements.json").read_text())
+    assert measurements["input"]["size"] == list(sitk.ReadImage(str(ct)).GetSize())
+    assert {"load", "write"} <= set(measurements["timings_s"])
+    labels = sitk.ReadImage(str(case / "labels.nii.gz"))
+    assert labels.GetSize() == sitk.ReadImage(str(ct)).GetSize()
+
+
+def test_many_inputs_one_bad_the_others_done(tmp_path, capsys):
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "4"], capsys)
+    good = tmp_path / "ph" / "hard-tiny-00004" / "ct.nii.gz"
+    bad = tmp_path / "empty.nii"
+    bad.write_bytes(b"")
+    code, _, err = run_cli(["run", str(bad), str(good), "--out", str(tmp_path / "res")], capsys)
+    assert code == 2 and "1 of 2" in err
+    assert (tmp_path / "res" / "hard-tiny-00004" / "labels.nii.gz").exists()
+
+
+def test_demo_prints_accuracy_table(tmp_path, capsys):
+    code, out, _ = run_cli(["demo", "--size", "tiny", "--n", "1", "--out", str(tmp_path / "d"),
+                            "--device", "cpu"], capsys)
+    assert code == 0
+    assert "head L" in out and "mean" in out
+    summary = json.loads((tmp_path / "d" / "demo.json").read_text())
+    assert summary["cases"][0]["case_id"] == "hard-tiny-01000"
+
+
+def test_bad_choice_is_a_usage_error(capsys):
+    code, _, err = run_cli(["phantom", "--out", "x", "--size", "huge"], capsys)
+    assert code == 2 and "--size" in err

@@ -1,0 +1,79 @@
+"""Choosing the compute device and moving arrays to and from it.
+
+``auto`` takes the GPU when CuPy imports and sees one, else the CPU; asking
+for ``gpu`` where there is none is an error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .errors import DeviceError
+
+__all__ = ["resolve_device", "gpu_available", "get_array_module", "to_device", "to_host"]
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_status() -> tuple:
+    try:
+        import cupy
+    except Exception as error:  # ImportError, or a broken CUDA install
+        return False, f"CuPy is not importable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:
+        return False, f"CuPy sees no CUDA device ({str(error).splitlines()[0]})"
+    if count < 1:
+        return False, "CuPy sees no CUDA device"
+    return True, f"{count} CUDA device(s)"
+
+
+def gpu_available() -> bool:
+    """True when CuPy is installed and sees at least one CUDA device."""
+    return _gpu_status()[0]
+
+
+def resolve_device(device: str = "auto") -> str:
+    """Turn ``auto``/``cpu``/``gpu`` into ``cpu`` or ``gpu``.
+
+    Raises
+    ------
+    DeviceError
+        ``gpu`` was asked for and no GPU is usable.
+    """
+    if device not in DEVICES:
+        raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
+    ok, why = _gpu_status()
+    if device == "gpu" and not ok:
+        raise DeviceError(f"--device gpu was asked for but no GPU is usable: {why}")
+    if device == "auto":
+        return "gpu" if ok else "cpu"
+    return device
+
+
+def get_array_module(array):
+    """``cupy`` for CuPy arrays, else ``numpy`` (works without CuPy installed)."""
+    module = type(array).__module__
+    if module.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def to_device(array, device: str):
+    """Move ``array`` to ``device`` (``cpu`` or ``gpu``); a no-op when it is already there."""
+    if device == "gpu":
+        import cupy
+        return cupy.asarray(array)
+    return to_host(array)
+
+
+def to_host(array):
+    """A NumPy array from a NumPy or CuPy array."""
+    if hasattr(array, "get") and get_array_module(array) is not np:
+        return array.get()
+    return np.asarray(array)

@@ -1,0 +1,372 @@
+"""Realistic hip CT phantoms with exact ground truth.
+
+Labelled real hip CTs are not available to every user, so the phantom is what
+the accuracy checks stand on. A phantom is drawn from a seed: anatomy
+(:mod:`.anatomy`), pose, header orientation and acquisition, then rendered
+(:mod:`.render`). Its truth follows label schema v1 exactly, from the true
+centres and radii.
+
+Examples
+--------
+>>> from thagpu import phantom
+>>> case = phantom.make_phantom(seed=1, size="tiny", preset="easy")
+>>> case.ct.dtype.name, sorted(case.truth["sides"])
+('int16', ['left', 'right'])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import labels as schema
+from .._atomic import atomic_write_text
+from .._version import __version__
+from ..geometry import Geometry
+from .anatomy import PARTS, Anatomy, cup_axis, radiographic_angles, sample_anatomy
+from .render import MATERIALS, Acquisition, Grid, render
+
+__all__ = ["PRESETS", "SIZES", "HEADERS", "Preset", "PhantomCase", "make_phantom",
+           "write_phantom", "write_phantoms", "labels_from_parts", "PARTS", "MATERIALS"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How hard a phantom is; see :data:`PRESETS`."""
+
+    pose_deg: float = 0.0
+    translation_mm: float = 0.0
+    headers: tuple = ("LPS",)
+    joint_space_mm: tuple = (3.0, 5.0)
+    noise_hu: tuple = (10.0, 15.0)
+    aspherical: bool = False
+    osteoporotic: bool = False
+    implant: bool = False
+    truncate: bool = False
+    calcifications: bool = False
+    jitter_spacing: bool = False
+
+
+_HARD = dict(pose_deg=15.0, translation_mm=15.0,
+             headers=("LPS", "RAS", "LAS", "permuted", "permuted_flipped", "oblique"),
+             joint_space_mm=(1.0, 4.0), noise_hu=(15.0, 40.0), aspherical=True,
+             calcifications=True, jitter_spacing=True)
+
+PRESETS = {
+    "easy": Preset(),
+    "hard": Preset(**_HARD),
+    "implant": Preset(**_HARD, implant=True),
+    "truncated": Preset(**_HARD, truncate=True),
+    "osteoporotic": Preset(**_HARD, osteoporotic=True),
+}
+
+#: size -> (field of view in mm along RAS x, y, z or None, base spacing, fixed shape or None).
+SIZES = {
+    "tiny": ((380.0, 320.0, 230.0), (4.5, 4.5, 4.5), None),
+    "small": ((380.0, 320.0, 230.0), (2.0, 2.0, 2.0), None),
+    "full": (None, (0.7, 0.7, 0.8), (512, 512, 300)),
+}
+
+
+def _rotation(axis, degrees):
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    m = np.eye(3)
+    a, b = [(1, 2), (0, 2), (0, 1)][axis]
+    m[a, a], m[a, b], m[b, a], m[b, b] = c, -s, s, c
+    return m
+
+
+#: Header orientations: columns are the stored index axes in RAS.
+HEADERS = {
+    "LPS": np.diag([-1.0, -1.0, 1.0]),  # DICOM axial
+    "RAS": np.eye(3),  # NIfTI canonical
+    "LAS": np.diag([-1.0, 1.0, 1.0]),  # one flipped axis
+    "permuted": np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]]),  # i = S, j = R, k = A
+    "permuted_flipped": np.array([[0.0, 0, -1], [-1, 0, 0], [0, 1, 0]]),  # i = P, j = S, k = L
+    "oblique": _rotation(0, 12.0) @ _rotation(1, -8.0) @ np.diag([-1.0, -1.0, 1.0]),
+}
+
+
+@dataclass
+class PhantomCase:
+    """One rendered phantom, arrays in stored (i, j, k) order.
+
+    Attributes
+    ----------
+    case_id : str
+    ct : (I, J, K) ndarray of int16
+        HU as a scanner stores them.
+    labels : (I, J, K) ndarray of uint8
+        Truth by label schema v1.
+    parts : (I, J, K) ndarray of uint8
+        Which bone each voxel belongs to (:data:`PARTS`), before the schema.
+    geometry : Geometry
+        ITK header (LPS) of the image.
+    truth : dict
+        The content of ``gt.json``.
+    """
+
+    case_id: str
+    ct: np.ndarray
+    labels: np.ndarray
+    parts: np.ndarray
+    geometry: Geometry
+    truth: dict
+
+    def to_volume(self):
+        """The CT as a canonical :class:`~thagpu.volume.Volume`, as ``load_ct`` would return it."""
+        from ..volume import Volume
+        return Volume.from_stored(self.ct.astype(np.float32), self.geometry,
+                                  source=f"phantom:{self.case_id}")
+
+    def canonical_labels(self):
+        """The truth labels in the canonical (R, A, S) orientation of :meth:`to_volume`."""
+        from ..geometry import Orientation
+        return np.ascontiguousarray(Orientation.from_geometry(self.geometry).to_canonical(self.labels))
+
+
+def _acquisition_spacing(rng, size, preset: Preset, spacing):
+    fov, base, fixed = SIZES[size]
+    if spacing is not None:
+        phys = np.asarray(spacing, dtype=float)
+    elif preset.jitter_spacing:
+        in_plane = base[0] * rng.uniform(0.85, 1.15) if size != "full" else rng.uniform(0.6, 0.9)
+        slices = base[2] * rng.uniform(1.0, 1.5) if size != "full" else rng.uniform(0.6, 1.0)
+        phys = np.array([in_plane, in_plane, slices])
+    else:
+        phys = np.asarray(base, dtype=float)
+    if fixed is not None:
+        shape = np.asarray(fixed)
+        fov = shape * phys
+    else:
+        fov = np.asarray(fov, dtype=float)
+        shape = np.ceil(fov / phys).astype(int)
+    return phys, shape, np.asarray(fov, dtype=float)
+
+
+def _tissue_hu(rng, preset: Preset) -> dict:
+    hu = {
+        "air": -1000.0, "fat": rng.uniform(-110, -85), "muscle": rng.uniform(35, 55),
+        "cartilage": rng.uniform(60, 95), "fluid": rng.uniform(0, 15), "gas": -1000.0,
+        "table": rng.uniform(250, 500), "foam": -950.0, "cortical": rng.uniform(1000, 1600),
+        "cancellous": rng.uniform(200, 400), "marrow": rng.uniform(-50, 20), "metal": 3071.0,
+        "liner": -90.0, "calcification": rng.uniform(400, 900), "blood": rng.uniform(35, 50),
+    }
+    if preset.osteoporotic:
+        hu["cortical"] = rng.uniform(650, 950)
+        hu["cancellous"] = rng.uniform(50, 200)
+    return hu
+
+
+def _lowest_body_y(anatomy: Anatomy, rotation, translation) -> float:
+    """World y of the patient's back (the table lies just below it)."""
+    rx, ry = anatomy.body_radii
+    t = np.linspace(0, 2 * np.pi, 180)
+    pts = [np.stack([rx * np.cos(t), ry * np.sin(t) - 5.0, np.full_like(t, z)], axis=1)
+           for z in np.linspace(-70, 140, 8)]
+    for side in anatomy.sides.values():
+        cx = side.head_center[0] + side.sign * 15.0
+        pts += [np.stack([cx + 95 * np.cos(t), 5.0 + 95 * np.sin(t), np.full_like(t, z)], axis=1)
+                for z in np.linspace(-250, -70, 8)]
+    world = np.concatenate(pts) @ rotation.T + translation
+    return float(world[:, 1].min())
+
+
+def labels_from_parts(parts, grid: Grid, centers_ras: dict, radii: dict, implant_side=None):
+    """Apply label schema v1 to a parts map at voxel centres.
+
+    Parameters
+    ----------
+    parts : (I, J, K) ndarray of uint8
+        :data:`PARTS` codes.
+    grid : Grid
+        Where the voxel centres are (RAS mm).
+    centers_ras, radii : dict
+        side name -> true head centre (RAS mm) and radius (mm).
+    implant_side : str or None
+        That side gets no labels 1-4.
+    """
+    labels = np.zeros(parts.shape, dtype=np.uint8)
+    bone = (parts > 0) & (parts != PARTS["metal"])
+    labels[bone] = schema.OTHER_BONE
+    inverse = np.linalg.inv(grid.axes)
+    for side, (head_label, cup_label) in schema.SIDE_LABELS.items():
+        if side == implant_side:
+            continue
+        center, radius = np.asarray(centers_ras[side]), float(radii[side])
+        for part, label, reach in ((PARTS[f"femur_{side}"], head_label, radius + schema.HEAD_MARGIN_MM),
+                                   (PARTS[f"hip_{side}"], cup_label, schema.ACETABULUM_RADIUS_FACTOR * radius)):
+            centre_idx = inverse @ (center - grid.origin)
+            half = np.abs(inverse) @ np.full(3, reach)
+            lo = np.maximum(np.floor(centre_idx - half - 1).astype(int), 0)
+            hi = np.minimum(np.ceil(centre_idx + half + 2).astype(int), grid.shape)
+            if np.any(hi <= lo):
+                continue
+            box = tuple(slice(a, b) for a, b in zip(lo, hi))
+            ii, jj, kk = np.meshgrid(*[np.arange(a, b, dtype=float) for a, b in zip(lo, hi)], indexing="ij")
+            pts = grid.origin[:, None] + grid.axes @ np.stack([ii.ravel(), jj.ravel(), kk.ravel()])
+            dist = np.linalg.norm(pts - center[:, None], axis=0).reshape(ii.shape)
+            labels[box][(parts[box] == part) & (dist <= reach)] = label
+    return labels
+
+
+def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", spacing=None,
+                 joint_space_mm=None, implant_side=None, truncate_side=None, header=None,
+                 case_id=None) -> PhantomCase:
+    """Draw and render one hip CT phantom with its ground truth.
+
+    Parameters
+    ----------
+    seed : int
+        Everything random comes from ``numpy.random.default_rng(seed)``.
+    size : {"tiny", "small", "full"}
+        tiny: 4.5 mm voxels (about 85 x 72 x 52, well under a second); small:
+        about 2 mm voxels; full: 512 x 512 x 300 at 0.6-0.9 mm pixels.
+    preset : {"easy", "hard", "implant", "truncated", "osteoporotic"}
+    spacing : (float, float, float), optional
+        Acquisition spacing along RAS x, y, z in mm (overrides the size's).
+    joint_space_mm : float or (float, float), optional
+        Joint-space width, or the range it is drawn from per side.
+    implant_side, truncate_side : {"left", "right"}, optional
+        Force the implant / field-of-view truncation onto that side (the
+        ``implant`` / ``truncated`` presets draw one when not given).
+    header : str, optional
+        One of :data:`HEADERS`; by default drawn from the preset's list.
+    """
+    if size not in SIZES:
+        raise ValueError(f"unknown phantom size {size!r}; choose from {', '.join(SIZES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown phantom preset {preset!r}; choose from {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    rng = np.random.default_rng(seed)
+    if joint_space_mm is None:
+        joint_space_mm = spec.joint_space_mm
+    elif np.isscalar(joint_space_mm):
+        joint_space_mm = (float(joint_space_mm), float(joint_space_mm))
+    if implant_side is None and spec.implant:
+        implant_side = ("left", "right")[int(rng.integers(2))]
+    if truncate_side is None and spec.truncate:
+        truncate_side = ("left", "right")[int(rng.integers(2))]
+    anatomy = sample_anatomy(rng, joint_space_mm=tuple(joint_space_mm), aspherical=spec.aspherical,
+                             implant_side=implant_side, vessels_calcified=spec.calcifications)
+    angles = rng.uniform(-spec.pose_deg, spec.pose_deg, size=3)
+    rotation = _rotation(2, angles[2]) @ _rotation(1, angles[1]) @ _rotation(0, angles[0])
+    translation = np.array([0.0, 15.0, 5.0]) + rng.uniform(-spec.translation_mm, spec.translation_mm, size=3)
+    header = header or spec.headers[int(rng.integers(len(spec.headers)))]
+    if header not in HEADERS:
+        raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
+    phys, shape_ras, fov = _acquisition_spacing(rng, size, spec, spacing)
+    center = np.zeros(3)
+    centers = {name: rotation @ side.head_center + translation for name, side in anatomy.sides.items()}
+    if truncate_side is not None:
+        side = anatomy.sides[truncate_side]
+        cut = centers[truncate_side][0] + side.sign * rng.uniform(0.0, 0.5) * side.head_radius
+        far = -side.sign * fov[0] / 2
+        lo, hi = sorted([far, cut])
+        center[0] = (lo + hi) / 2
+        shape_ras[0] = int(np.floor((hi - lo) / phys[0])) + 1
+    direction = HEADERS[header]
+    world_axis = [int(np.argmax(np.abs(direction[:, a]))) for a in range(3)]
+    grid = Grid.centered([shape_ras[w] for w in world_axis], [phys[w] for w in world_axis], direction, center)
+    hu = _tissue_hu(rng, spec)
+    table_pad = rng.uniform(2.0, 6.0)
+    acquisition = Acquisition(
+        hu=hu, noise_hu=float(rng.uniform(*spec.noise_hu)),
+        psf_sigma_mm=(rng.uniform(0.35, 0.55),) * 2 + (0.35 * phys[2],),
+        trabecular_texture_hu=float(rng.uniform(30, 60)),
+        streak_hu=float(rng.uniform(250, 500)) if implant_side else 0.0,
+        table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad)
+    ct, parts, _ = render(anatomy, grid, rotation, translation, acquisition, rng)
+    radii = {name: side.head_radius for name, side in anatomy.sides.items()}
+    labels = labels_from_parts(parts, grid, centers, radii, implant_side)
+    case_id = case_id or f"{preset}-{size}-{seed:05d}"
+    truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
+                   centers, implant_side, truncate_side, labels, acquisition)
+    return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
+                       truth=truth)
+
+
+def _visible_fraction(grid: Grid, center, radius) -> float:
+    """Fraction of the head sphere's surface inside the field of view."""
+    golden = np.pi * (3 - np.sqrt(5))
+    n = 400
+    z = 1 - 2 * (np.arange(n) + 0.5) / n
+    r = np.sqrt(1 - z * z)
+    pts = center + radius * np.stack([r * np.cos(golden * np.arange(n)), r * np.sin(golden * np.arange(n)), z], 1)
+    idx = (pts - grid.origin) @ np.linalg.inv(grid.axes).T
+    inside = np.all((idx >= -0.5) & (idx <= np.asarray(grid.shape) - 0.5), axis=1)
+    return float(inside.mean())
+
+
+def _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles, centers,
+           implant_side, truncate_side, labels, acquisition) -> dict:
+    sides = {}
+    for name, side in anatomy.sides.items():
+        axis_ras = rotation @ side.cup_axis
+        inc, ant = radiographic_angles(axis_ras)
+        visible = _visible_fraction(grid, centers[name], side.head_radius)
+        status = "ok"
+        if name == implant_side:
+            status = "implant"
+        elif visible < 0.999:
+            status = "truncated"
+        sides[name] = {
+            "status": status,
+            "head_center_mm": [round(float(v), 4) for v in centers[name]],
+            "head_radius_mm": round(float(side.head_radius), 4),
+            "head_asphericity_mm": round(abs(side.head_shape.a2) + abs(side.head_shape.a3), 4),
+            "acetabulum_center_mm": [round(float(v), 4) for v in centers[name]],
+            "acetabulum_radius_mm": round(float(side.socket_radius), 4),
+            "joint_space_mm": round(float(side.joint_space_mm), 4),
+            "inclination_deg": round(float(inc), 3),
+            "anteversion_deg": round(float(ant), 3),
+            "pelvic_inclination_deg": round(float(side.inclination_deg), 3),
+            "pelvic_anteversion_deg": round(float(side.anteversion_deg), 3),
+            "neck_shaft_angle_deg": round(float(side.neck_shaft_deg), 3),
+            "head_visible_fraction": round(visible, 4),
+        }
+    counts = np.bincount(labels.ravel(), minlength=len(schema.LABEL_NAMES))
+    return {
+        "thagpu_version": __version__,
+        "label_schema": schema.SCHEMA_VERSION,
+        "case_id": case_id, "seed": int(seed), "size": size, "preset": preset,
+        "header_orientation": header,
+        "shape": list(grid.shape), "spacing_mm": [round(s, 6) for s in grid.spacing],
+        "pose": {"rotation_deg_xyz": [round(float(a), 4) for a in angles],
+                 "translation_mm": [round(float(t), 4) for t in translation]},
+        "implant_side": implant_side, "truncated_side": truncate_side,
+        "noise_hu": round(acquisition.noise_hu, 3),
+        "tissue_hu": {k: round(float(v), 2) for k, v in acquisition.hu.items()},
+        "sides": sides,
+        "label_voxels": {schema.LABEL_NAMES[v]: int(counts[v]) for v in schema.LABEL_NAMES},
+        "notes": "Centres in patient RAS mm. inclination/anteversion are radiographic angles of the "
+                 "socket opening axis in the image's RAS frame; pelvic_* are the same in the pelvis's "
+                 "own frame (before the random pose).",
+    }
+
+
+def write_phantom(case: PhantomCase, out_dir) -> dict:
+    """Write ``ct.nii.gz``, ``gt.nii.gz`` and ``gt.json`` under ``out_dir/<case_id>/`` atomically."""
+    from ..io import write_image
+    folder = Path(out_dir) / case.case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"ct": folder / "ct.nii.gz", "gt": folder / "gt.nii.gz", "truth": folder / "gt.json"}
+    write_image(case.ct, case.geometry, paths["ct"])
+    write_image(case.labels, case.geometry, paths["gt"])
+    atomic_write_text(paths["truth"], json.dumps(case.truth, indent=2) + "\n")
+    return paths
+
+
+def write_phantoms(out_dir, n: int = 1, seed: int = 0, *, size: str = "small", preset: str = "hard",
+                   progress=None) -> list:
+    """Write ``n`` phantoms with seeds ``seed, seed + 1, ...``; return their folders."""
+    folders = []
+    for i in range(n):
+        case = make_phantom(seed + i, size=size, preset=preset)
+        folders.append(write_phantom(case, out_dir)["ct"].parent)
+        if progress is not None:
+            progress(i + 1, n)
+    return folders

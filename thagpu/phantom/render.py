@@ -1,0 +1,306 @@
+"""Render a sampled anatomy into a CT acquisition: grid, partial volume, PSF, noise, metal streaks.
+
+The scanner is modelled in RAS millimetres. The patient (an :class:`Anatomy`)
+is placed by a rigid pose; the table is part of the scanner and is not posed.
+Tissues are painted on a grid up to three times finer than the voxels along
+coarse axes and averaged down (partial volume); the result is blurred by a
+Gaussian point-spread function, given correlated noise, and quantised to
+int16 like a scanner's output. The truth maps are taken at voxel centres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from ..geometry import LPS_TO_RAS, Geometry
+from .anatomy import PARTS, Anatomy
+from .shapes import union_bounds, union_sdf
+
+__all__ = ["Grid", "Acquisition", "MATERIALS", "render"]
+
+#: Material codes painted on the fine grid.
+MATERIALS = {name: code for code, name in enumerate([
+    "air", "fat", "muscle", "cartilage", "fluid", "gas", "table", "foam", "cortical",
+    "cancellous", "marrow", "metal", "liner", "calcification", "blood"])}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Voxel grid of the stored image: index (i, j, k) -> RAS mm is ``origin + axes @ index``."""
+
+    shape: tuple
+    spacing: tuple
+    direction: np.ndarray  # (3, 3) columns: stored index axes in RAS
+    origin: np.ndarray  # RAS mm of voxel (0, 0, 0)
+
+    @classmethod
+    def centered(cls, shape, spacing, direction, center):
+        direction = np.asarray(direction, dtype=float)
+        half = (np.asarray(shape) - 1) / 2.0 * np.asarray(spacing)
+        origin = np.asarray(center, float) - direction @ half
+        return cls(tuple(int(n) for n in shape), tuple(float(s) for s in spacing), direction, origin)
+
+    @property
+    def axes(self) -> np.ndarray:
+        return self.direction * np.asarray(self.spacing)[None, :]
+
+    def geometry(self) -> Geometry:
+        """The ITK header (LPS) of this grid."""
+        direction = LPS_TO_RAS @ self.direction
+        return Geometry(size=self.shape, spacing=self.spacing,
+                        origin=tuple(float(v) for v in LPS_TO_RAS @ self.origin),
+                        direction=tuple(float(v) for v in direction.ravel()))
+
+    def world_axis_of(self) -> tuple:
+        """For each stored axis, the RAS axis it runs closest to."""
+        return tuple(int(np.argmax(np.abs(self.direction[:, a]))) for a in range(3))
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Scanner settings and per-case tissue values (HU)."""
+
+    hu: dict  # material name -> HU
+    noise_hu: float
+    psf_sigma_mm: tuple  # RAS x, y, z
+    trabecular_texture_hu: float
+    streak_hu: float
+    table_top_y: float
+    table_pad_mm: float
+    max_points: int = 4_000_000
+
+
+def _pose_maps(grid: Grid, rotation, translation):
+    """Affine maps from (fine) stored indices to world RAS and to the anatomical frame."""
+    world_m, world_b = grid.axes, grid.origin
+    anat_m = rotation.T @ world_m
+    anat_b = rotation.T @ (world_b - translation)
+    return (world_m, world_b), (anat_m, anat_b)
+
+
+def _coords(m, b, idx):
+    i, j, k = idx
+    x = b[0] + m[0, 0] * i[:, None, None] + m[0, 1] * j[None, :, None] + m[0, 2] * k[None, None, :]
+    y = b[1] + m[1, 0] * i[:, None, None] + m[1, 1] * j[None, :, None] + m[1, 2] * k[None, None, :]
+    z = b[2] + m[2, 0] * i[:, None, None] + m[2, 1] * j[None, :, None] + m[2, 2] * k[None, None, :]
+    return x, y, z
+
+
+def _index_box(m, b, low, high, idx):
+    """Slices of the index vectors ``idx`` whose points can lie in the box [low, high]."""
+    corners = np.array([[lo if bit == 0 else hi for bit, lo, hi in zip(bits, low, high)]
+                        for bits in np.ndindex(2, 2, 2)])
+    inverse = np.linalg.inv(m)
+    index = (corners - b) @ inverse.T
+    lo, hi = index.min(axis=0) - 1.0, index.max(axis=0) + 1.0
+    out = []
+    for axis in range(3):
+        values = idx[axis]
+        start = int(np.searchsorted(values, lo[axis], side="left"))
+        stop = int(np.searchsorted(values, hi[axis], side="right"))
+        if start >= stop:
+            return None
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def _union_in_boxes(shapes, m, b, idx, box, x, y, z):
+    """Union SDF over a block, each shape evaluated only inside its own bounding box."""
+    sdf = np.full(x.shape, np.inf)
+    sub_idx = tuple(values[s] for values, s in zip(idx, box))
+    for shape in shapes:
+        sub = _index_box(m, b, *shape.bounds(), sub_idx)
+        if sub is None:
+            continue
+        view = sdf[sub]
+        np.minimum(view, shape.sdf(x[sub], y[sub], z[sub]), out=view)
+    return sdf
+
+
+def _paint_background(material, anat, world, idx, anatomy: Anatomy, table_top_y, pad_mm):
+    """Paint air, the table, fat and muscle (no partial volume needed: smooth, large)."""
+    xw, yw, _ = _coords(*world, idx)
+    # Scanner table (not posed): curved carbon skins around a foam core, a foam pad on top.
+    top = table_top_y + 0.0008 * xw * xw
+    under = np.abs(xw) < 230.0
+    material[under & (yw <= top + pad_mm) & (yw > top - 35.0)] = MATERIALS["foam"]
+    skins = ((yw <= top) & (yw > top - 2.5)) | ((yw <= top - 32.5) & (yw > top - 35.0))
+    material[under & skins] = MATERIALS["table"]
+    xa, ya, za = _coords(*anat, idx)
+    # Body: an elliptic cylinder for the pelvis that splits into two thighs below.
+    rx, ry = anatomy.body_radii
+    body = (np.sqrt((xa / rx) ** 2 + ((ya + 5.0) / ry) ** 2) - 1.0) * min(rx, ry)
+    body = np.maximum(body, -(za + 70.0))
+    for side in anatomy.sides.values():
+        cx = side.head_center[0] + side.sign * 15.0
+        body = np.minimum(body, np.sqrt((xa - cx) ** 2 + (ya - 5.0) ** 2) - 95.0)
+    material[body < 0] = MATERIALS["fat"]
+    material[body < -anatomy.fat_mm] = MATERIALS["muscle"]
+
+
+def _paint_objects(material, part, anat, idx, anatomy: Anatomy):
+    """Paint organs, cartilage, bones and metal on one block of (fine) points.
+
+    Coordinates are computed only inside each object's bounding box.
+    """
+    m_a, b_a = anat
+
+    def region(bounds):
+        box = _index_box(m_a, b_a, *bounds, idx)
+        if box is None:
+            return None, None
+        return box, _coords(m_a, b_a, tuple(v[s] for v, s in zip(idx, box)))
+
+    for name, shape in anatomy.soft_tissue:
+        box, xyz = region(shape.bounds())
+        if box is None:
+            continue
+        hit = (shape.sdf(*xyz) < 0) & (material[box] == MATERIALS["muscle"])
+        material[box][hit] = MATERIALS[name]
+    for cavity, head, coverage in anatomy.sockets:
+        box, xyz = region(cavity.bounds())
+        if box is None:
+            continue
+        hit = (cavity.sdf(*xyz) < 0) & (head.sdf(*xyz) >= 0) & (coverage.sdf(*xyz) < 0)
+        material[box][hit] = MATERIALS["cartilage"]
+    for bone in anatomy.bones:
+        box, xyz = region(union_bounds(bone.shapes))
+        if box is None:
+            continue
+        x, y, z = xyz
+        sdf = _union_in_boxes(bone.shapes, m_a, b_a, idx, box, x, y, z)
+        if bone.exclude is not None:
+            sub = _index_box(m_a, b_a, *bone.exclude.bounds(), tuple(v[s] for v, s in zip(idx, box)))
+            if sub is not None:
+                view = sdf[sub]
+                np.maximum(view, -bone.exclude.sdf(x[sub], y[sub], z[sub]), out=view)
+        hit = sdf < 0
+        if not hit.any():
+            continue
+        cortex = np.full(sdf.shape, bone.cortex_mm)
+        if bone.cortex_ramp is not None:
+            a, b_, extra = bone.cortex_ramp
+            a, ab = np.asarray(a), np.asarray(b_) - np.asarray(a)
+            t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(ab @ ab)
+            cortex = cortex + extra * np.clip(t, 0.0, 1.0)
+        tissue = np.where(-sdf < cortex, MATERIALS["cortical"], MATERIALS["cancellous"])
+        if bone.marrow is not None:
+            tissue = np.where((tissue == MATERIALS["cancellous"]) & (bone.marrow.sdf(x, y, z) < 0),
+                              MATERIALS["marrow"], tissue)
+        material[box][hit] = tissue[hit]
+        part[box][hit] = bone.part
+    if anatomy.implant is not None:
+        box, xyz = region(union_bounds(anatomy.implant.metal + [anatomy.implant.liner]))
+        if box is not None:
+            liner = anatomy.implant.liner.sdf(*xyz) < 0
+            material[box][liner] = MATERIALS["liner"]
+            part[box][liner] = PARTS["none"]
+            metal = union_sdf(anatomy.implant.metal, *xyz) < 0
+            material[box][metal] = MATERIALS["metal"]
+            part[box][metal] = PARTS["metal"]
+
+
+def _supersampling(spacing) -> tuple:
+    """Odd sub-sampling factors per axis: 3 along axes coarser than 1.2 mm, else 1."""
+    return tuple(3 if s > 1.2 else 1 for s in spacing)
+
+
+def _streaks(hu, grid: Grid, metal, world, acquisition: Acquisition, rng):
+    """Add metal streak artefacts in the scanner's axial planes, slab by slab."""
+    if not metal.any():
+        return
+    m_w, b_w = world
+    pts = np.argwhere(metal) @ m_w.T + b_w
+    slice_mm = max(grid.spacing[a] for a in range(3) if grid.world_axis_of()[a] == 2)
+    bins = np.round(pts[:, 2] / slice_mm).astype(np.int64)
+    lo = int(bins.min())
+    n_bins = int(bins.max()) - lo + 1
+    counts = np.bincount(bins - lo, minlength=n_bins).astype(float)
+    safe = np.maximum(counts, 1.0)
+    cx_bin = np.bincount(bins - lo, weights=pts[:, 0], minlength=n_bins) / safe
+    cy_bin = np.bincount(bins - lo, weights=pts[:, 1], minlength=n_bins) / safe
+    strength_bin = np.minimum(1.0, np.sqrt(counts) / 15.0)
+    harmonics = rng.integers(6, 18, size=3)
+    phases = rng.uniform(0, 2 * np.pi, size=3)
+    weights = rng.uniform(0.5, 1.0, size=3)
+    idx = [np.arange(n, dtype=float) for n in grid.shape]
+    step = max(1, acquisition.max_points // (grid.shape[0] * grid.shape[1]))
+    for k0 in range(0, grid.shape[2], step):
+        k1 = min(grid.shape[2], k0 + step)
+        x, y, z = _coords(m_w, b_w, (idx[0], idx[1], idx[2][k0:k1]))
+        zbin = np.round(z / slice_mm).astype(np.int64) - lo
+        valid = (zbin >= 0) & (zbin < n_bins)
+        zbin = np.clip(zbin, 0, n_bins - 1)
+        strength = np.where(valid, strength_bin[zbin], 0.0)
+        dx, dy = x - cx_bin[zbin], y - cy_bin[zbin]
+        rho = np.sqrt(dx * dx + dy * dy)
+        theta = np.arctan2(dy, dx)
+        pattern = sum(w * np.cos(n * theta + p) for n, p, w in zip(harmonics, phases, weights))
+        pattern = pattern / weights.sum()
+        # Bright and dark streaks decay away from the metal; a dark halo hugs it.
+        streak = acquisition.streak_hu * strength * (np.exp(-rho / 80.0) * pattern - 0.5 * np.exp(-rho / 25.0))
+        hu[:, :, k0:k1] += np.where(metal[:, :, k0:k1], 0.0, streak).astype(np.float32)
+
+
+def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acquisition, rng):
+    """Render the CT (int16 HU) and the truth parts map, both in stored (i, j, k) order.
+
+    Returns
+    -------
+    ct : (I, J, K) ndarray of int16
+    parts : (I, J, K) ndarray of uint8
+        :data:`PARTS` codes at voxel centres.
+    material : (I, J, K) ndarray of uint8
+        :data:`MATERIALS` codes at voxel centres.
+    """
+    factors = _supersampling(grid.spacing)
+    fine = tuple(n * f for n, f in zip(grid.shape, factors))
+    # Fine sample positions in stored-index units: voxel v spans v - 0.5 .. v + 0.5.
+    fine_idx = [(np.arange(nf) + 0.5) / f - 0.5 for nf, f in zip(fine, factors)]
+    world, anat = _pose_maps(grid, rotation, translation)
+    hu_lut = np.zeros(len(MATERIALS), dtype=np.float64)
+    for name, code in MATERIALS.items():
+        hu_lut[code] = acquisition.hu[name]
+    shape = grid.shape
+    hu = np.empty(shape, dtype=np.float32)
+    cancellous = np.empty(shape, dtype=np.float32)
+    parts = np.empty(shape, dtype=np.uint8)
+    materials = np.empty(shape, dtype=np.uint8)
+    per_slice = shape[0] * shape[1] * factors[0] * factors[1] * factors[2]
+    step = max(1, acquisition.max_points // per_slice)
+    for k0 in range(0, shape[2], step):
+        k1 = min(shape[2], k0 + step)
+        idx = (fine_idx[0], fine_idx[1], fine_idx[2][k0 * factors[2]:k1 * factors[2]])
+        block = (len(idx[0]), len(idx[1]), len(idx[2]))
+        fi, fj, fk = factors
+        background = np.zeros((shape[0], shape[1], k1 - k0), dtype=np.uint8)
+        centre_idx = (np.arange(shape[0], dtype=float), np.arange(shape[1], dtype=float),
+                      np.arange(k0, k1, dtype=float))
+        _paint_background(background, anat, world, centre_idx, anatomy, acquisition.table_top_y,
+                          acquisition.table_pad_mm)
+        material = np.repeat(np.repeat(np.repeat(background, fi, 0), fj, 1), fk, 2)
+        part = np.zeros(block, dtype=np.uint8)
+        _paint_objects(material, part, anat, idx, anatomy)
+        coarse = (shape[0], fi, shape[1], fj, k1 - k0, fk)
+        hu[:, :, k0:k1] = hu_lut[material].reshape(coarse).mean(axis=(1, 3, 5))
+        cancellous[:, :, k0:k1] = (material == MATERIALS["cancellous"]).reshape(coarse).mean(axis=(1, 3, 5))
+        centre = (slice(fi // 2, None, fi), slice(fj // 2, None, fj), slice(fk // 2, None, fk))
+        parts[:, :, k0:k1] = part[centre]
+        materials[:, :, k0:k1] = material[centre]
+    if acquisition.trabecular_texture_hu > 0:
+        texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.8)
+        texture *= acquisition.trabecular_texture_hu / max(float(texture.std()), 1e-6)
+        hu += cancellous * texture
+    axis_of = grid.world_axis_of()
+    sigma = [acquisition.psf_sigma_mm[axis_of[a]] / grid.spacing[a] for a in range(3)]
+    hu = ndimage.gaussian_filter(hu, sigma, mode="nearest")
+    if anatomy.implant is not None and acquisition.streak_hu > 0:
+        _streaks(hu, grid, parts == PARTS["metal"], world, acquisition, rng)
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.6)
+    noise *= acquisition.noise_hu / max(float(noise.std()), 1e-6)
+    hu += noise
+    ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
+    return ct, parts, materials
