@@ -16,10 +16,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from .errors import InputError
 
-__all__ = ["IOConfig", "Config", "load_config", "config_hash"]
+__all__ = ["IOConfig", "BoneConfig", "Config", "load_config", "config_hash"]
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,78 @@ class IOConfig:
 
 
 @dataclass(frozen=True)
+class BoneConfig:
+    """Bone extraction (graph cut); see docs/bone_extraction.md for the energy."""
+
+    #: Neighbourhood of the pairwise terms: 6, 18 or 26.
+    connectivity: int = 6
+    #: Bone seeds: voxels inside the body at or above this HU (and below ``metal_hu``).
+    #: None: ``seed_fraction`` of the way from the volume's soft-tissue level to its cortical
+    #: level (both estimated per volume), and at least 6 noise SDs above soft tissue.
+    cortical_seed_hu: Optional[float] = None
+    seed_fraction: float = 0.6
+    #: Bone shells that, closed and filled, give the confident bone samples: this fraction of the
+    #: way from soft tissue to cortex (lower than the seeds: a thin blurred cortex must count).
+    shell_fraction: float = 0.35
+    #: Extra background cost (nats) inside those filled shells, eroded by one voxel.
+    interior_prior: float = 4.0
+    #: Unary costs (nats): clearly soft tissue up to soft level + ``soft_sd`` noise SDs, clearly
+    #: bone from ``bone_fraction`` of the way to the cortical level; neutral between.
+    unary_weight: float = 2.0
+    soft_sd: float = 3.0
+    bone_fraction: float = 0.45
+    #: Voxels at or below this HU (air, gas, most fat) are background seeds.
+    background_seed_hu: float = -200.0
+    #: Metal (implants) is background, never bone.
+    metal_hu: float = 2500.0
+    #: The body: thick, large regions above this HU (trunk, arms, not the table); outside it
+    #: everything is background.
+    body_threshold_hu: float = -400.0
+    #: Boundary term exp(-dI^2 / 2 sigma^2): HU difference at which cutting gets cheap.
+    #: None: ``sigma_fraction`` x (cortical level - soft-tissue level) of the volume.
+    sigma_hu: Optional[float] = None
+    sigma_fraction: float = 0.3
+    #: Weight of the boundary term: a voxel's links sum to 6 x this in flat regions (any grid).
+    pairwise_weight: float = 0.3
+    #: "exact": max-flow on every voxel the exact reduction leaves free; "banded": solve on a
+    #: coarse grid first and only in a band around its boundary at full resolution (faster,
+    #: not guaranteed minimal; the benchmark reports the energy gap).
+    mode: str = "exact"
+    #: Banded mode: downsampling factor of the coarse solve and half-width of the band.
+    coarse_factor: int = 2
+    band_mm: float = 3.0
+    #: Upper bound on reduction passes (exactness does not depend on it).
+    max_passes: int = 10
+    #: Fill cavities enclosed by bone (marrow, low-density cancellous bone) ...
+    fill_cavities: bool = True
+    #: ... closing gaps in the cortex of up to about twice this first (0: no closing).
+    fill_closing_mm: float = 4.0
+    #: ... and holes within one axial slice up to this area (mm^2; 0: 3-D cavities only).
+    max_slice_hole_mm2: float = 2500.0
+    #: Components smaller than this are dropped.
+    min_island_ml: float = 0.2
+    #: Components at least this large form the skeleton ...
+    skeleton_min_ml: float = 1.0
+    #: ... and smaller ones farther than this from it are dropped (calcifications).
+    max_gap_mm: float = 25.0
+
+    def __post_init__(self):
+        if self.connectivity not in (6, 18, 26):
+            raise ValueError(f"bone.connectivity must be 6, 18 or 26, not {self.connectivity}")
+        if self.mode not in ("exact", "banded"):
+            raise ValueError(f"bone.mode must be 'exact' or 'banded', not {self.mode!r}")
+        if (self.sigma_hu is not None and self.sigma_hu <= 0) or self.pairwise_weight < 0:
+            raise ValueError("bone.sigma_hu must be > 0 and bone.pairwise_weight >= 0")
+        if not 0.0 < self.seed_fraction < 1.0:
+            raise ValueError("bone.seed_fraction must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every parameter of the pipeline; sections per stage."""
 
     io: IOConfig = field(default_factory=IOConfig)
+    bone: BoneConfig = field(default_factory=BoneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -51,7 +120,11 @@ def _merge(cls, values: dict, where: str):
                              f"(known: {', '.join(sorted(known))})")
         default = known[key].default_factory() if known[key].default_factory is not dataclasses.MISSING \
             else known[key].default
-        if dataclasses.is_dataclass(default):
+        if default is None:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"setting '{where}.{key}' must be a number, got {value!r}")
+            kwargs[key] = float(value)
+        elif dataclasses.is_dataclass(default):
             kwargs[key] = _merge(type(default), value, f"{where + '.' if where else ''}{key}")
         else:
             if isinstance(default, bool) != isinstance(value, bool) or (

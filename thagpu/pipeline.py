@@ -66,11 +66,23 @@ def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -
     """Run the segmentation stages that exist on a loaded volume.
 
     Returns the canonical label map (host, uint8) and the per-stage
-    measurements. The stages are added issue by issue: bone extraction, then
-    acetabulum and femoral head segmentation.
+    measurements. Bone extraction gives every bone voxel label 5
+    (``other_bone``); the acetabulum and femoral head segmentation (next
+    stage) relabels the hips.
     """
+    from .bone import extract_bone
+    from .device import to_device, to_host
+
+    on_device = volume.with_array(to_device(volume.array, device))
+    with _timed(timings, "bone"):
+        bone = extract_bone(on_device, config)
     labels = np.zeros(volume.shape, dtype=np.uint8)
-    return labels, {"sides": {}}
+    labels[to_host(bone.mask)] = schema.OTHER_BONE
+    diagnostics = bone.diagnostics
+    summary = {key: diagnostics[key] for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy")
+               if key in diagnostics}
+    summary["warnings"] = list(diagnostics.get("warnings", []))
+    return labels, {"bone": summary, "sides": {}}
 
 
 def _measurements(volume: Volume, config: Config, device: str, stage_results: dict, timings: dict) -> dict:

@@ -107,6 +107,8 @@ class PhantomCase:
         ITK header (LPS) of the image.
     truth : dict
         The content of ``gt.json``.
+    materials : (I, J, K) ndarray of uint8
+        Tissue at each voxel centre (:data:`MATERIALS`), e.g. to find the table.
     """
 
     case_id: str
@@ -115,6 +117,7 @@ class PhantomCase:
     parts: np.ndarray
     geometry: Geometry
     truth: dict
+    materials: np.ndarray | None = None
 
     def to_volume(self):
         """The CT as a canonical :class:`~thagpu.volume.Volume`, as ``load_ct`` would return it."""
@@ -122,10 +125,14 @@ class PhantomCase:
         return Volume.from_stored(self.ct.astype(np.float32), self.geometry,
                                   source=f"phantom:{self.case_id}")
 
+    def canonical(self, array):
+        """A stored-order array of this case (labels, parts, materials) in canonical (R, A, S) order."""
+        from ..geometry import Orientation
+        return np.ascontiguousarray(Orientation.from_geometry(self.geometry).to_canonical(array))
+
     def canonical_labels(self):
         """The truth labels in the canonical (R, A, S) orientation of :meth:`to_volume`."""
-        from ..geometry import Orientation
-        return np.ascontiguousarray(Orientation.from_geometry(self.geometry).to_canonical(self.labels))
+        return self.canonical(self.labels)
 
 
 def _acquisition_spacing(rng, size, preset: Preset, spacing):
@@ -279,14 +286,14 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", sp
         trabecular_texture_hu=float(rng.uniform(30, 60)),
         streak_hu=float(rng.uniform(250, 500)) if implant_side else 0.0,
         table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad)
-    ct, parts, _ = render(anatomy, grid, rotation, translation, acquisition, rng)
+    ct, parts, materials = render(anatomy, grid, rotation, translation, acquisition, rng)
     radii = {name: side.head_radius for name, side in anatomy.sides.items()}
     labels = labels_from_parts(parts, grid, centers, radii, implant_side)
     case_id = case_id or f"{preset}-{size}-{seed:05d}"
     truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
                    centers, implant_side, truncate_side, labels, acquisition)
     return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
-                       truth=truth)
+                       truth=truth, materials=materials)
 
 
 def _visible_fraction(grid: Grid, center, radius) -> float:

@@ -1,0 +1,1 @@
+"""Benchmarks: each script writes JSON and a markdown table under benchmarks/results/."""

@@ -1,0 +1,78 @@
+"""Shared helpers of the benchmark scripts: machine facts, peak memory, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+from thagpu._atomic import atomic_write_text
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    """CPU, GPU and library versions, for the record."""
+    import numpy
+    import scipy
+    import SimpleITK
+
+    info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": SimpleITK.__version__}
+    try:
+        import maxflow
+        info["PyMaxflow"] = getattr(maxflow, "__version__", "?")
+    except ImportError:
+        pass
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    from thagpu.device import gpu_available
+    if gpu_available():
+        import cupy
+        info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        info["cupy"] = cupy.__version__
+    return info
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_isolated(module: str, *args: str, timeout: float = 3600) -> dict:
+    """Run ``python -m module args`` in a fresh process (own peak memory); it prints one JSON line last."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    result = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                            timeout=timeout, env=env, cwd=Path(__file__).resolve().parents[1])
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def write_results(name: str, payload: dict, table: str) -> tuple:
+    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+    md_path = atomic_write_text(RESULTS / f"{name}.md", table + "\n")
+    return json_path, md_path
+
+
+def markdown_table(rows: list, columns: list) -> str:
+    def fmt(value):
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

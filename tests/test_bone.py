@@ -1,0 +1,161 @@
+"""Bone extraction: exactness of the reduced graph cut, accuracy floors, cleanup rules."""
+
+import numpy as np
+import pytest
+
+from thagpu.bone import build_energy, energy_of, extract_bone, minimum_cut, solve_full_grid
+from thagpu.bone.energy import Energy, pairwise_weights
+from thagpu.bone.grid import neighbours
+from thagpu.bone.reduction import reduce_energy
+from thagpu.bone.solver import solve_reduced
+from thagpu.config import BoneConfig, Config
+from thagpu.geometry import Geometry
+from thagpu.metrics import dice
+from thagpu.phantom import MATERIALS, make_phantom
+from thagpu.volume import Volume
+
+
+def _volume(array, spacing=(1.0, 1.0, 1.0)):
+    geometry = Geometry(size=array.shape, spacing=spacing, origin=(0.0, 0.0, 0.0),
+                        direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))  # RAS-ordered stored array
+    return Volume.from_stored(array.astype(np.float32), geometry)
+
+
+@pytest.mark.parametrize("seed,preset,connectivity", [(1, "hard", 6), (2, "osteoporotic", 6),
+                                                      (3, "implant", 18), (4, "hard", 26)])
+def test_reduced_cut_has_the_full_grid_minimum_energy(seed, preset, connectivity):
+    case = make_phantom(seed, size="tiny", preset=preset)
+    volume = case.to_volume()
+    config = BoneConfig(connectivity=connectivity)
+    energy, _, _ = build_energy(volume.array, volume.spacing, config)
+    ours, stats = minimum_cut(energy, volume.array, volume.spacing, config)
+    full, full_stats = solve_full_grid(energy)
+    e_ours, e_full = energy_of(ours, energy), energy_of(full, energy)
+    assert np.isfinite(e_ours)  # seeds respected
+    assert e_ours == pytest.approx(e_full, rel=1e-9, abs=1e-6)
+    assert stats["graph_nodes"] < 0.1 * full_stats["graph_nodes"]
+
+
+def _random_energy(rng, shape, connectivity):
+    image = rng.normal(0, 1, size=shape).astype(np.float32)
+    cost_bone = rng.uniform(0, 1.5, size=shape).astype(np.float32)
+    cost_background = rng.uniform(0, 1.5, size=shape).astype(np.float32)
+    seeds = rng.uniform(size=shape)
+    links = pairwise_weights(image, neighbours(shape, (1.0, 0.8, 2.0), connectivity), sigma_hu=1.0, weight=0.3)
+    return Energy(cost_bone=cost_bone, cost_background=cost_background, bone_seed=seeds < 0.05,
+                  background_seed=seeds > 0.9, links=links)
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+def test_reduction_is_exact_on_random_energies(connectivity):
+    """Property check on energies unrelated to CT: dominance fixing never loses the minimum."""
+    rng = np.random.default_rng(connectivity)
+    for _ in range(5):
+        energy = _random_energy(rng, (9, 10, 8), connectivity)
+        reduction = reduce_energy(energy, max_passes=50)
+        ours, _ = solve_reduced(energy, reduction)
+        full, _ = solve_full_grid(energy)
+        assert energy_of(ours, energy) == pytest.approx(energy_of(full, energy), rel=1e-9, abs=1e-9)
+
+
+def test_energy_counts_seed_violations_as_infinite():
+    rng = np.random.default_rng(0)
+    energy = _random_energy(rng, (6, 6, 6), 6)
+    labels = np.zeros((6, 6, 6), bool)
+    assert energy_of(labels, energy) == float("inf")  # bone seeds labelled background
+
+
+@pytest.mark.parametrize("seed,preset,floor", [(101, "hard", 0.95), (102, "hard", 0.95),
+                                               (103, "osteoporotic", 0.85), (104, "implant", 0.94)])
+def test_dice_floor_on_small_phantoms(seed, preset, floor):
+    """About 2 mm voxels: the floors are below the 1 mm targets of the benchmark."""
+    case = make_phantom(seed, size="small", preset=preset)
+    result = extract_bone(case.to_volume())
+    truth = case.canonical_labels()
+    assert dice(result.mask, truth > 0) >= floor
+    # Heads stay solid: the truth femoral heads are inside the mask.
+    for label in (1, 3):
+        head = truth == label
+        if head.any():
+            assert result.mask[head].mean() > 0.97
+
+
+def test_table_calcifications_and_metal_are_not_bone():
+    case = make_phantom(105, size="small", preset="implant")
+    volume = case.to_volume()
+    mask = extract_bone(volume).mask
+    materials = case.canonical(case.materials)
+    table = materials == MATERIALS["table"]
+    assert table.sum() > 100  # the table is in the field of view ...
+    assert not (mask & table).any()  # ... and not in the mask
+    calcified = materials == MATERIALS["calcification"]
+    assert calcified.sum() > 0
+    assert (mask & calcified).sum() <= 0.2 * calcified.sum()
+    assert not (mask & (materials == MATERIALS["metal"])).any()
+
+
+def test_cavities_are_filled_and_shaft_marrow_open_at_the_ends():
+    """A hollow bone ball and a tube that leaves the volume, both in soft tissue."""
+    shape = (80, 80, 60)
+    image = np.full(shape, -1000.0, np.float32)
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    body = (x - 40) ** 2 + (y - 40) ** 2 < 36 ** 2
+    image[body] = 40.0
+    r_ball = np.sqrt((x - 30) ** 2 + (y - 40) ** 2 + (z - 30) ** 2)
+    image[r_ball < 12] = 1200.0
+    image[r_ball < 10] = -60.0  # fatty marrow: below the soft tissue level
+    r_tube = np.sqrt((x - 55) ** 2 + (y - 40) ** 2)
+    image[r_tube < 7] = 1300.0
+    image[r_tube < 4] = -40.0
+    image += np.random.default_rng(0).normal(0, 10, shape).astype(np.float32)
+    mask = extract_bone(_volume(image)).mask
+    assert mask[r_ball < 9.5].all()
+    assert mask[r_tube < 3.5].all()
+    assert not mask[(r_ball > 13.5) & (r_tube > 8.5) & body].any()
+
+
+def test_islands_are_removed_but_bones_near_the_skeleton_stay():
+    shape = (90, 90, 40)
+    image = np.full(shape, -1000.0, np.float32)
+    x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    image[(x - 45) ** 2 + (y - 45) ** 2 < 42 ** 2] = 40.0
+    image[20:60, 30:45, 5:35] = 1000.0  # the skeleton (18 ml)
+    image[65:72, 35:42, 15:22] = 1000.0  # a rib-sized bone 5 mm away: stays
+    image[40:42, 75:77, 20:22] = 900.0  # a calcification-sized speck: goes
+    image += np.random.default_rng(1).normal(0, 10, shape).astype(np.float32)
+    mask = extract_bone(_volume(image)).mask
+    assert mask[25:55, 33:42, 10:30].all()
+    assert mask[66:71, 36:41, 16:21].all()
+    assert not mask[38:44, 73:79, 18:24].any()
+
+
+def test_anisotropic_spacing_phantom():
+    case = make_phantom(106, size="small", preset="hard", spacing=(1.6, 1.6, 4.0))
+    result = extract_bone(case.to_volume())
+    assert dice(result.mask, case.canonical_labels() > 0) >= 0.93
+
+
+def test_volume_without_bone_gives_empty_mask_and_warning():
+    image = np.full((70, 70, 40), -1000.0, np.float32)
+    image[5:65, 5:65, :] = 40.0
+    result = extract_bone(_volume(image))
+    assert not result.mask.any()
+    assert any("no bone" in w for w in result.diagnostics["warnings"])
+    air = extract_bone(_volume(np.full((20, 20, 20), -1000.0, np.float32)))
+    assert not air.mask.any() and air.diagnostics["warnings"]
+
+
+def test_banded_mode_runs_and_reports_its_graph():
+    case = make_phantom(107, size="tiny", preset="hard")
+    exact = extract_bone(case.to_volume(), BoneConfig(mode="exact"))
+    banded = extract_bone(case.to_volume(), Config(bone=BoneConfig(mode="banded")))
+    assert banded.diagnostics["mode"] == "banded" and "coarse_graph_nodes" in banded.diagnostics
+    assert banded.diagnostics["cut_energy"] >= exact.diagnostics["cut_energy"] - 1e-6
+    assert dice(banded.mask, exact.mask) > 0.9
+
+
+def test_bad_bone_settings_are_refused():
+    with pytest.raises(ValueError, match="connectivity"):
+        BoneConfig(connectivity=8)
+    with pytest.raises(ValueError, match="mode"):
+        BoneConfig(mode="fast")

@@ -1,0 +1,103 @@
+"""From the minimum cut to a bone mask: solid bones, no islands, no table or calcifications."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..device import get_array_module, to_host
+from .morphology import box_closing, coarse_dilate, fill_holes_2d, ndimage_for
+
+__all__ = ["fill_cavities", "remove_non_skeletal", "SLICE_HOLE_MIN_WIDTH_MM"]
+
+#: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
+SLICE_HOLE_MIN_WIDTH_MM = 6.0
+
+
+def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0):
+    """Fill cavities enclosed by bone (marrow, low-density cancellous bone).
+
+    A cavity is a background region not connected to the volume's sides. The
+    two axial end faces count as closed, so the marrow of a femoral shaft that
+    leaves the field of view at the bottom is filled too, while the joint space
+    (open through the socket's mouth) and the pelvic cavity (open between the
+    bones) stay open.
+
+    Parameters
+    ----------
+    mask : bool array
+    spacing : tuple of 3 float
+        Needed when ``closing_mm`` or ``max_slice_hole_mm2`` is set.
+    closing_mm : float
+        The cavities are those of the mask closed by about this much, so a
+        thin cortex with small gaps (partial volume, noise) still encloses its
+        marrow; the closing itself is not added, only what it encloses.
+    max_slice_hole_mm2 : float
+        Also fill holes enclosed within one axial slice up to this area (a
+        femoral head's cross-section is at most about 25 cm^2; the pelvic
+        cavity is several times larger) and at least
+        :data:`SLICE_HOLE_MIN_WIDTH_MM` wide somewhere. 0 disables.
+    """
+    if closing_mm > 0:
+        # Cavities enclosed as they are first (also those narrower than the closing, which the
+        # closing would swallow), then those that only a closed shell encloses.
+        mask = fill_cavities(mask, spacing, max_slice_hole_mm2=max_slice_hole_mm2)
+    xp = get_array_module(mask)
+    ndi = ndimage_for(mask)
+    shell = box_closing(mask, closing_mm, spacing) | mask if closing_mm > 0 else mask
+    padded = xp.pad(shell, ((0, 0), (0, 0), (1, 1)), mode="constant", constant_values=True)
+    filled = ndi.binary_fill_holes(padded)[:, :, 1:-1]
+    if max_slice_hole_mm2 > 0:
+        # Holes thinner than SLICE_HOLE_MIN_WIDTH_MM (a joint space ringed by head and socket) stay open.
+        width = [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
+        filled |= fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
+                                min_width_vox=width)
+    return mask | (filled & ~shell)
+
+
+def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_min_ml: float,
+                        max_gap_mm: float, min_inside_fraction: float = 0.5, body_margin_mm: float = 5.0):
+    """Keep the skeleton and what lies close to it; drop islands, the table, calcifications.
+
+    Components (26-connected) are dropped when smaller than ``min_island_ml``,
+    when less than ``min_inside_fraction`` of them lies deeper than
+    ``body_margin_mm`` inside the body (the scanner table, skin markers), or
+    when they are smaller than ``skeleton_min_ml`` and farther than
+    ``max_gap_mm`` from every component at least that large (vessel
+    calcifications, contrast, fragments of noise).
+
+    Returns
+    -------
+    mask : bool array
+    report : dict
+        Counts of components kept and dropped for each reason.
+    """
+    xp = get_array_module(mask)
+    ndi = ndimage_for(mask)
+    structure = np.ones((3, 3, 3), dtype=bool)
+    labels, count = ndi.label(mask, structure=structure if xp is np else xp.asarray(structure))
+    report = {"components": int(count), "dropped_small": 0, "dropped_outside_body": 0,
+              "dropped_far_from_skeleton": 0}
+    if count == 0:
+        return mask.copy(), report
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    sizes = xp.bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
+    core = ~coarse_dilate(~body, body_margin_mm, spacing, block_mm=2.0)
+    inside = xp.bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
+    volume_ml = sizes * voxel_ml
+    small = volume_ml < min_island_ml
+    outside = (inside / xp.maximum(sizes, 1.0)) < min_inside_fraction
+    keep = ~small & ~outside
+    keep[0] = False
+    skeleton = keep & (volume_ml >= skeleton_min_ml)
+    candidates = keep & ~skeleton
+    far = xp.zeros_like(keep)
+    if bool(candidates.any()) and bool(skeleton.any()):
+        near_skeleton = coarse_dilate(skeleton[labels], max_gap_mm, spacing, block_mm=2.0)
+        touching = xp.zeros(count + 1, dtype=bool)
+        touching[labels[near_skeleton & (labels > 0)]] = True
+        far = candidates & ~touching
+    keep &= ~far
+    report.update(dropped_small=int(to_host((small[1:]).sum())),
+                  dropped_outside_body=int(to_host((outside & ~small)[1:].sum())),
+                  dropped_far_from_skeleton=int(to_host(far.sum())), kept=int(to_host(keep.sum())))
+    return keep[labels], report

@@ -1,0 +1,144 @@
+"""Morphology helpers that work on NumPy (SciPy) and CuPy (cupyx.scipy.ndimage) arrays alike."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..device import get_array_module
+
+__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_opening"]
+
+
+def ndimage_for(array):
+    """``scipy.ndimage`` for NumPy arrays, ``cupyx.scipy.ndimage`` for CuPy arrays."""
+    if get_array_module(array) is np:
+        from scipy import ndimage
+        return ndimage
+    from cupyx.scipy import ndimage
+    return ndimage
+
+
+def ball(radius_vox) -> np.ndarray:
+    """Boolean ellipsoid structuring element with per-axis radii in voxels."""
+    radius = np.broadcast_to(np.asarray(radius_vox, dtype=float), (3,))
+    half = np.floor(radius).astype(int)
+    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
+    r2 = sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radius))
+    return r2 <= 1.0 + 1e-9
+
+
+def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
+    """Fill, slice by slice along ``axis``, the background regions enclosed in the slice.
+
+    A hole is a 4-connected background region of one slice that does not touch
+    the slice border and has at most ``max_area_vox`` pixels: marrow cavities
+    and cancellous bone inside a closed cortex, but not the pelvic cavity
+    inside the pelvic ring. With ``min_width_vox`` (pixels along each in-plane
+    axis), a hole is filled only if it is at least that wide somewhere: a
+    joint space enclosed by head and socket within a slice is a thin ring and
+    stays open. All slices are labelled in one call (a structuring element
+    with no link along ``axis``).
+    """
+    xp = get_array_module(mask)
+    ndi = ndimage_for(mask)
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    centre = [1, 1, 1]
+    for a in range(3):
+        if a == axis:
+            continue
+        for d in (0, 2):
+            idx = list(centre)
+            idx[a] = d
+            structure[tuple(idx)] = True
+    structure[1, 1, 1] = True
+    background = ~mask
+    labels, count = ndi.label(background, structure=xp.asarray(structure) if xp is not np else structure)
+    if count == 0:
+        return mask.copy()
+    sizes = xp.bincount(labels.ravel(), minlength=count + 1)
+    # Regions touching the slice border are outside, whatever their size.
+    border = xp.zeros(count + 1, dtype=bool)
+    for a in range(3):
+        if a == axis:
+            continue
+        for index in (0, -1):
+            face = [slice(None)] * 3
+            face[a] = index
+            border[labels[tuple(face)].ravel()] = True
+    fill = (sizes <= max_area_vox) & ~border
+    fill[0] = False
+    if min_width_vox is not None:
+        holes = fill[labels].view(xp.uint8)
+        for a, width in enumerate(min_width_vox):
+            if a != axis and width > 1:
+                holes = ndi.minimum_filter1d(holes, int(width), axis=a, mode="constant", cval=0)
+        wide = xp.zeros(count + 1, dtype=bool)
+        wide[labels[holes.astype(bool)]] = True
+        fill &= wide
+    return mask | fill[labels]
+
+
+def coarse_dilate(mask, radius_mm: float, spacing, *, block_mm: float = 4.0):
+    """Conservative dilation by about ``radius_mm``, computed on a coarser grid.
+
+    The mask is max-pooled into blocks of about ``block_mm``, dilated there by
+    a ball, and expanded back, so the result covers the exact dilation. Used
+    where a generous neighbourhood is enough (choosing confident samples), not
+    for the segmentation itself.
+    """
+    xp = get_array_module(mask)
+    ndi = ndimage_for(mask)
+    factors = [max(1, int(round(block_mm / s))) for s in spacing]
+    shape = mask.shape
+    padded_shape = [int(np.ceil(n / f)) * f for n, f in zip(shape, factors)]
+    padded = xp.zeros(padded_shape, dtype=bool)
+    padded[: shape[0], : shape[1], : shape[2]] = mask
+    coarse = padded.reshape(padded_shape[0] // factors[0], factors[0], padded_shape[1] // factors[1], factors[1],
+                            padded_shape[2] // factors[2], factors[2]).any(axis=(1, 3, 5))
+    radius_vox = [radius_mm / (s * f) + 1.0 for s, f in zip(spacing, factors)]
+    structure = ball(radius_vox)
+    coarse = ndi.binary_dilation(coarse, structure=xp.asarray(structure) if xp is not np else structure)
+    for axis, f in enumerate(factors):
+        coarse = xp.repeat(coarse, f, axis=axis)
+    return coarse[: shape[0], : shape[1], : shape[2]]
+
+
+def block_reduce_mean(image, factor: int):
+    """Mean over ``factor``-cubed blocks (edges padded by replication); returns float32."""
+    xp = get_array_module(image)
+    shape = image.shape
+    padded_shape = [int(np.ceil(n / factor)) * factor for n in shape]
+    pad = [(0, p - n) for n, p in zip(shape, padded_shape)]
+    padded = xp.pad(image, pad, mode="edge")
+    return padded.reshape(padded_shape[0] // factor, factor, padded_shape[1] // factor, factor,
+                          padded_shape[2] // factor, factor).mean(axis=(1, 3, 5), dtype=xp.float32)
+
+
+def box_closing(mask, radius_mm: float, spacing):
+    """Morphological closing by a box of half-width about ``radius_mm`` per axis.
+
+    Separable 1-D maximum and minimum filters: linear in the volume whatever
+    the radius, on NumPy and CuPy alike. Outside the array counts as
+    background for the dilation and is ignored by the erosion (edge mode), so
+    nothing grows in from the borders.
+    """
+    ndi = ndimage_for(mask)
+    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
+    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
+    for axis, r in enumerate(radius):
+        out = ndi.maximum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
+    for axis, r in enumerate(radius):
+        out = ndi.minimum_filter1d(out, 2 * r + 1, axis=axis, mode="nearest")
+    return out.astype(bool)
+
+
+def box_opening(mask, radius_mm: float, spacing):
+    """Morphological opening by a box of half-width about ``radius_mm`` (removes thin structures)."""
+    ndi = ndimage_for(mask)
+    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
+    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
+    for axis, r in enumerate(radius):
+        out = ndi.minimum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
+    for axis, r in enumerate(radius):
+        out = ndi.maximum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
+    return out.astype(bool)
