@@ -18,6 +18,7 @@ The *kind* of an array decides which form of a kernel runs:
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -34,6 +35,7 @@ __all__ = [
     "empty_device",
     "zeros_device",
     "blocks_for",
+    "launch",
 ]
 
 #: CUDA threads per block for the 1-D launches of the kernel modules.
@@ -152,3 +154,27 @@ def zeros_device(shape, dtype, kind: str):
 def blocks_for(n: int, threads: int = THREADS_PER_BLOCK) -> int:
     """Number of blocks of ``threads`` threads that cover ``n`` work items (at least 1)."""
     return max(1, math.ceil(n / threads))
+
+
+# numba-cuda warns on every launch of fewer than 128 blocks. Small grids are normal here (a few
+# hundred lines), and its NumbaPerformanceWarning (numba.cuda.core.errors) is not a subclass of
+# numba's own NumbaWarning, so a test session's "ignore::numba.core.errors.NumbaWarning" filter
+# does not cover it.
+_LOW_OCCUPANCY = r".*Grid size \d+ will likely result in GPU under-utilization"
+
+
+def launch(kernel, n_items: int, *args) -> None:
+    """Launch the 1-D ``kernel`` with at least ``n_items`` threads, without the low-occupancy warning.
+
+    Parameters
+    ----------
+    kernel : numba.cuda dispatcher
+        A ``@cuda.jit`` kernel whose threads check ``cuda.grid(1) < n_items`` themselves.
+    n_items : int
+        Number of work items (threads needed).
+    *args
+        The kernel's arguments.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LOW_OCCUPANCY)
+        kernel[blocks_for(n_items), THREADS_PER_BLOCK](*args)
