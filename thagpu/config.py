@@ -73,7 +73,7 @@ class BoneConfig:
     coarse_factor: int = 2
     band_mm: float = 3.0
     #: Upper bound on reduction passes (exactness does not depend on it).
-    max_passes: int = 4
+    max_passes: int = 2
     #: Fill cavities enclosed by bone (marrow, low-density cancellous bone) ...
     fill_cavities: bool = True
     #: ... closing gaps in the cortex of up to about twice this first (0: no closing).

@@ -60,7 +60,7 @@ def _link_sums(fixed, links, value, xp):
     return total
 
 
-def reduce_energy(energy: Energy, *, max_passes: int = 4, min_gain: float = 0.01, fixed=None) -> Reduction:
+def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01, fixed=None) -> Reduction:
     """Fix seeds and dominant voxels; see the module docstring.
 
     Parameters

@@ -73,4 +73,9 @@ def bone_interior(image, shell_hu: float, background_seed, spacing, *, closing_m
     # head and socket, the gap between two bones) are not bone; bridges over a blurred cortex are
     # brighter and stay.
     region &= ~((closed & ~shell) & (image <= soft_max_hu))
-    return ndi.binary_erosion(region & ~background_seed)
+    region &= ~background_seed
+    # One voxel in from the surface (a 3x3x3 box erosion, separable and fast).
+    eroded = region.view("uint8")
+    for axis in range(3):
+        eroded = ndi.minimum_filter1d(eroded, 3, axis=axis, mode="constant", cval=0)
+    return eroded.astype(bool)
