@@ -159,3 +159,28 @@ def test_bad_bone_settings_are_refused():
         BoneConfig(connectivity=8)
     with pytest.raises(ValueError, match="mode"):
         BoneConfig(mode="fast")
+
+
+def test_box_morphology_matches_scipy_away_from_the_border():
+    from scipy import ndimage
+
+    from thagpu.bone.morphology import box_closing, box_opening
+    rng = np.random.default_rng(3)
+    mask = np.zeros((30, 30, 30), bool)
+    mask[8:22, 8:22, 8:22] = rng.uniform(size=(14, 14, 14)) > 0.6
+    box = np.ones((5, 5, 3), bool)  # radius 2 mm along i, j at 1 mm; 1 voxel along k at 2 mm
+    spacing = (1.0, 1.0, 2.0)
+    np.testing.assert_array_equal(box_closing(mask, 2.0, spacing), ndimage.binary_closing(mask, box))
+    np.testing.assert_array_equal(box_opening(mask, 2.0, spacing), ndimage.binary_opening(mask, box))
+
+
+def test_slice_holes_thin_rings_stay_open_wide_holes_fill():
+    from thagpu.bone.morphology import fill_holes_2d
+    x, y = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
+    r = np.hypot(x - 30, y - 30)
+    ring_gap = (r < 20) & ~((r >= 14) & (r < 16))  # a disk with a 2-pixel ring of background inside
+    wide = (r < 20) & ~(r < 8)  # an annulus whose centre hole is 16 pixels wide
+    mask = np.stack([ring_gap, wide], axis=2)
+    filled = fill_holes_2d(mask, axis=2, max_area_vox=2000, min_width_vox=(5, 5, 1))
+    assert not filled[:, :, 0][(r >= 14.2) & (r < 15.8)].any()
+    assert filled[:, :, 1][r < 8].all()

@@ -114,6 +114,21 @@ def block_reduce_mean(image, factor: int):
                           padded_shape[2] // factor, factor).mean(axis=(1, 3, 5), dtype=xp.float32)
 
 
+def _box_filters(mask, radius_mm: float, spacing, first: str, then: str):
+    """Apply 1-D ``first`` filters along every axis, then ``then`` filters (a box operation)."""
+    ndi = ndimage_for(mask)
+    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
+    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
+    for name in (first, then):
+        filter1d = getattr(ndi, f"{name}_filter1d")
+        # Dilation: outside is background. Erosion: closing ignores the border (edge mode), while
+        # opening treats outside as background so thin structures at the border go too.
+        mode = "constant" if (name == "maximum" or first == "minimum") else "nearest"
+        for axis, r in enumerate(radius):
+            out = filter1d(out, 2 * r + 1, axis=axis, mode=mode, cval=0)
+    return out.astype(bool)
+
+
 def box_closing(mask, radius_mm: float, spacing):
     """Morphological closing by a box of half-width about ``radius_mm`` per axis.
 
@@ -122,23 +137,9 @@ def box_closing(mask, radius_mm: float, spacing):
     background for the dilation and is ignored by the erosion (edge mode), so
     nothing grows in from the borders.
     """
-    ndi = ndimage_for(mask)
-    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
-    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
-    for axis, r in enumerate(radius):
-        out = ndi.maximum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
-    for axis, r in enumerate(radius):
-        out = ndi.minimum_filter1d(out, 2 * r + 1, axis=axis, mode="nearest")
-    return out.astype(bool)
+    return _box_filters(mask, radius_mm, spacing, "maximum", "minimum")
 
 
 def box_opening(mask, radius_mm: float, spacing):
     """Morphological opening by a box of half-width about ``radius_mm`` (removes thin structures)."""
-    ndi = ndimage_for(mask)
-    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
-    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
-    for axis, r in enumerate(radius):
-        out = ndi.minimum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
-    for axis, r in enumerate(radius):
-        out = ndi.maximum_filter1d(out, 2 * r + 1, axis=axis, mode="constant", cval=0)
-    return out.astype(bool)
+    return _box_filters(mask, radius_mm, spacing, "minimum", "maximum")
