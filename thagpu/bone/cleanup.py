@@ -95,7 +95,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
         return mask.copy(), report
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = xp.bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
-    core = ~coarse_dilate(~body, body_margin_mm, spacing, block_mm=2.0)
+    core = ~coarse_dilate(~body, body_margin_mm, spacing, block_mm=4.0)
     inside = xp.bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
     volume_ml = sizes * voxel_ml
     small = volume_ml < min_island_ml
@@ -106,7 +106,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     candidates = keep & ~skeleton
     far = xp.zeros_like(keep)
     if bool(candidates.any()) and bool(skeleton.any()):
-        near_skeleton = coarse_dilate(skeleton[labels], max_gap_mm, spacing, block_mm=2.0)
+        near_skeleton = coarse_dilate(skeleton[labels], max_gap_mm, spacing, block_mm=4.0)
         touching = xp.zeros(count + 1, dtype=bool)
         touching[labels[near_skeleton & (labels > 0)]] = True
         far = candidates & ~touching
