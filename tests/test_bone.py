@@ -184,3 +184,30 @@ def test_slice_holes_thin_rings_stay_open_wide_holes_fill():
     filled = fill_holes_2d(mask, axis=2, max_area_vox=2000, min_width_vox=(5, 5, 1))
     assert not filled[:, :, 0][(r >= 14.2) & (r < 15.8)].any()
     assert filled[:, :, 1][r < 8].all()
+
+
+@pytest.mark.parametrize("seed,preset", [(11, "hard"), (12, "implant")])
+def test_extract_bone_solves_a_box_around_the_bone_exactly(seed, preset):
+    """The cut inside the bone region has the full volume's minimum energy."""
+    case = make_phantom(seed, size="tiny", preset=preset)
+    volume = case.to_volume()
+    result = extract_bone(volume)
+    energy, _, _ = build_energy(volume.array, volume.spacing, BoneConfig())
+    full, _ = solve_full_grid(energy)
+    assert energy_of(result.cut, energy) == pytest.approx(energy_of(full, energy), rel=1e-9, abs=1e-6)
+
+
+def test_extract_bone_falls_back_when_bone_reaches_the_box_side(monkeypatch):
+    import thagpu.bone as bone
+
+    case = make_phantom(13, size="tiny", preset="hard")
+    volume = case.to_volume()
+    reference = extract_bone(volume)
+
+    def too_small(image, *args, **kwargs):  # a box that cuts through the pelvis
+        return tuple(slice(n // 3, 2 * n // 3) for n in image.shape)
+
+    monkeypatch.setattr(bone, "_bone_region", too_small)
+    result = extract_bone(volume)
+    assert any("whole volume" in w for w in result.diagnostics["warnings"])
+    np.testing.assert_array_equal(result.cut, reference.cut)

@@ -52,8 +52,10 @@ class BoneResult:
     cut : (R, A, S) bool array
         The minimum cut before cavity filling and component cleanup.
     diagnostics : dict
-        Graph size, reduction passes, cut energy, intensity model, cleanup
-        report, sub-stage timings, and ``warnings``.
+        Graph size, reduction passes, cut energy (of the solved region: the
+        whole volume's energy differs by the constant costs of the background
+        seeds outside it), intensity model, cleanup report, sub-stage
+        timings, and ``warnings``.
     """
 
     mask: object
@@ -61,8 +63,48 @@ class BoneResult:
     diagnostics: dict = field(default_factory=dict)
 
 
-def build_energy(image, spacing, config: BoneConfig, body=None) -> tuple:
+@dataclass(frozen=True)
+class Thresholds:
+    """The HU thresholds and boundary scale derived from a volume's tissue levels."""
+
+    levels: object
+    model: IntensityModel
+    seed_hu: float
+    shell_hu: float
+    sigma_hu: float
+
+    @classmethod
+    def from_levels(cls, levels, config: BoneConfig) -> "Thresholds":
+        floor = levels.soft_hu + 6.0 * levels.noise_hu
+        seed_hu = config.cortical_seed_hu
+        if seed_hu is None:
+            seed_hu = max(levels.between(config.seed_fraction), floor)
+        sigma = config.sigma_hu if config.sigma_hu is not None else \
+            config.sigma_fraction * (levels.cortical_hu - levels.soft_hu)
+        model = IntensityModel.from_levels(levels, soft_sd=config.soft_sd, bone_fraction=config.bone_fraction,
+                                           weight=config.unary_weight)
+        return cls(levels=levels, model=model, seed_hu=seed_hu,
+                   shell_hu=max(levels.between(config.shell_fraction), floor), sigma_hu=sigma)
+
+    @property
+    def bone_evidence_hu(self) -> float:
+        """Below this no voxel has a background cost from its intensity, nor is it a shell or seed."""
+        return min(self.shell_hu, self.seed_hu, self.model.bone_min_hu - self.model.ramp_hu / 2)
+
+    def to_dict(self) -> dict:
+        levels = self.levels
+        return {"soft_tissue_hu": levels.soft_hu, "noise_hu": round(levels.noise_hu, 2),
+                "cortical_hu": levels.cortical_hu, "bone_seed_hu": round(self.seed_hu, 1),
+                "shell_hu": round(self.shell_hu, 1), "sigma_hu": round(self.sigma_hu, 1), **self.model.to_dict()}
+
+
+def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None) -> tuple:
     """Seeds, intensity model and energy terms of ``image`` (NumPy or CuPy, float32 HU).
+
+    Parameters
+    ----------
+    thresholds : Thresholds, optional
+        Derived from this image's own tissue levels when omitted.
 
     Returns
     -------
@@ -73,31 +115,71 @@ def build_energy(image, spacing, config: BoneConfig, body=None) -> tuple:
     """
     if body is None:
         body = body_mask(image, spacing, config.body_threshold_hu)
-    levels = estimate_tissue_levels(image, body, metal_hu=config.metal_hu)
-    seed_hu = config.cortical_seed_hu
-    if seed_hu is None:
-        seed_hu = max(levels.between(config.seed_fraction), levels.soft_hu + 6.0 * levels.noise_hu)
-    sigma = config.sigma_hu if config.sigma_hu is not None else \
-        config.sigma_fraction * (levels.cortical_hu - levels.soft_hu)
-    bone_seed, background_seed = seeds(image, body, cortical_hu=seed_hu,
-                                       background_hu=config.background_seed_hu, metal_hu=config.metal_hu)
-    shell_hu = max(levels.between(config.shell_fraction), levels.soft_hu + 6.0 * levels.noise_hu)
+    if thresholds is None:
+        thresholds = Thresholds.from_levels(estimate_tissue_levels(image, body, metal_hu=config.metal_hu), config)
     xp = get_array_module(image)
-    model = IntensityModel.from_levels(levels, soft_sd=config.soft_sd, bone_fraction=config.bone_fraction,
-                                       weight=config.unary_weight)
-    interior = bone_interior(image, shell_hu, background_seed, spacing, closing_mm=config.fill_closing_mm,
+    bone_seed, background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
+                                       background_hu=config.background_seed_hu, metal_hu=config.metal_hu)
+    model = thresholds.model
+    interior = bone_interior(image, thresholds.shell_hu, background_seed, spacing, closing_mm=config.fill_closing_mm,
                              max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
     cost_bone, cost_background = model.costs(image)
     if config.interior_prior > 0:
         cost_background = cost_background + interior.astype(xp.float32) * np.float32(config.interior_prior)
-    diagnostics = {"soft_tissue_hu": levels.soft_hu, "noise_hu": round(levels.noise_hu, 2),
-                   "cortical_hu": levels.cortical_hu, "bone_seed_hu": round(seed_hu, 1),
-                   "shell_hu": round(shell_hu, 1), "sigma_hu": round(sigma, 1), **model.to_dict()}
     links = pairwise_weights(image, neighbours(image.shape, spacing, config.connectivity),
-                             sigma_hu=sigma, weight=config.pairwise_weight)
+                             sigma_hu=thresholds.sigma_hu, weight=config.pairwise_weight)
     energy = Energy(cost_bone=cost_bone, cost_background=cost_background, bone_seed=bone_seed,
                     background_seed=background_seed, links=links)
-    return energy, diagnostics, body
+    return energy, thresholds.to_dict(), body
+
+
+def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig):
+    """A box around every voxel that could be bone, with a margin; ``None`` when there is none.
+
+    Outside it no voxel is a seed, a shell or clearly bone, so its background
+    cost is zero; see :func:`extract_bone` for why solving inside the box is
+    exact when the solution keeps off the box's sides.
+    """
+    xp = get_array_module(image)
+    evidence = (image >= thresholds.bone_evidence_hu) & body & (image < config.metal_hu)
+    margin = [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing]
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(to_host(xp.any(evidence, axis=other)))
+        if idx.size == 0:
+            return None
+        box.append(slice(max(0, int(idx[0]) - margin[axis]), min(image.shape[axis], int(idx[-1]) + margin[axis] + 1)))
+    return tuple(box)
+
+
+def _inner_sides(box, shape) -> list:
+    """The sides of ``box`` that lie inside an array of ``shape``: (axis, 0) or (axis, -1)."""
+    sides = []
+    for axis, s in enumerate(box):
+        if s.start > 0:
+            sides.append((axis, 0))
+        if s.stop < shape[axis]:
+            sides.append((axis, -1))
+    return sides
+
+
+def _layer(axis: int, index: int):
+    face = [slice(None)] * 3
+    face[axis] = index
+    return tuple(face)
+
+
+def _forbid_sides(energy: Energy, sides) -> None:
+    """Make the outermost layer on ``sides`` background seeds: it stands for everything beyond."""
+    for axis, index in sides:
+        energy.background_seed[_layer(axis, index)] = True
+        energy.bone_seed[_layer(axis, index)] = False
+
+
+def _bone_next_to_sides(labels, sides) -> bool:
+    """True when the layer just inside a forbidden side holds bone."""
+    return any(bool(labels[_layer(axis, 1 if index == 0 else -2)].any()) for axis, index in sides)
 
 
 def _band(coarse_labels, factor, shape, band_mm, spacing):
@@ -197,16 +279,33 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
         warnings.append("no body found in the volume (nothing above the body threshold)")
         return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
     image_c, body_c = image[box], body[box]
-    energy, levels, _ = build_energy(image_c, spacing, config, body=body_c)
-    timings["energy"] = round(time.perf_counter() - start, 4)
+    thresholds = Thresholds.from_levels(estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu), config)
+    # Solve in a box around the voxels that could be bone. Outside it every voxel has zero background
+    # cost, so if the solution inside keeps off the box's inner sides, no voxel outside can lower the
+    # energy by turning bone (it would pay its bone cost and cut links to background only): the
+    # solution is a minimum of the whole volume's energy. Otherwise solve the whole crop.
+    region = _bone_region(image_c, body_c, thresholds, spacing, config)
+    attempts = [region, None] if region is not None else [None]
+    for sub in attempts:
+        inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
+        sides = _inner_sides(inner, image_c.shape)
+        image_r, body_r = image_c[inner], body_c[inner]
+        energy, levels, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds)
+        _forbid_sides(energy, sides)
+        timings["energy"] = round(time.perf_counter() - start, 4)
+        t = time.perf_counter()
+        cut_r, stats = minimum_cut(energy, image_r, spacing, config)
+        timings["graph_cut"] = round(time.perf_counter() - t, 4)
+        if not _bone_next_to_sides(cut_r, sides):
+            break
+        warnings.append("bone reached the side of the solved region; solved the whole volume instead")
     diagnostics["intensity_model"] = levels
-    diagnostics["crop"] = [[s.start, s.stop] for s in box]
+    diagnostics["crop"] = [[s.start + b.start, s.stop + b.start] for s, b in zip(inner, box)]
     diagnostics["seeds"] = {"bone": int(energy.bone_seed.sum()), "background": int(energy.background_seed.sum())}
-    t = time.perf_counter()
-    cut_c, stats = minimum_cut(energy, image_c, spacing, config)
-    timings["graph_cut"] = round(time.perf_counter() - t, 4)
     diagnostics.update(stats)
-    diagnostics["cut_energy"] = energy_of(cut_c, energy)
+    diagnostics["cut_energy"] = energy_of(cut_r, energy)
+    box = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(inner, box))
+    image_c, body_c, cut_c = image_r, body_r, cut_r
     t = time.perf_counter()
     mask_c = cut_c
     if config.fill_cavities:
