@@ -140,17 +140,8 @@ def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfi
     cost is zero; see :func:`extract_bone` for why solving inside the box is
     exact when the solution keeps off the box's sides.
     """
-    xp = get_array_module(image)
     evidence = (image >= thresholds.bone_evidence_hu) & body & (image < config.metal_hu)
-    margin = [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing]
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(to_host(xp.any(evidence, axis=other)))
-        if idx.size == 0:
-            return None
-        box.append(slice(max(0, int(idx[0]) - margin[axis]), min(image.shape[axis], int(idx[-1]) + margin[axis] + 1)))
-    return tuple(box)
+    return _bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
 
 
 def _inner_sides(box, shape) -> list:
@@ -223,16 +214,16 @@ def minimum_cut(energy: Energy, image, spacing, config: BoneConfig) -> tuple:
     return labels, stats
 
 
-def _crop_box(body, margin: int = 1):
-    xp = get_array_module(body)
+def _bounding_box(mask, margin):
+    """Slices around the ``True`` voxels of ``mask`` grown by ``margin`` voxels per axis; ``None`` if empty."""
+    xp = get_array_module(mask)
     box = []
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        hit = to_host(xp.any(body, axis=other))
-        idx = np.flatnonzero(hit)
+        idx = np.flatnonzero(to_host(xp.any(mask, axis=other)))
         if idx.size == 0:
             return None
-        box.append(slice(max(0, int(idx[0]) - margin), min(body.shape[axis], int(idx[-1]) + margin + 1)))
+        box.append(slice(max(0, int(idx[0]) - margin[axis]), min(mask.shape[axis], int(idx[-1]) + margin[axis] + 1)))
     return tuple(box)
 
 
@@ -270,7 +261,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     timings, warnings = {}, []
     start = time.perf_counter()
     body = body_mask(image, spacing, config.body_threshold_hu)
-    box = _crop_box(body)
+    box = _bounding_box(body, (1, 1, 1))
     mask = xp.zeros(image.shape, dtype=bool)
     cut = xp.zeros(image.shape, dtype=bool)
     diagnostics = {"shape": list(image.shape), "mode": config.mode, "connectivity": config.connectivity,
@@ -290,7 +281,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
         sides = _inner_sides(inner, image_c.shape)
         image_r, body_r = image_c[inner], body_c[inner]
-        energy, levels, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds)
+        energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds)
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
@@ -299,25 +290,24 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
         if not _bone_next_to_sides(cut_r, sides):
             break
         warnings.append("bone reached the side of the solved region; solved the whole volume instead")
-    diagnostics["intensity_model"] = levels
-    diagnostics["crop"] = [[s.start + b.start, s.stop + b.start] for s, b in zip(inner, box)]
+    solved = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(inner, box))
+    diagnostics["intensity_model"] = used
+    diagnostics["crop"] = [[s.start, s.stop] for s in solved]
     diagnostics["seeds"] = {"bone": int(energy.bone_seed.sum()), "background": int(energy.background_seed.sum())}
     diagnostics.update(stats)
     diagnostics["cut_energy"] = energy_of(cut_r, energy)
-    box = tuple(slice(b.start + s.start, b.start + s.stop) for s, b in zip(inner, box))
-    image_c, body_c, cut_c = image_r, body_r, cut_r
     t = time.perf_counter()
-    mask_c = cut_c
+    mask_r = cut_r
     if config.fill_cavities:
         # Filled cavities never take background seeds (a metal stem inside the femoral shaft).
-        mask_c = fill_cavities(cut_c, spacing, closing_mm=config.fill_closing_mm,
+        mask_r = fill_cavities(cut_r, spacing, closing_mm=config.fill_closing_mm,
                                max_slice_hole_mm2=config.max_slice_hole_mm2) & ~energy.background_seed
-    mask_c, report = remove_non_skeletal(mask_c, body_c, spacing, min_island_ml=config.min_island_ml,
+    mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm)
     timings["cleanup"] = round(time.perf_counter() - t, 4)
     diagnostics["cleanup"] = report
-    cut[box] = cut_c
-    mask[box] = mask_c
+    cut[solved] = cut_r
+    mask[solved] = mask_r
     n_bone = int(mask.sum())
     diagnostics["bone_voxels"] = n_bone
     diagnostics["bone_ml"] = round(n_bone * float(np.prod(spacing)) / 1000.0, 3)
