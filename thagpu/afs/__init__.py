@@ -1,0 +1,266 @@
+"""AFS: automatic acetabulum and femoral head segmentation, per side, in 3-D patient space.
+
+``segment_hips(volume, bone_mask)`` labels the hips by the schema and measures
+them. Per side (patient left and right from the image's direction cosines):
+
+1. implant check: large metal lateral to the midline (:mod:`.implant`);
+2. head candidates: sphere voting on bone edges (:mod:`.candidates`), inside
+   bone and at least :data:`MIN_LATERAL_MM` lateral to the bone's midline;
+3. boundary along radial lines with line NMS, neighbour smoothing and a
+   robust sphere fit; the best-fitting candidate of each side is the head
+   (:mod:`.boundary`, :mod:`.fit`);
+4. the socket from the rising edges beyond the joint space; angles by the
+   radiographic definitions (:mod:`.angles`);
+5. femur split from pelvis across the joint space, labels 1-4 (:mod:`.split`).
+
+Heavy array work (voting, profile sampling, line NMS) runs where the volume
+is (NumPy or CuPy); fits and the watershed in the small region around each
+head run on the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from .. import labels as schema
+from ..config import AFSConfig, Config
+from ..device import get_array_module, to_host
+from ..volume import Volume
+from .angles import center_edge_angle, radiographic_angles
+from .boundary import RadialBoundary, locate_boundary
+from .candidates import block_mean, head_candidates
+from .fit import fit_sphere
+from .implant import find_metal
+from .split import SurfaceField, split_and_label
+
+__all__ = ["segment_hips", "SIDES", "MIN_LATERAL_MM"]
+
+log = logging.getLogger("thagpu.afs")
+
+#: Patient side -> sign of RAS x on that side.
+SIDES = {"right": 1.0, "left": -1.0}
+#: Femoral heads lie at least this far (mm) from the midline (85-100 mm in adults); vertebral
+#: bodies and the sacrum, which look like spheres too, do not.
+MIN_LATERAL_MM = 40.0
+#: A metal object this far (mm) or more from the midline belongs to that side's hip.
+METAL_LATERAL_MM = 30.0
+
+
+def _round(value, digits=3):
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_round(v, digits) for v in np.asarray(value, dtype=float).tolist()]
+    value = float(value)
+    return round(value, digits) if np.isfinite(value) else None
+
+
+class _Frame:
+    """Between the array's millimetre frame (index times spacing) and patient RAS."""
+
+    def __init__(self, volume: Volume):
+        self.spacing = np.asarray(volume.spacing, dtype=np.float64)
+        self.affine = np.asarray(volume.affine, dtype=np.float64)
+        self.rotation = self.affine[:3, :3] / self.spacing[None, :]
+
+    def point(self, mm):
+        return self.affine[:3, :3] @ (np.asarray(mm) / self.spacing) + self.affine[:3, 3]
+
+    def index_x(self, index):
+        return float((self.affine[:3, :3] @ np.asarray(index, dtype=float) + self.affine[:3, 3])[0])
+
+    def directions(self, d):
+        out = np.asarray(d, dtype=np.float64) @ self.rotation.T
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _midline_x(bone, frame: _Frame, spacing) -> float | None:
+    """RAS x of the bone's midline: the median x of bone on a 4 mm grid (symmetric pelvis and femurs)."""
+    factors = [max(1, int(round(4.0 / s))) for s in spacing]
+    coarse = np.asarray(to_host(block_mean(bone, factors) >= 0.5))
+    where = np.argwhere(coarse)
+    if len(where) == 0:
+        return None
+    index = (where + 0.5) * factors - 0.5
+    x = index @ frame.affine[0, :3] + frame.affine[0, 3]
+    return float(np.median(x))
+
+
+def _head_score(boundary: RadialBoundary) -> float:
+    """How much a fitted candidate looks like a femoral head: a tight sphere sitting in bone.
+
+    The share of lines within 1 mm of the sphere, times the share with bone
+    just beyond it (its socket and neck), over the fit's RMS (floored at
+    0.1 mm). Trochanters and shafts fit spheres loosely and stand in soft tissue.
+    """
+    return boundary.consensus() * boundary.embedded / max(boundary.sphere.rms, 0.1)
+
+
+def _not_found(message: str) -> dict:
+    return {"status": "not_found", "confidence": 0.0, "message": message}
+
+
+def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Frame, side: str,
+                       cfg: AFSConfig) -> dict:
+    sphere = boundary.sphere
+    visible = 1.0 - float(boundary.outside.mean())
+    covered = field.covered
+    gap = field.socket - field.head
+    gap_lines = field.measured_socket
+    joint = {"min": None, "mean": None}
+    socket_fit = None
+    if gap_lines.sum() >= 5:
+        joint = {"min": _round(np.min(gap[gap_lines])), "mean": _round(np.mean(gap[gap_lines]))}
+        points = field.center + field.socket[gap_lines, None] * field.directions[gap_lines]
+        try:
+            socket_fit = fit_sphere(points, center=field.center, radius=float(np.median(field.socket[gap_lines])),
+                                    scale_mm=cfg.fit_outlier_mm, fixed_center=gap_lines.sum() < 30)
+        except ValueError:
+            socket_fit = None
+    coverage = float(covered.mean())
+    inclination = anteversion = ce_angle = None
+    seen = ~boundary.outside  # lines leaving the field of view say nothing about the socket
+    if field.rim_axis is not None and covered[seen].sum() >= 10:
+        inclination, anteversion = radiographic_angles(frame.directions(field.rim_axis[None])[0])
+        ce_angle = center_edge_angle(frame.directions(field.directions[seen & covered]), SIDES[side])
+    inliers = boundary.inlier_fraction
+    head_term = float(np.clip((inliers - 0.5) / 0.4, 0.0, 1.0))
+    fit_term = float(np.clip(1.0 - sphere.rms / cfg.max_fit_rms_mm, 0.0, 1.0))
+    joint_term = float(np.clip((joint["min"] or 0.0) / 1.0, 0.0, 1.0)) if coverage >= 0.2 else 0.0
+    confidence = float((head_term * fit_term * joint_term) ** (1.0 / 3.0))
+    status, message = "ok", "head and socket fitted"
+    if visible < 0.999:
+        status, message = "truncated", f"the head leaves the field of view ({100 * (1 - visible):.0f}% of it)"
+    if not boundary.separable:
+        status, message = "low_confidence", ("head and socket surfaces not seen apart where the socket covers the "
+                                             "head (joint space below the resolution?): head fitted from its "
+                                             "uncovered part, split along the fitted sphere")
+        confidence = min(confidence, 0.3)
+    elif coverage < 0.2:
+        status, message = "low_confidence", f"the socket covers only {100 * coverage:.0f}% of the head's lines"
+    elif joint["min"] is not None and joint["min"] < cfg.min_joint_space_mm:
+        status, message = "low_confidence", (f"joint space down to {joint['min']:.1f} mm: femur and pelvis may "
+                                             "touch, the split follows the fitted surface")
+    elif confidence < cfg.min_confidence:
+        status, message = "low_confidence", f"confidence {confidence:.2f} below {cfg.min_confidence}"
+    return {
+        "status": status,
+        "confidence": _round(confidence),
+        "head_center_mm": _round(frame.point(sphere.center)),
+        "head_radius_mm": _round(sphere.radius),
+        "sphere_fit_rms_mm": _round(sphere.rms),
+        "acetabulum_center_mm": _round(frame.point(socket_fit.center)) if socket_fit else None,
+        "acetabulum_radius_mm": _round(socket_fit.radius) if socket_fit else None,
+        "joint_space_mm": joint,
+        "inclination_deg": _round(inclination) if inclination is not None else None,
+        "anteversion_deg": _round(anteversion) if anteversion is not None else None,
+        "center_edge_angle_deg": _round(ce_angle) if ce_angle is not None else None,
+        "head_inlier_fraction": _round(inliers),
+        "socket_coverage_fraction": _round(coverage),
+        "head_visible_fraction": _round(visible),
+        "message": message,
+    }
+
+
+def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
+    """Label the femoral heads and acetabula of a CT and measure them.
+
+    Parameters
+    ----------
+    volume : Volume
+        Canonical CT (NumPy or CuPy array).
+    bone_mask : (R, A, S) bool array
+        From :func:`thagpu.extract_bone`, on the volume's device.
+    config : Config, optional
+
+    Returns
+    -------
+    labels : (R, A, S) uint8 ndarray
+        Host label map by schema v1: bone is 5 except the hips' labels 1-4.
+    measurements : dict
+        ``{"sides": {"left": {...}, "right": {...}}, "afs": {...}}`` in patient
+        RAS millimetres and degrees; each side has a ``status`` (``ok``,
+        ``implant``, ``truncated``, ``low_confidence`` or ``not_found``), a
+        ``confidence`` and a ``message``.
+    """
+    cfg = (config or Config()).afs
+    image = volume.array
+    xp = get_array_module(image)
+    if tuple(bone_mask.shape) != volume.shape:
+        raise ValueError(f"bone mask shape {tuple(bone_mask.shape)} != volume shape {volume.shape}")
+    bone = xp.asarray(bone_mask, dtype=bool)
+    spacing = tuple(float(s) for s in volume.spacing)
+    frame = _Frame(volume)
+    timings = {}
+    start = time.perf_counter()
+    labels = np.zeros(volume.shape, dtype=np.uint8)
+    labels[np.asarray(to_host(bone))] = schema.OTHER_BONE
+    sides = {}
+    midline = _midline_x(bone, frame, spacing)
+    report = {"midline_x_mm": _round(midline) if midline is not None else None, "candidates": 0,
+              "timings_s": timings}
+    if midline is None:
+        for side in SIDES:
+            sides[side] = _not_found("no bone in the volume")
+        return labels, {"sides": sides, "afs": report}
+
+    components, spoiled = find_metal(image, spacing, metal_hu=cfg.metal_hu, min_ml=cfg.implant_min_ml)
+    implants = {}
+    for component in components:
+        lateral = frame.index_x(component.centroid_index) - midline
+        if abs(lateral) >= METAL_LATERAL_MM:
+            side = "right" if lateral > 0 else "left"
+            implants[side] = implants.get(side, 0.0) + component.volume_ml
+    report["metal_ml"] = {side: _round(ml, 1) for side, ml in implants.items()}
+    timings["implant"] = round(time.perf_counter() - start, 4)
+
+    t = time.perf_counter()
+    radii = np.arange(cfg.min_radius_mm, cfg.max_radius_mm + 0.5, 1.0)
+    candidates = head_candidates(image, bone, spacing, radii_mm=radii, vote_spacing_mm=cfg.vote_spacing_mm,
+                                 exclude=spoiled)
+    report["candidates"] = len(candidates)
+    timings["candidates"] = round(time.perf_counter() - t, 4)
+
+    t = time.perf_counter()
+    best = {}
+    for candidate in candidates:
+        lateral = frame.index_x(candidate.center_index) - midline
+        if abs(lateral) < MIN_LATERAL_MM:
+            continue
+        side = "right" if lateral > 0 else "left"
+        if side in implants:
+            continue
+        boundary = locate_boundary(image, candidate.center_index, candidate.radius_mm, spacing,
+                                   n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
+                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm)
+        if boundary is None:
+            continue
+        radius = boundary.sphere.radius
+        fits = (boundary.inlier_fraction >= cfg.min_inlier_fraction and boundary.sphere.rms <= cfg.max_fit_rms_mm
+                and cfg.min_radius_mm - 1.0 <= radius <= cfg.max_radius_mm + 1.0)
+        if fits and (side not in best or _head_score(boundary) > _head_score(best[side])):
+            best[side] = boundary
+    timings["boundary"] = round(time.perf_counter() - t, 4)
+
+    t = time.perf_counter()
+    for side in SIDES:
+        if side in implants:
+            sides[side] = {"status": "implant", "confidence": 1.0,
+                           "metal_ml": _round(implants[side], 1),
+                           "message": f"metal implant ({implants[side]:.0f} ml) on the patient's {side} side"}
+            continue
+        if side not in best:
+            sides[side] = _not_found(f"no femoral head found on the patient's {side} side")
+            continue
+        # Cast the lines again from the fitted centre so directions are about the head's own centre.
+        first = best[side]
+        boundary = locate_boundary(image, first.sphere.center / np.asarray(spacing), first.sphere.radius, spacing,
+                                   n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
+                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm) or first
+        field = SurfaceField(boundary)
+        sides[side] = _side_measurements(boundary, field, frame, side, cfg)
+        split_and_label(image, bone, spacing, boundary, side, labels)
+    timings["split"] = round(time.perf_counter() - t, 4)
+    timings["total"] = round(time.perf_counter() - start, 4)
+    return labels, {"sides": sides, "afs": report}

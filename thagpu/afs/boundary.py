@@ -1,0 +1,355 @@
+"""Boundary localisation along radial lines from a head candidate.
+
+From a centre estimate, a few hundred lines (a Fibonacci sphere) sample the
+CT (:func:`thagpu.kernels.radial_profiles.radial_profiles`). Going outwards,
+the head's bright cortex falls to darker cartilage or soft tissue (a negative
+first derivative) and, where the socket covers the head, the joint space is
+a dark valley (a positive second derivative): one boundary response combines
+both. Line non-maximum suppression (:func:`thagpu.kernels.line_nms.line_nms`)
+keeps the response's local maxima on each line; of those, each line takes the
+one most consistent with the current sphere, lines that disagree with their
+neighbours on the sphere are dropped (the radius field is smooth), and a
+robust sphere fit updates the sphere; a few rounds converge.
+
+Beyond the head surface, a rising edge within a few millimetres, after a
+dark gap, is the socket's inner surface: the lines that find it are the
+directions in which the acetabulum covers the head.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ..device import to_host
+from ..kernels.line_nms import line_nms
+from ..kernels.radial_profiles import radial_profiles
+from .fit import SphereFit, fit_sphere
+
+__all__ = ["fibonacci_directions", "RadialBoundary", "locate_boundary"]
+
+#: Weakest boundary response kept by the line NMS (HU per mm).
+MIN_RESPONSE = 40.0
+#: Neighbouring lines compared for the smoothness of the radius field.
+NEIGHBOURS = 8
+#: A line whose boundary departs this much (mm) from its neighbours' median is dropped.
+NEIGHBOUR_TOLERANCE_MM = 2.0
+#: The socket's inner surface lies within this distance (mm) beyond the head surface.
+MAX_JOINT_SPACE_MM = 6.0
+#: A socket edge rises at least this much (HU) above the darkest point of the gap before it.
+SOCKET_RISE_HU = 50.0
+#: A line is covered by the socket when the CT beyond the head surface (from 1.5 to 5 mm) averages
+#: at least this (HU): bone, where soft tissue and fat outside the joint stay below about 100 HU.
+COVER_HU = 200.0
+
+
+def fibonacci_directions(n: int) -> np.ndarray:
+    """``n`` nearly uniform unit vectors on the sphere (golden-angle spiral), shape (n, 3)."""
+    k = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * k / n
+    rho = np.sqrt(1.0 - z * z)
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * k
+    return np.column_stack([rho * np.cos(phi), rho * np.sin(phi), z])
+
+
+def _neighbour_table(directions, k):
+    cos = directions @ directions.T
+    return np.argsort(-cos, axis=1)[:, 1:k + 1]
+
+
+def _ray_sphere(origin, directions, center, radius):
+    """Distance along each unit direction from ``origin`` (inside the sphere) to the sphere."""
+    oc = center - origin
+    b = directions @ oc
+    disc = b * b - (oc @ oc - radius * radius)
+    return b + np.sqrt(np.maximum(disc, 0.0))
+
+
+def _subsample_peak(values, index):
+    """Sub-sample offset of a peak at ``index`` by a parabola through its neighbours."""
+    rows = np.arange(len(index))
+    lo = values[rows, np.maximum(index - 1, 0)]
+    mid = values[rows, index]
+    hi = values[rows, np.minimum(index + 1, values.shape[1] - 1)]
+    denominator = lo - 2.0 * mid + hi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        offset = np.where(np.isfinite(denominator) & (denominator < 0), 0.5 * (lo - hi) / denominator, 0.0)
+    return np.clip(np.nan_to_num(offset), -0.5, 0.5)
+
+
+@dataclass
+class RadialBoundary:
+    """The head (and socket) boundary found along radial lines.
+
+    All positions are in the array's millimetre frame (index times spacing).
+
+    Attributes
+    ----------
+    origin : (3,) ndarray
+        Where the lines start.
+    directions : (D, 3) ndarray
+        Unit line directions.
+    head_t : (D,) ndarray
+        Distance of the head surface along each line; NaN where none was kept.
+    socket_t : (D,) ndarray
+        Distance of the socket's inner surface where a rising edge marks it; NaN elsewhere.
+    outside : (D,) bool ndarray
+        Lines that leave the field of view before the head surface.
+    sphere : SphereFit
+        The robust sphere fit of the head points.
+    covered : (D,) bool ndarray
+        Lines on which bone (the socket) lies just beyond the head surface.
+    separable : bool
+        False when the head's edges onto soft tissue alone define another
+        sphere than all its lines: where it is covered, the head's surface
+        was not seen apart from the socket's (they touch, or the joint space
+        is below the image's resolution); the head is then fitted from its
+        uncovered part only.
+    bone_beyond : (D,) bool ndarray
+        Lines with bone just beyond the fitted sphere (socket or neck),
+        whether or not a head edge was seen there.
+    """
+
+    origin: np.ndarray
+    directions: np.ndarray
+    head_t: np.ndarray
+    socket_t: np.ndarray
+    outside: np.ndarray
+    sphere: SphereFit
+    covered: np.ndarray
+    separable: bool = True
+    bone_beyond: np.ndarray | None = None
+
+    @property
+    def head_points(self) -> np.ndarray:
+        ok = np.isfinite(self.head_t)
+        return self.origin + self.head_t[ok, None] * self.directions[ok]
+
+    @property
+    def inlier_fraction(self) -> float:
+        """Share of the lines inside the field of view whose head point lies on the fitted sphere."""
+        inside = ~self.outside
+        return float(self.sphere.inliers.sum() / max(int(inside.sum()), 1))
+
+    @property
+    def embedded(self) -> float:
+        """Share of the lines inside the field of view with bone just beyond the sphere.
+
+        A femoral head sits in its socket and on its neck; a trochanter stands in soft tissue.
+        """
+        inside = ~self.outside
+        return float(self.bone_beyond[inside].mean()) if inside.any() else 0.0
+
+    def consensus(self, tolerance_mm: float = 1.0) -> float:
+        """Share of the lines inside the field of view whose head point lies within ``tolerance_mm`` of the sphere.
+
+        A tight tolerance tells a sphere (a femoral head) from shapes a sphere
+        only roughly fits (a trochanter, a vertebral body).
+        """
+        residuals = np.abs(self.sphere.residuals(self.head_points))
+        return float((residuals < tolerance_mm).sum() / max(int((~self.outside).sum()), 1))
+
+    @property
+    def joint_space(self) -> np.ndarray:
+        """Socket minus head distance on the covered lines (mm)."""
+        both = np.isfinite(self.socket_t) & np.isfinite(self.head_t)
+        return (self.socket_t - self.head_t)[both]
+
+
+def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400, step_mm=0.25,
+                    sigma_mm=0.5, scale_mm=2.0, rounds=4) -> RadialBoundary | None:
+    """Find the head surface along radial lines and fit a sphere to it.
+
+    Parameters
+    ----------
+    image : (R, A, S) array
+        CT in HU (NumPy or CuPy; the kernels run where it is).
+    center_index : (3,) array_like
+        Candidate centre in voxel indices.
+    radius_mm : float
+        Candidate radius.
+    spacing : tuple of 3 float
+    n_directions, step_mm, sigma_mm : see :class:`thagpu.config.AFSConfig`.
+    scale_mm : float
+        Outlier scale of the sphere fit.
+    rounds : int
+        Rounds of selection and fit.
+
+    Returns
+    -------
+    RadialBoundary or None
+        None when too few lines find a boundary to fit a sphere.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    directions = fibonacci_directions(n_directions)
+    origin_index = np.asarray(center_index, dtype=np.float64)
+    origin = origin_index * spacing
+    radii = np.arange(max(2.0, radius_mm - 12.0), radius_mm + 12.0 + MAX_JOINT_SPACE_MM, step_mm)
+    profiles, response = radial_profiles(image, origin_index, directions, radii.astype(np.float32), spacing,
+                                         sigma_samples=sigma_mm / step_mm)
+    keep, _ = line_nms(response, min_response=MIN_RESPONSE, radius=max(1, int(round(1.0 / step_mm))))
+    profiles, response, keep = (np.asarray(to_host(a)) for a in (profiles, response, keep))
+    strength = np.where(keep, response, 0.0)
+    neighbours = _neighbour_table(directions, NEIGHBOURS)
+    # A line "leaves the field of view" where its samples turn NaN before the far end.
+    first_nan = np.where(np.isnan(profiles).any(axis=1), np.argmax(np.isnan(profiles), axis=1), len(radii))
+    reach = radii[np.minimum(first_nan, len(radii) - 1)]
+
+    # The edge itself is where the smoothed profile falls fastest: the response's second-order
+    # term would pull the peak a little outwards, so positions are refined on -g1 alone.
+    falling = -np.gradient(ndi.gaussian_filter1d(np.where(np.isnan(profiles), -1000.0, profiles),
+                                                  max(sigma_mm / step_mm, 0.5), axis=1), radii, axis=1)
+    lines = (origin, directions, radii, strength, falling, neighbours, step_mm, scale_mm)
+    fits = [_fit_rounds(*lines, origin, start, 3.0, rounds)
+            for start in (radius_mm - 6.0, radius_mm - 3.0, radius_mm, radius_mm + 3.0)]
+    fits = [fit for fit in fits if fit is not None]
+    if not fits:
+        return None
+    head_t, sphere = max(fits, key=lambda fit: _support(fit[0], profiles, radii))
+    # Where head and socket touch, the covered lines find the socket's far cortex and a sphere
+    # between the two surfaces may fit both halves. The head's edges onto soft tissue tell: if
+    # they alone give another sphere, that one is the head.
+    onto_soft = _onto_soft(head_t, profiles, radii)
+    separable = True
+    if onto_soft.sum() >= 30:
+        points = origin + head_t[onto_soft, None] * directions[onto_soft]
+        try:
+            alone = fit_sphere(points, center=sphere.center, radius=sphere.radius, scale_mm=scale_mm)
+        except ValueError:
+            alone = None
+        if alone is not None and (abs(alone.radius - sphere.radius) > 0.5
+                                  or np.linalg.norm(alone.center - sphere.center) > 0.75):
+            expected = _ray_sphere(origin, directions, alone.center, alone.radius)
+            head_t = np.where(np.abs(head_t - expected) < 1.0, head_t, np.nan)
+            sphere = SphereFit(center=alone.center, radius=alone.radius, rms=alone.rms,
+                               inliers=np.ones(int(np.isfinite(head_t).sum()), dtype=bool))
+            separable = False
+    outside = reach < _ray_sphere(origin, directions, sphere.center, sphere.radius)
+    # The socket is measured only beyond head edges that sit on the sphere: an edge 1-2 mm off it
+    # (still a fit inlier) may be the socket's own cortex where the two touch.
+    on_sphere = np.abs(head_t - _ray_sphere(origin, directions, sphere.center, sphere.radius)) < 1.0
+    socket_t, covered = _socket_surface(profiles, radii, step_mm, sigma_mm, np.where(on_sphere, head_t, np.nan),
+                                        origin, directions, sphere)
+    embedded = _bone_beyond(profiles, radii, _ray_sphere(origin, directions, sphere.center, sphere.radius))
+    return RadialBoundary(origin=origin, directions=directions, head_t=head_t, socket_t=socket_t,
+                          outside=outside, sphere=sphere, covered=covered, separable=separable,
+                          bone_beyond=embedded)
+
+
+def _onto_soft(head_t, profiles, radii):
+    """Lines whose head edge falls onto soft tissue or cartilage (CT 1.5 mm beyond below :data:`COVER_HU`)."""
+    found = np.isfinite(head_t)
+    beyond = np.clip(np.searchsorted(radii, np.nan_to_num(head_t) + 1.5), 0, len(radii) - 1)
+    values = profiles[np.arange(len(head_t)), beyond]
+    return found & np.isfinite(values) & (values < COVER_HU)
+
+
+def _support(head_t, profiles, radii):
+    """How well a fit's lines look like a femoral head's surface.
+
+    Around a head lie other concentric spheres (the socket's inner and far
+    cortices) that may gather many lines too, notably where head and socket
+    touch. Only the head's surface falls onto soft tissue or cartilage: those
+    lines count fully, other lines on the sphere a quarter.
+    """
+    onto_soft = _onto_soft(head_t, profiles, radii)
+    return float(onto_soft.sum() + 0.25 * (np.isfinite(head_t) & ~onto_soft).sum())
+
+
+def _fit_rounds(origin, directions, radii, strength, falling, neighbours, step_mm, scale_mm, center, radius,
+                width, rounds):
+    """Alternate boundary selection and robust sphere fit from one starting sphere.
+
+    ``width`` (mm) is how far from the current sphere a line's boundary is
+    first looked for; it halves each round down to 1 mm.
+    """
+    center, radius = np.asarray(center, dtype=np.float64).copy(), float(radius)
+    sphere = None
+    head_t = np.full(len(directions), np.nan)
+    rows = np.arange(len(directions))
+    for round_index in range(rounds):
+        expected = _ray_sphere(origin, directions, center, radius)
+        score = strength * np.exp(-0.5 * ((radii[None, :] - expected[:, None]) / width) ** 2)
+        best = np.argmax(score, axis=1)
+        found = score[rows, best] > 0
+        # The steepest fall within a sample of the chosen maximum, to sub-sample precision.
+        window = np.clip(best[:, None] + np.arange(-2, 3)[None, :], 0, len(radii) - 1)
+        steepest = window[rows, np.argmax(falling[rows[:, None], window], axis=1)]
+        t = radii[steepest] + _subsample_peak(falling, steepest) * step_mm
+        t = np.where(found & (np.abs(t - expected) < 2.5 * width), t, np.nan)
+        # Smoothness of the radius field: compare each line's departure from the sphere with its
+        # neighbours'; a line alone in its departure is an outlier (fovea, neck, noise).
+        departure = t - expected
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # lines whose neighbours all lack a point
+            local = np.nanmedian(departure[neighbours], axis=1)
+        t = np.where(np.abs(departure - np.nan_to_num(local, nan=0.0)) <= NEIGHBOUR_TOLERANCE_MM, t, np.nan)
+        ok = np.isfinite(t)
+        if ok.sum() < 12:
+            return None
+        points = origin + t[ok, None] * directions[ok]
+        try:
+            sphere = fit_sphere(points, center=center, radius=radius, scale_mm=scale_mm)
+        except ValueError:
+            return None
+        center, radius = sphere.center, sphere.radius
+        head_t = t
+        width = max(1.0, width / 2.0)
+    # Keep the final inliers as the head surface.
+    inlier_mask = np.zeros(len(directions), dtype=bool)
+    inlier_mask[np.flatnonzero(np.isfinite(head_t))[sphere.inliers]] = True
+    head_t = np.where(inlier_mask, head_t, np.nan)
+    sphere = SphereFit(center=sphere.center, radius=sphere.radius, rms=sphere.rms,
+                       inliers=np.ones(int(inlier_mask.sum()), dtype=bool))
+    return head_t, sphere
+
+
+def _bone_beyond(profiles, radii, start):
+    """Lines whose CT from 1.5 to 5 mm beyond ``start`` averages :data:`COVER_HU` or more."""
+    r = radii[None, :]
+    beyond = (r >= start[:, None] + 1.5) & (r <= start[:, None] + 5.0) & np.isfinite(profiles)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_beyond = np.where(beyond, profiles, 0.0).sum(axis=1) / beyond.sum(axis=1)
+    return np.nan_to_num(mean_beyond, nan=-1000.0) >= COVER_HU
+
+
+def _socket_surface(profiles, radii, step_mm, sigma_mm, head_t, origin, directions, sphere):
+    """The socket along each line: whether it covers the head, and its inner surface.
+
+    Beyond the head surface (measured, or the fitted sphere where the line
+    kept none), a line is covered when the CT from 1.5 to 5 mm further out
+    averages :data:`COVER_HU` or more. On covered lines, the steepest rise
+    within :data:`MAX_JOINT_SPACE_MM` is the socket's inner surface when it
+    climbs :data:`SOCKET_RISE_HU` above the gap's darkest point (a joint space
+    narrower than the image's resolution leaves no such rise: covered, no surface).
+
+    Returns
+    -------
+    socket_t : (D,) ndarray
+    covered : (D,) bool ndarray
+    """
+    filled = np.where(np.isnan(profiles), -1000.0, profiles)
+    smooth = ndi.gaussian_filter1d(filled, max(sigma_mm / step_mm, 0.5), axis=1)
+    g1 = np.gradient(smooth, radii, axis=1)
+    start = np.where(np.isfinite(head_t), head_t, _ray_sphere(origin, directions, sphere.center, sphere.radius))
+    r = radii[None, :]
+    covered = np.isfinite(head_t) & _bone_beyond(profiles, radii, start)
+    socket = np.full(len(start), np.nan)
+    window = (r > start[:, None] + 0.3) & (r <= start[:, None] + MAX_JOINT_SPACE_MM)
+    rising = np.where(window & np.isfinite(profiles), g1, -np.inf)
+    best = np.argmax(rising, axis=1)
+    rows = np.arange(len(start))
+    valid = covered & np.isfinite(rising[rows, best]) & (rising[rows, best] > 0)
+    for d in np.flatnonzero(valid):
+        s0 = int(np.searchsorted(radii, start[d]))
+        s = int(best[d])
+        if s <= s0:
+            continue
+        gap = smooth[d, s0:s + 1].min()
+        after = smooth[d, s:min(s + int(round(3.0 / step_mm)), len(radii))].max()
+        if after - gap >= SOCKET_RISE_HU:
+            socket[d] = radii[s] + _subsample_peak(g1[d:d + 1], np.array([s]))[0] * step_mm
+    return socket, covered
