@@ -24,7 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Hip CT -> THA-planning segmentation dataset (bone extraction, acetabulum "
                        "and femoral head segmentation, active-learning refinement), on CPU or GPU.")
 console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 120)
+out = Console(width=None if sys.stdout.isatty() else 160)
 _STATE = {"debug": False}
 
 SIZES = ("tiny", "small", "full")
@@ -116,6 +116,10 @@ def run(
         raise ThagpuError(f"{len(failures)} of {len(inputs)} case(s) failed (see above)")
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 @app.command()
 def demo(
     out_dir: Path = typer.Option(Path("demo-out"), "--out", help="Working folder."),
@@ -133,12 +137,19 @@ def demo(
     rows, summary = run_demo(out_dir, size=size, device=device, n=n, seed=seed, preset=preset,
                              progress_factory=_progress)
     table = Table(title=f"thagpu demo: {n} {preset} phantom(s), size {size}, device {summary['device']}",
-                  caption="Dice against the phantom truth (bone = any label); seconds per stage")
+                  caption="Dice against the phantom truth (bone = any label); errors of the worst side "
+                          "(centre distance, |radius|, |angle|); seconds per stage")
     for column in summary["columns"]:
-        table.add_column(column, justify="right" if column != "case" else "left")
+        table.add_column(column, justify="left" if column == "case" or column.startswith("status") else "right",
+                         no_wrap=column == "case")
     for row in rows:
-        table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*["-" if v is None else f"{v:.2f}" if isinstance(v, float) and column.endswith((" s", "mm", "deg"))
+                        else f"{v:.3f}" if isinstance(v, float) else str(v) for v, column in zip(row, summary["columns"])])
     out.print(table)
+    targets = summary["summary"]
+    out.print("mean Dice femoral head {:.3f}, acetabulum {:.3f}; worst centre error {} mm, radius error {} mm".format(
+        targets["mean_dice_femoral_head"] or 0.0, targets["mean_dice_acetabulum"] or 0.0,
+        _fmt(targets["max_abs_center_mm"]), _fmt(targets["max_abs_radius_mm"])))
     out.print(f"results under {out_dir}")
 
 

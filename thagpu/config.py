@@ -20,7 +20,7 @@ from typing import Optional
 
 from .errors import InputError
 
-__all__ = ["IOConfig", "BoneConfig", "Config", "load_config", "config_hash"]
+__all__ = ["IOConfig", "BoneConfig", "AFSConfig", "Config", "load_config", "config_hash"]
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,52 @@ class BoneConfig:
 
 
 @dataclass(frozen=True)
+class AFSConfig:
+    """Acetabulum and femoral head segmentation; see docs/afs.md for each step."""
+
+    #: Candidate femoral head radii searched by the sphere voting (mm).
+    min_radius_mm: float = 18.0
+    max_radius_mm: float = 30.0
+    #: Grid spacing of the sphere voting (mm); the volume is block-averaged to about this.
+    vote_spacing_mm: float = 2.0
+    #: Number of radial lines from each head candidate (a Fibonacci sphere).
+    n_directions: int = 400
+    #: Radial sample step along each line (mm).
+    profile_step_mm: float = 0.25
+    #: Gaussian smoothing of each profile before differentiation (mm).
+    profile_sigma_mm: float = 0.5
+    #: Metal: voxels at or above this HU; a side with more than ``implant_min_ml`` of it near the head is an implant.
+    metal_hu: float = 2500.0
+    implant_min_ml: float = 2.0
+    #: Boundary points farther than this from the fitted sphere are outliers (Tukey's biweight scale, mm).
+    fit_outlier_mm: float = 2.0
+    #: A head needs at least this fraction of its lines on the fitted sphere (else ``not_found``).
+    min_inlier_fraction: float = 0.3
+    #: Largest sphere-fit RMS of a head (mm) before it is ``not_found``.
+    max_fit_rms_mm: float = 1.0
+    #: Below this joint space (mm) femur and pelvis may touch: the side is ``low_confidence``.
+    min_joint_space_mm: float = 0.5
+    #: Confidence below this makes an otherwise fitted side ``low_confidence``.
+    min_confidence: float = 0.5
+
+    def __post_init__(self):
+        if not 0 < self.min_radius_mm < self.max_radius_mm:
+            raise ValueError("afs.min_radius_mm must be > 0 and below afs.max_radius_mm")
+        if self.n_directions < 50:
+            raise ValueError("afs.n_directions must be at least 50")
+        if self.profile_step_mm <= 0 or self.vote_spacing_mm <= 0 or self.profile_sigma_mm < 0:
+            raise ValueError("afs.profile_step_mm and afs.vote_spacing_mm must be > 0, afs.profile_sigma_mm >= 0")
+        if not 0.0 < self.min_inlier_fraction < 1.0:
+            raise ValueError("afs.min_inlier_fraction must be between 0 and 1")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every parameter of the pipeline; sections per stage."""
 
     io: IOConfig = field(default_factory=IOConfig)
     bone: BoneConfig = field(default_factory=BoneConfig)
+    afs: AFSConfig = field(default_factory=AFSConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -21,9 +21,10 @@ from ._version import __version__
 from .config import Config, config_hash
 from .device import resolve_device
 from .io import load_ct, save_labels
+from .qc import save_slices_png
 from .volume import Volume
 
-__all__ = ["CaseResult", "case_id_for", "segment_volume", "run_case"]
+__all__ = ["CaseResult", "case_id_for", "segment_volume", "qc_points", "run_case"]
 
 
 @dataclass
@@ -63,26 +64,44 @@ def case_id_for(path) -> str:
 
 
 def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -> tuple:
-    """Run the segmentation stages that exist on a loaded volume.
+    """Run bone extraction and hip segmentation on a loaded volume.
 
-    Returns the canonical label map (host, uint8) and the per-stage
-    measurements. Bone extraction gives every bone voxel label 5
-    (``other_bone``); the acetabulum and femoral head segmentation (next
-    stage) relabels the hips.
+    Returns the canonical label map (host, uint8, schema v1) and the
+    per-stage measurements (``bone``, ``sides``, ``afs``).
     """
+    from .afs import segment_hips
     from .bone import extract_bone
-    from .device import to_device, to_host
+    from .device import to_device
 
     on_device = volume.with_array(to_device(volume.array, device))
     with _timed(timings, "bone"):
         bone = extract_bone(on_device, config)
-    labels = np.zeros(volume.shape, dtype=np.uint8)
-    labels[to_host(bone.mask)] = schema.OTHER_BONE
     diagnostics = bone.diagnostics
     summary = {key: diagnostics[key] for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy")
                if key in diagnostics}
     summary["warnings"] = list(diagnostics.get("warnings", []))
-    return labels, {"bone": summary, "sides": {}}
+    with _timed(timings, "afs"):
+        labels, hips = segment_hips(on_device, bone.mask, config)
+    return labels, {"bone": summary, **hips}
+
+
+def qc_points(volume: Volume, sides: dict) -> tuple:
+    """Slice positions and circles for ``qc.png``: one row per fitted head, else the volume's centre."""
+    points, circles = {}, {}
+    for side, found in sides.items():
+        centre = found.get("head_center_mm")
+        if centre is None:
+            continue
+        index = volume.ras_to_index([centre])[0]
+        points[f"{side} hip ({found['status']})"] = index
+        rings = [(index, found["head_radius_mm"], "yellow")]
+        if found.get("acetabulum_radius_mm"):
+            socket = found.get("acetabulum_center_mm") or centre
+            rings.append((volume.ras_to_index([socket])[0], found["acetabulum_radius_mm"], "cyan"))
+        circles[f"{side} hip ({found['status']})"] = rings
+    if not points:
+        points["volume centre (no hip found)"] = (np.asarray(volume.shape) - 1) / 2.0
+    return points, circles
 
 
 def _measurements(volume: Volume, config: Config, device: str, stage_results: dict, timings: dict) -> dict:
@@ -100,7 +119,7 @@ def _measurements(volume: Volume, config: Config, device: str, stage_results: di
 
 def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto",
              case_id: str | None = None) -> CaseResult:
-    """Segment one CT and write ``labels.nii.gz`` and ``measurements.json``.
+    """Segment one CT and write ``labels.nii.gz``, ``qc.png`` and ``measurements.json``.
 
     Parameters
     ----------
@@ -130,10 +149,15 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
         volume = load_ct(path, max_voxels=config.io.max_voxels)
     labels, stage_results = segment_volume(volume, config, device, timings)
     folder = Path(out_dir) / case_id
-    outputs = {"labels": folder / "labels.nii.gz", "measurements": folder / "measurements.json"}
-    # "write" times the label image; measurements.json, a few hundred bytes, is written once, last.
+    outputs = {"labels": folder / "labels.nii.gz", "qc": folder / "qc.png",
+               "measurements": folder / "measurements.json"}
+    # "write" times the label image and the QC picture; measurements.json, a few kilobytes, is
+    # written once, last.
     with _timed(timings, "write"):
         save_labels(labels, volume, outputs["labels"])
+        points, circles = qc_points(volume, stage_results.get("sides", {}))
+        save_slices_png(outputs["qc"], volume.array, labels, volume.spacing, points, circles=circles,
+                        title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
     measurements = _measurements(volume, config, device, stage_results, timings)
     atomic_write_text(outputs["measurements"], json.dumps(measurements, indent=2) + "\n")
     return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)
