@@ -176,6 +176,10 @@ def _hip_bone(side: Side, rng, rim_mm) -> tuple[BoneObject, tuple]:
         Capsule(tuple(c + np.array([-s * 15.0, 15.0, -10.0])), tuple(symphysis), 8.0),
         Capsule(tuple(symphysis + np.array([0.0, -5.0, -10.0])), tuple(tuberosity), 7.0),
     ]
+    # The rim plane bounds the socket: the ilium, ischium and pubis join the acetabulum at its rim
+    # and do not wrap the head beyond it (in the inferior notch real bone covers even less).
+    opening = Intersect(Sphere(tuple(c), side.socket_radius + rim_mm), HalfSpace(coverage.point, tuple(-side.cup_axis)))
+    shapes = [mass] + [Subtract(shape, opening) for shape in shapes[1:]]
     bone = BoneObject(name=f"hip_{side.name}", part=PARTS[f"hip_{side.name}"], shapes=shapes,
                       cortex_mm=rng.uniform(1.5, 2.5), exclude=cavity)
     return bone, (cavity, side.head_shape, coverage)
