@@ -38,14 +38,24 @@ def main(argv=None):
         row = run_isolated("benchmarks.bone_worker", "ours", str(seed), "osteoporotic", "0.8,0.8,3.0", args.device)
         row["experiment"] = "accuracy osteoporotic 0.8x0.8x3"
         rows.append(row)
-    # 3. A 512 x 512 x 300 phantom: time per stage, exact and banded.
+    # 3. Joint spaces of controlled width (both sides), hard phantom at 1 mm and osteoporotic at 0.8 x 0.8 x 3 mm:
+    #    how much of the true gap the mask leaves open (gap_open), and whether femur and pelvis separate.
+    for width in ("1", "2", "3"):
+        row = run_isolated("benchmarks.bone_worker", "ours", "2001", "hard", "1.0,1.0,1.0", args.device, width)
+        row["experiment"] = f"joint space {width} mm, hard 1 mm"
+        rows.append(row)
+    for width in ("2", "3"):
+        row = run_isolated("benchmarks.bone_worker", "ours", "2001", "osteoporotic", "0.8,0.8,3.0", args.device, width)
+        row["experiment"] = f"joint space {width} mm, osteoporotic 0.8x0.8x3"
+        rows.append(row)
+    # 4. A 512 x 512 x 300 phantom: time per stage, exact and banded.
     if not args.quick:
         for method in ("ours", "banded"):
             row = run_isolated("benchmarks.bone_worker", method, "2100", "hard", "full", args.device)
             row["experiment"] = "size 512x512x300"
             rows.append(row)
     columns = ["experiment", "method", "device", "seed", "shape", "time_s", "peak_rss_mb", "dice", "head_solid",
-               "joint_open", "graph_nodes", "speedup_vs_fullgrid", "energy_gap_rel", "stages_s"]
+               "joint_space_mm", "gap_open", "joint_open", "graph_nodes", "speedup_vs_fullgrid", "energy_gap_rel", "stages_s"]
     table = "## Bone extraction\n\n" + markdown_table(rows, columns)
     write_results("bench_bone", {"machine": machine(), "rows": rows}, table)
     print(table)

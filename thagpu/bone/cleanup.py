@@ -7,10 +7,13 @@ import numpy as np
 from ..device import get_array_module, to_host
 from .morphology import box_closing, coarse_dilate, fill_holes_2d, ndimage_for
 
-__all__ = ["fill_cavities", "remove_non_skeletal", "SLICE_HOLE_MIN_WIDTH_MM"]
+__all__ = ["fill_cavities", "remove_non_skeletal", "SLICE_HOLE_MIN_WIDTH_MM", "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
 SLICE_HOLE_MIN_WIDTH_MM = 6.0
+#: Slice holes that stack up along the slice axis to no more than this are sheets (a joint space cut
+#: tangentially, near the top of the femoral head), not cavities; see :func:`thin_along_slices`.
+SLICE_HOLE_MIN_DEPTH_MM = 5.0
 
 
 def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0):
@@ -33,8 +36,10 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     max_slice_hole_mm2 : float
         Also holes within one axial slice up to this area (a femoral head's
         cross-section is at most about 25 cm^2; the pelvic cavity is several
-        times larger) and at least :data:`SLICE_HOLE_MIN_WIDTH_MM` wide.
-        0 disables.
+        times larger) and at least :data:`SLICE_HOLE_MIN_WIDTH_MM` wide,
+        except where the slice holes that no 3-D cavity explains stack up to
+        no more than :data:`SLICE_HOLE_MIN_DEPTH_MM` along the slice axis
+        (the joint space where a slice cuts it tangentially). 0 disables.
     """
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
@@ -44,9 +49,32 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     extra = _enclosed(shell)
     if max_slice_hole_mm2 > 0:
         width = [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
-        extra |= fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
-                               min_width_vox=width)
+        holes = fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
+                              min_width_vox=width) & ~shell & ~extra
+        extra |= holes & ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
     return mask | (extra & ~shell)
+
+
+def thin_along_slices(mask, slice_mm: float, max_mm: float):
+    """Voxels of ``mask`` in runs along the slice axis (axis 2) spanning at most ``max_mm``.
+
+    A joint space is a sheet 1-5 mm thick; where an axial slice cuts it
+    tangentially (around the top of the femoral head, under the acetabular
+    roof) it is a wide hole enclosed within the slice, but only a few slices
+    deep. Marrow and cancellous cavities are many slices deep. A 1-D opening
+    along the slice axis by a line one voxel longer than ``max_mm`` keeps the
+    deep runs. When slices are thicker than ``max_mm / 2`` a sheet is a single
+    slice and cannot be told from a one-slice pocket of a fragmented
+    osteoporotic head, so nothing is thin there (all ``False``).
+    """
+    xp = get_array_module(mask)
+    ndi = ndimage_for(mask)
+    n = int(np.floor(max_mm / slice_mm + 1e-9)) + 1
+    if n < 4:
+        return xp.zeros_like(mask)
+    runs = ndi.minimum_filter1d(mask.view(xp.uint8), n, axis=2, mode="nearest")
+    deep = ndi.maximum_filter1d(runs, n, axis=2, mode="constant", cval=0, origin=-1 if n % 2 == 0 else 0)
+    return mask & ~deep.astype(bool)
 
 
 def _enclosed(mask):
