@@ -208,7 +208,7 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
     fits = [fit for fit in fits if fit is not None]
     if not fits:
         return None
-    head_t, sphere = max(fits, key=lambda fit: _support(fit[0], profiles, radii))
+    head_t, sphere = max(fits, key=lambda fit: _support(fit, origin, directions, profiles, radii))
     # Where head and socket touch, the covered lines find the socket's far cortex and a sphere
     # between the two surfaces may fit both halves. The head's edges onto soft tissue tell: if
     # they alone give another sphere, that one is the head.
@@ -247,16 +247,19 @@ def _onto_soft(head_t, profiles, radii):
     return found & np.isfinite(values) & (values < COVER_HU)
 
 
-def _support(head_t, profiles, radii):
+def _support(fit, origin, directions, profiles, radii):
     """How well a fit's lines look like a femoral head's surface.
 
     Around a head lie other concentric spheres (the socket's inner and far
     cortices) that may gather many lines too, notably where head and socket
-    touch. Only the head's surface falls onto soft tissue or cartilage: those
-    lines count fully, other lines on the sphere a quarter.
+    touch, and a sphere between two surfaces may fit both loosely. Lines count
+    only within 1 mm of the sphere; those falling onto soft tissue or
+    cartilage, as only a head's surface does, count fully, others a quarter.
     """
-    onto_soft = _onto_soft(head_t, profiles, radii)
-    return float(onto_soft.sum() + 0.25 * (np.isfinite(head_t) & ~onto_soft).sum())
+    head_t, sphere = fit
+    close = np.abs(head_t - _ray_sphere(origin, directions, sphere.center, sphere.radius)) < 1.0
+    onto_soft = _onto_soft(head_t, profiles, radii) & close
+    return float(onto_soft.sum() + 0.25 * (close & ~onto_soft).sum())
 
 
 def _fit_rounds(origin, directions, radii, strength, falling, neighbours, step_mm, scale_mm, center, radius,
