@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import struct
 import time
@@ -17,6 +16,8 @@ import SimpleITK as sitk
 from thagpu.errors import InputError
 from thagpu.geometry import LPS_TO_RAS, Geometry
 from thagpu.io import load_ct, save_labels, save_volume, write_image
+
+from conftest import shared_data_dir
 
 BONE_HU = 1200
 TISSUE_HU = 40
@@ -335,9 +336,7 @@ def test_save_labels_accepts_cupy_like_and_checks(tmp_path):
 # --------------------------------------------------------------------------
 
 def _shared_dicom() -> Path:
-    root = os.environ.get("THAGPU_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "dicom-abdomen"
+    return shared_data_dir() / "dicom-abdomen"
 
 
 def test_real_dicom_series():

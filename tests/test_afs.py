@@ -1,0 +1,261 @@
+"""AFS: each step on small phantoms, the fits and angles on synthetic data, the whole stage end to end."""
+
+import json
+
+import numpy as np
+import pytest
+
+from thagpu import labels as schema
+from thagpu.afs import segment_hips
+from thagpu.afs.angles import center_edge_angle, radiographic_angles, rim_plane
+from thagpu.afs.boundary import fibonacci_directions, locate_boundary
+from thagpu.afs.candidates import head_candidates
+from thagpu.afs.fit import fit_sphere
+from thagpu.bone import extract_bone
+from thagpu.config import Config, load_config
+from thagpu.errors import InputError
+from thagpu.geometry import Geometry
+from thagpu.io import load_ct, write_image
+from thagpu.metrics import dice
+from thagpu.phantom import make_phantom
+from thagpu.phantom.anatomy import cup_axis
+from thagpu.pipeline import run_case
+from thagpu.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def hard_case():
+    """A small hard phantom (about 2 mm pixels, 2-3 mm slices), its volume, bone and AFS result."""
+    case = make_phantom(4001, size="small", preset="hard", header="LPS")
+    volume = case.to_volume()
+    bone = extract_bone(volume).mask
+    labels, measurements = segment_hips(volume, bone)
+    return case, volume, bone, labels, measurements
+
+
+# ------------------------------------------------------------------ fits and angles, synthetic
+
+
+def test_robust_sphere_fit_ignores_outliers():
+    rng = np.random.default_rng(0)
+    d = fibonacci_directions(300)
+    centre, radius = np.array([10.0, -4.0, 7.0]), 24.0
+    points = centre + (radius + rng.normal(0, 0.2, 300))[:, None] * d
+    points[:60] += d[:60] * rng.uniform(4, 9, size=(60, 1))  # a fifth far outside: the neck, the socket
+    fit = fit_sphere(points, scale_mm=2.0)
+    assert np.linalg.norm(fit.center - centre) < 0.1
+    assert fit.radius == pytest.approx(radius, abs=0.1)
+    assert fit.inliers[60:].all() and not fit.inliers[:60].any()
+    with pytest.raises(ValueError):
+        fit_sphere(points[:3])
+
+
+def test_concentric_fit_keeps_the_centre():
+    d = fibonacci_directions(100)
+    fit = fit_sphere(np.array([1.0, 2.0, 3.0]) + 30.0 * d, center=[1.0, 2.0, 3.0], fixed_center=True)
+    assert fit.radius == pytest.approx(30.0) and np.allclose(fit.center, [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("sign,inclination,anteversion", [(1.0, 40.0, 15.0), (-1.0, 50.0, 25.0), (1.0, 35.0, 5.0)])
+def test_rim_plane_recovers_the_opening_axis(sign, inclination, anteversion):
+    axis = cup_axis(sign, inclination, anteversion)
+    d = fibonacci_directions(400)
+    covered = d @ axis <= 0.1
+    rng = np.random.default_rng(1)
+    flip = rng.choice(400, 20, replace=False)  # stray lines on both sides
+    covered[flip] = ~covered[flip]
+    found, threshold = rim_plane(d, covered)
+    assert np.degrees(np.arccos(np.clip(found @ axis, -1, 1))) < 3.0
+    assert threshold == pytest.approx(0.1, abs=0.05)
+    inc, ant = radiographic_angles(found)
+    assert inc == pytest.approx(inclination, abs=3.0) and ant == pytest.approx(anteversion, abs=3.0)
+    with pytest.raises(ValueError):
+        rim_plane(d, np.ones(400, dtype=bool))
+
+
+def test_radiographic_angles_invert_cup_axis():
+    for sign in (1.0, -1.0):
+        assert radiographic_angles(cup_axis(sign, 42.0, 17.0)) == pytest.approx((42.0, 17.0))
+
+
+def test_center_edge_angle_of_a_hemispherical_roof():
+    d = fibonacci_directions(2000)
+    # Right hip (lateral +x): the roof covers every direction up to 30 deg lateral of vertical.
+    covered = np.arctan2(d[:, 0], d[:, 2]) <= np.radians(30.0)
+    covered &= d[:, 2] > 0
+    assert center_edge_angle(d[covered], 1.0) == pytest.approx(30.0, abs=2.0)
+    assert np.isnan(center_edge_angle(d[d[:, 2] < 0], 1.0))
+
+
+# ------------------------------------------------------------------ steps on a phantom
+
+
+def test_sphere_voting_finds_both_heads(hard_case):
+    case, volume, bone, _, _ = hard_case
+    candidates = head_candidates(volume.array, bone, volume.spacing, radii_mm=np.arange(18.0, 31.0))
+    found = [volume.index_to_ras(c.center_index)[0] for c in candidates]
+    for side in ("left", "right"):
+        truth = np.asarray(case.truth["sides"][side]["head_center_mm"])
+        assert min(np.linalg.norm(f - truth) for f in found) < 6.0
+
+
+def test_radial_boundary_converges_from_a_rough_start(hard_case):
+    case, volume, _, _, _ = hard_case
+    truth = case.truth["sides"]["right"]
+    start = volume.ras_to_index([np.add(truth["head_center_mm"], [3.0, -2.0, 2.0])])[0]
+    boundary = locate_boundary(volume.array, start, truth["head_radius_mm"] + 3.0, volume.spacing)
+    spacing = np.asarray(volume.spacing)
+    centre = volume.index_to_ras(boundary.sphere.center / spacing)[0]
+    assert np.linalg.norm(centre - truth["head_center_mm"]) < 1.0
+    assert boundary.sphere.radius == pytest.approx(truth["head_radius_mm"], abs=0.5)
+    assert boundary.separable and boundary.inlier_fraction > 0.7
+    # The socket covers the head on the pelvic side only.
+    assert 0.3 < boundary.covered.mean() < 0.8
+
+
+def test_segment_hips_meets_the_floors(hard_case):
+    case, _, _, labels, measurements = hard_case
+    truth_labels = case.canonical_labels()
+    for side, (head, cup) in schema.SIDE_LABELS.items():
+        found, truth = measurements["sides"][side], case.truth["sides"][side]
+        assert found["status"] == "ok", found["message"]
+        assert dice(labels == head, truth_labels == head) >= 0.93
+        assert dice(labels == cup, truth_labels == cup) >= 0.88
+        assert np.linalg.norm(np.subtract(found["head_center_mm"], truth["head_center_mm"])) <= 1.0
+        assert abs(found["head_radius_mm"] - truth["head_radius_mm"]) <= 0.5
+        assert abs(found["inclination_deg"] - truth["inclination_deg"]) <= 3.0
+        assert abs(found["anteversion_deg"] - truth["anteversion_deg"]) <= 3.0
+        assert 0.0 < found["joint_space_mm"]["min"] <= found["joint_space_mm"]["mean"] < 6.0
+        assert 0.0 <= found["confidence"] <= 1.0
+        assert found["center_edge_angle_deg"] is not None
+    # Labels stay on bone: everything labelled is in the bone mask.
+    assert set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}
+    json.dumps(measurements)  # serialisable as it is
+
+
+def test_sides_come_from_the_direction_cosines(hard_case):
+    """The patient's left head is at negative RAS x whatever the array layout."""
+    _, volume, _, labels, measurements = hard_case
+    for side, sign in (("left", -1.0), ("right", 1.0)):
+        head, _ = schema.SIDE_LABELS[side]
+        x = volume.index_to_ras(np.argwhere(labels == head).mean(axis=0))[0][0]
+        assert np.sign(x - measurements["afs"]["midline_x_mm"]) == sign
+
+
+def _reoriented(volume: Volume, direction_lps):
+    """The same CT stored along other axes: the stored array and its ITK geometry."""
+    direction_lps = np.asarray(direction_lps, dtype=float)
+    canonical = np.asarray(volume.array)
+    # Canonical axis m points along +RAS_m, i.e. LPS_m times (-1, -1, +1)[m].
+    flip_to_lps = np.array([-1.0, -1.0, 1.0])
+    order, flips = [], []
+    for n in range(3):
+        m = int(np.argmax(np.abs(direction_lps[:, n])))
+        order.append(m)
+        flips.append(direction_lps[m, n] * flip_to_lps[m] < 0)
+    stored = np.transpose(canonical, order)
+    for n, flip in enumerate(flips):
+        if flip:
+            stored = np.flip(stored, axis=n)
+    first = [canonical.shape[m] - 1 if flip else 0 for m, flip in zip(order, flips)]
+    index = np.zeros(3)
+    index[order] = first
+    origin = volume.index_to_ras([index])[0] * flip_to_lps
+    spacing = tuple(float(volume.spacing[m]) for m in order)
+    geometry = Geometry(size=stored.shape, spacing=spacing, origin=tuple(origin),
+                        direction=tuple(direction_lps.ravel()))
+    return np.ascontiguousarray(stored), geometry
+
+
+def test_orientation_invariance(hard_case, tmp_path):
+    """The phantom written in LPS, RAS and permuted headers gives the same labels and measurements."""
+    case, volume, _, labels, measurements = hard_case
+    headers = {"RAS": np.diag([-1.0, -1.0, 1.0]),
+               "permuted": np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])}
+    for name, direction in headers.items():
+        stored, geometry = _reoriented(volume, direction)
+        path = write_image(stored, geometry, tmp_path / f"{name}.nii.gz")
+        loaded = load_ct(path)
+        other_labels, other = segment_hips(loaded, extract_bone(loaded).mask)
+        # Same canonical grid, so patient space compares voxel by voxel.
+        assert loaded.shape == volume.shape
+        np.testing.assert_allclose(loaded.affine, volume.affine, atol=1e-4)
+        assert np.array_equal(other_labels, labels), name
+        for side in ("left", "right"):
+            a, b = measurements["sides"][side], other["sides"][side]
+            assert a["status"] == b["status"]
+            np.testing.assert_allclose(a["head_center_mm"], b["head_center_mm"], atol=1e-3)
+            assert a["inclination_deg"] == pytest.approx(b["inclination_deg"], abs=1e-3)
+
+
+def test_implant_side_gets_no_hip_labels():
+    case = make_phantom(4002, size="small", preset="implant", implant_side="left")
+    volume = case.to_volume()
+    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
+    assert measurements["sides"]["left"]["status"] == "implant"
+    assert "metal" in measurements["sides"]["left"]["message"]
+    assert not np.isin(labels, [schema.FEMORAL_HEAD_LEFT, schema.ACETABULUM_LEFT]).any()
+    assert measurements["sides"]["right"]["status"] == "ok"
+    assert dice(labels == schema.FEMORAL_HEAD_RIGHT, case.canonical_labels() == schema.FEMORAL_HEAD_RIGHT) > 0.9
+
+
+def test_truncated_head_is_fitted_and_reported():
+    case = make_phantom(4003, size="small", preset="truncated", truncate_side="right")
+    volume = case.to_volume()
+    _, measurements = segment_hips(volume, extract_bone(volume).mask)
+    right = measurements["sides"]["right"]
+    assert right["status"] in ("truncated", "low_confidence")
+    assert right["head_visible_fraction"] < 0.999
+    truth = case.truth["sides"]["right"]
+    assert np.linalg.norm(np.subtract(right["head_center_mm"], truth["head_center_mm"])) <= 1.5
+
+
+def test_no_bone_means_not_found():
+    array = np.full((40, 40, 30), 40.0, dtype=np.float32)
+    geometry = Geometry(size=array.shape, spacing=(2.0, 2.0, 2.0), origin=(0.0, 0.0, 0.0),
+                        direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+    volume = Volume.from_stored(array, geometry)
+    labels, measurements = segment_hips(volume, np.zeros(volume.shape, dtype=bool))
+    assert not labels.any()
+    for side in ("left", "right"):
+        assert measurements["sides"][side]["status"] == "not_found"
+        assert "no bone" in measurements["sides"][side]["message"]
+    with pytest.raises(ValueError, match="shape"):
+        segment_hips(volume, np.zeros((3, 3, 3), dtype=bool))
+
+
+def test_abdomen_without_hips_is_not_found(abdomen_dicom, tmp_path):
+    result = run_case(abdomen_dicom, tmp_path, case_id="abdomen", device="cpu")
+    assert not np.isin(result.labels, [1, 2, 3, 4]).any()
+    assert (result.labels == schema.OTHER_BONE).any()  # the spine is still bone
+    stored = json.loads(result.outputs["measurements"].read_text())
+    for side in ("left", "right"):
+        assert stored["sides"][side]["status"] == "not_found"
+        assert "no femoral head" in stored["sides"][side]["message"]
+    assert result.outputs["qc"].stat().st_size > 1000
+
+
+def test_run_case_writes_labels_measurements_and_qc(tmp_path):
+    from thagpu.phantom import write_phantom
+    case = make_phantom(4004, size="small", preset="easy")
+    paths = write_phantom(case, tmp_path / "in")
+    result = run_case(paths["ct"], tmp_path / "out", device="cpu")
+    stored = json.loads(result.outputs["measurements"].read_text())
+    assert set(stored["timings_s"]) >= {"load", "bone", "afs", "write"}
+    assert {stored["sides"][s]["status"] for s in ("left", "right")} == {"ok"}
+    import SimpleITK as sitk
+    written = sitk.GetArrayFromImage(sitk.ReadImage(str(result.outputs["labels"])))
+    assert set(np.unique(written)) == {0, 1, 2, 3, 4, 5}
+    from matplotlib.image import imread
+    picture = imread(result.outputs["qc"])
+    assert picture.shape[0] > 300 and picture.shape[1] > 600
+
+
+def test_afs_config_is_checked(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[afs]\nmin_radius_mm = 40.0\n")
+    with pytest.raises(InputError, match="min_radius_mm"):
+        load_config(path)
+    path.write_text("[afs]\nn_directions = 600\n")
+    assert load_config(path).afs.n_directions == 600
+    assert Config().afs.metal_hu == 2500.0
