@@ -19,10 +19,14 @@ def machine() -> dict:
     """CPU, GPU and library versions, for the record."""
     import numpy
     import scipy
-    import SimpleITK
+    try:
+        import SimpleITK
+        simpleitk = SimpleITK.__version__
+    except ImportError:  # not carried to a GPU machine
+        simpleitk = None
 
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": SimpleITK.__version__}
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": simpleitk}
     try:
         import maxflow
         info["PyMaxflow"] = getattr(maxflow, "__version__", "?")

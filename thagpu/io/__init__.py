@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from ._lazy import sitk
 
 from .._atomic import atomic_path
 from ..geometry import Geometry

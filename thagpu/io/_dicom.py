@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from ._lazy import sitk
 
 from ..volume import Volume
 from ._checks import _check_header, _format_size, _itk_reason, _refuse

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from ._lazy import sitk
 
 from ..geometry import Geometry
 from ..volume import Volume

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
+from ._lazy import sitk
 
 from ..errors import OutputError
 from ._checks import _itk_reason
