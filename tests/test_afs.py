@@ -259,3 +259,20 @@ def test_afs_config_is_checked(tmp_path):
     path.write_text("[afs]\nn_directions = 600\n")
     assert load_config(path).afs.n_directions == 600
     assert Config().afs.metal_hu == 2500.0
+
+
+@pytest.mark.gpu
+def test_gpu_afs_matches_cpu(hard_case):
+    """CuPy volume: the same heads and labels as on the CPU (vote sums may differ in the last bits)."""
+    import cupy
+
+    case, volume, bone, labels, measurements = hard_case
+    on_gpu = volume.with_array(cupy.asarray(volume.array))
+    gpu_labels, gpu_measurements = segment_hips(on_gpu, cupy.asarray(bone))
+    for value in (1, 2, 3, 4):
+        assert dice(gpu_labels == value, labels == value) >= 0.99
+    for side in ("left", "right"):
+        a, b = measurements["sides"][side], gpu_measurements["sides"][side]
+        assert a["status"] == b["status"]
+        np.testing.assert_allclose(a["head_center_mm"], b["head_center_mm"], atol=0.05)
+        assert a["head_radius_mm"] == pytest.approx(b["head_radius_mm"], abs=0.05)

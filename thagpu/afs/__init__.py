@@ -137,6 +137,9 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
                                              "head (joint space below the resolution?): head fitted from its "
                                              "uncovered part, split along the fitted sphere")
         confidence = min(confidence, 0.3)
+    elif sphere.rms > cfg.ok_max_fit_rms_mm:
+        status, message = "low_confidence", (f"the head departs from its sphere by {sphere.rms:.2f} mm RMS: a "
+                                             "deformed head, or head and socket not seen apart")
     elif coverage < 0.2:
         status, message = "low_confidence", f"the socket covers only {100 * coverage:.0f}% of the head's lines"
     elif joint["min"] is not None and joint["min"] < cfg.min_joint_space_mm:
@@ -144,6 +147,8 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
                                              "touch, the split follows the fitted surface")
     elif confidence < cfg.min_confidence:
         status, message = "low_confidence", f"confidence {confidence:.2f} below {cfg.min_confidence}"
+    if status == "low_confidence":
+        confidence = min(confidence, cfg.min_confidence - 0.01)
     return {
         "status": status,
         "confidence": _round(confidence),

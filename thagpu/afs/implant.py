@@ -67,7 +67,9 @@ def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float
             components.append(MetalComponent(volume_ml, centroid))
     if not components:
         return [], None
-    grown = ndi.binary_dilation(metal, iterations=max(1, int(round(10.0 / float(coarse_spacing.min())))))
+    # brute_force: CuPy implements iterated dilation only that way (SciPy accepts it too).
+    grown = ndi.binary_dilation(metal, iterations=max(1, int(round(10.0 / float(coarse_spacing.min())))),
+                                brute_force=True)
     spoiled = grown
     for axis, f in enumerate(factors):
         spoiled = xp.repeat(spoiled, f, axis=axis)
