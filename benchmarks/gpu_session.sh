@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (no network there, minutes counted): install the carried
-# wheels (.whl/, see docs/architecture.md), then GPU benchmarks and CPU/GPU parity, JSON into $OUT.
+# wheels (.whl/: PyMaxflow, and numpy<2.5 for numba-cuda; SimpleITK is not needed, thagpu imports it
+# lazily), run the gpu-marked tests, then the GPU benchmarks, JSON into $OUT.
 # Usage there: OUT=/some/folder bash benchmarks/gpu_session.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,17 +11,27 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
+# Run from the source tree: kernels/ is installed as thagpu.kernels by pip (package-dir); here a link
+# stands in for that mapping (this tree is the machine's own copy).
+[ -e thagpu/kernels ] || ln -s ../kernels thagpu/kernels
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$OUT/gpu.txt"
+python3 -c "import numpy, numba, cupy, scipy, skimage; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__, 'scipy', scipy.__version__, 'skimage', skimage.__version__)" | tee -a "$OUT/gpu.txt"
 status=0
-run() {  # name, command...: stdout's last line is the JSON
-    local name=$1; shift
+run() {  # name, timeout, command...: stdout's last line is the JSON
+    local name=$1 limit=$2; shift 2
     echo "== $name"
-    if timeout 240 "$@" > "$OUT/$name.log" 2>&1; then tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"; cat "$OUT/$name.json"
+    if timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; then tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"; cat "$OUT/$name.json"
     else status=1; tail -n 30 "$OUT/$name.log"; fi
 }
-run bone_parity python3 -m benchmarks.bone_parity 7 hard small
-run bone_gpu_speed python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
-run bone_gpu_full python3 -m benchmarks.bone_worker ours 2100 hard full gpu
+echo "== gpu tests"
+timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py 2>&1 | tail -n 25 | tee "$OUT/gpu_tests.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+run bone_parity 80 python3 -m benchmarks.bone_parity 7 hard small
+run bone_gpu_speed 80 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
+echo "== afs accuracy (gpu)"
+timeout 200 python3 -m benchmarks.bench_accuracy --device gpu --quick --with-full > "$OUT/afs_gpu.log" 2>&1 || status=1
+tail -n 12 "$OUT/afs_gpu.log"
+cp benchmarks/results/bench_accuracy_gpu.json benchmarks/results/bench_accuracy_gpu.md "$OUT/" 2>/dev/null || status=1
 exit $status
