@@ -64,7 +64,8 @@ def test_rim_plane_recovers_the_opening_axis(sign, inclination, anteversion):
     rng = np.random.default_rng(1)
     flip = rng.choice(400, 20, replace=False)  # stray lines on both sides
     covered[flip] = ~covered[flip]
-    found, threshold = rim_plane(d, covered)
+    found, threshold, error_fraction = rim_plane(d, covered)
+    assert error_fraction <= 0.06
     assert np.degrees(np.arccos(np.clip(found @ axis, -1, 1))) < 3.0
     assert threshold == pytest.approx(0.1, abs=0.05)
     inc, ant = radiographic_angles(found)

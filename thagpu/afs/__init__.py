@@ -45,6 +45,8 @@ SIDES = {"right": 1.0, "left": -1.0}
 #: Femoral heads lie at least this far (mm) from the midline (85-100 mm in adults); vertebral
 #: bodies and the sacrum, which look like spheres too, do not.
 MIN_LATERAL_MM = 40.0
+#: A rim plane misclassifying more of the lines than this does not describe a socket (angles not measured).
+MAX_RIM_ERROR_FRACTION = 0.10
 #: A metal object this far (mm) or more from the midline belongs to that side's hip.
 METAL_LATERAL_MM = 30.0
 
@@ -121,7 +123,8 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
     coverage = float(covered.mean())
     inclination = anteversion = ce_angle = None
     seen = ~boundary.outside  # lines leaving the field of view say nothing about the socket
-    if field.rim_axis is not None and covered[seen].sum() >= 10:
+    rim_found = field.rim_axis is not None and field.rim_error_fraction <= MAX_RIM_ERROR_FRACTION
+    if rim_found and covered[seen].sum() >= 10:
         inclination, anteversion = radiographic_angles(frame.directions(field.rim_axis[None])[0])
         ce_angle = center_edge_angle(frame.directions(field.directions[seen & covered]), SIDES[side])
     inliers = boundary.inlier_fraction
@@ -140,6 +143,10 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
     elif sphere.rms > cfg.ok_max_fit_rms_mm:
         status, message = "low_confidence", (f"the head departs from its sphere by {sphere.rms:.2f} mm RMS: a "
                                              "deformed head, or head and socket not seen apart")
+    elif not rim_found:
+        status, message = "low_confidence", ("the socket's coverage is not a cap with a rim (its plane "
+                                             f"misclassifies {100 * field.rim_error_fraction:.0f}% of the lines): "
+                                             "angles not measured")
     elif coverage < 0.2:
         status, message = "low_confidence", f"the socket covers only {100 * coverage:.0f}% of the head's lines"
     elif joint["min"] is not None and joint["min"] < cfg.min_joint_space_mm:
@@ -161,6 +168,7 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
         "inclination_deg": _round(inclination) if inclination is not None else None,
         "anteversion_deg": _round(anteversion) if anteversion is not None else None,
         "center_edge_angle_deg": _round(ce_angle) if ce_angle is not None else None,
+        "rim_error_fraction": _round(field.rim_error_fraction),
         "head_inlier_fraction": _round(inliers),
         "socket_coverage_fraction": _round(coverage),
         "head_visible_fraction": _round(visible),

@@ -73,9 +73,9 @@ class SurfaceField:
         # (fills single missed lines, drops single strays).
         raw = boundary.covered if boundary.separable else boundary.bone_beyond
         seen = ~boundary.outside
-        self.rim_axis = None
+        self.rim_axis, self.rim_error_fraction = None, 1.0
         if raw[seen].sum() >= 10 and (~raw[seen]).sum() >= 10:
-            self.rim_axis, threshold = rim_plane(self.directions[seen], raw[seen])
+            self.rim_axis, threshold, self.rim_error_fraction = rim_plane(self.directions[seen], raw[seen])
             raw = raw & (self.directions @ self.rim_axis <= threshold + 0.05)
         self.covered = raw[near].mean(axis=1) >= 0.5
         gaps = (socket_r - self.head)[has_socket]
