@@ -7,7 +7,8 @@ import pytest
 
 from thagpu import labels as schema
 from thagpu.phantom import PARTS, PRESETS, make_phantom, write_phantom
-from thagpu.phantom.anatomy import cup_axis, radiographic_angles
+from thagpu.afs.angles import radiographic_angles
+from thagpu.phantom.anatomy import cup_axis
 
 
 @pytest.fixture(scope="module")

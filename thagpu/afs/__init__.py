@@ -27,11 +27,12 @@ import numpy as np
 
 from .. import labels as schema
 from ..config import AFSConfig, Config
+from ..bone.morphology import block_reduce_mean
 from ..device import get_array_module, to_host
 from ..volume import Volume
 from .angles import center_edge_angle, radiographic_angles
 from .boundary import RadialBoundary, locate_boundary
-from .candidates import block_mean, head_candidates
+from .candidates import head_candidates
 from .fit import fit_sphere
 from .implant import find_metal
 from .split import SurfaceField, split_and_label
@@ -58,35 +59,29 @@ def _round(value, digits=3):
     return round(value, digits) if np.isfinite(value) else None
 
 
-class _Frame:
-    """Between the array's millimetre frame (index times spacing) and patient RAS."""
-
-    def __init__(self, volume: Volume):
-        self.spacing = np.asarray(volume.spacing, dtype=np.float64)
-        self.affine = np.asarray(volume.affine, dtype=np.float64)
-        self.rotation = self.affine[:3, :3] / self.spacing[None, :]
-
-    def point(self, mm):
-        return self.affine[:3, :3] @ (np.asarray(mm) / self.spacing) + self.affine[:3, 3]
-
-    def index_x(self, index):
-        return float((self.affine[:3, :3] @ np.asarray(index, dtype=float) + self.affine[:3, 3])[0])
-
-    def directions(self, d):
-        out = np.asarray(d, dtype=np.float64) @ self.rotation.T
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
+def _ras(volume: Volume, mm) -> np.ndarray:
+    """RAS millimetres of a point given in the array's millimetre frame (index times spacing)."""
+    return volume.index_to_ras(np.asarray(mm, dtype=np.float64) / np.asarray(volume.spacing))[0]
 
 
-def _midline_x(bone, frame: _Frame, spacing) -> float | None:
+def _ras_x(volume: Volume, index) -> float:
+    return float(volume.index_to_ras(index)[0][0])
+
+
+def _ras_directions(volume: Volume, directions) -> np.ndarray:
+    """Unit vectors of the array's millimetre frame as unit vectors in RAS (a rotation)."""
+    rotation = np.asarray(volume.affine, dtype=np.float64)[:3, :3] / np.asarray(volume.spacing)[None, :]
+    out = np.atleast_2d(directions) @ rotation.T
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _midline_x(bone, volume: Volume) -> float | None:
     """RAS x of the bone's midline: the median x of bone on a 4 mm grid (symmetric pelvis and femurs)."""
-    factors = [max(1, int(round(4.0 / s))) for s in spacing]
-    coarse = np.asarray(to_host(block_mean(bone, factors) >= 0.5))
-    where = np.argwhere(coarse)
+    factors = [max(1, int(round(4.0 / s))) for s in volume.spacing]
+    where = np.argwhere(np.asarray(to_host(block_reduce_mean(bone, factors) >= 0.5)))
     if len(where) == 0:
         return None
-    index = (where + 0.5) * factors - 0.5
-    x = index @ frame.affine[0, :3] + frame.affine[0, 3]
-    return float(np.median(x))
+    return float(np.median(volume.index_to_ras((where + 0.5) * factors - 0.5)[:, 0]))
 
 
 def _head_score(boundary: RadialBoundary) -> float:
@@ -103,7 +98,7 @@ def _not_found(message: str) -> dict:
     return {"status": "not_found", "confidence": 0.0, "message": message}
 
 
-def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Frame, side: str,
+def _side_measurements(boundary: RadialBoundary, field: SurfaceField, volume: Volume, side: str,
                        cfg: AFSConfig) -> dict:
     sphere = boundary.sphere
     visible = 1.0 - float(boundary.outside.mean())
@@ -125,8 +120,8 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
     seen = ~boundary.outside  # lines leaving the field of view say nothing about the socket
     rim_found = field.rim_axis is not None and field.rim_error_fraction <= MAX_RIM_ERROR_FRACTION
     if rim_found and covered[seen].sum() >= 10:
-        inclination, anteversion = radiographic_angles(frame.directions(field.rim_axis[None])[0])
-        ce_angle = center_edge_angle(frame.directions(field.directions[seen & covered]), SIDES[side])
+        inclination, anteversion = radiographic_angles(_ras_directions(volume, field.rim_axis)[0])
+        ce_angle = center_edge_angle(_ras_directions(volume, field.directions[seen & covered]), SIDES[side])
     inliers = boundary.inlier_fraction
     head_term = float(np.clip((inliers - 0.5) / 0.4, 0.0, 1.0))
     fit_term = float(np.clip(1.0 - sphere.rms / cfg.max_fit_rms_mm, 0.0, 1.0))
@@ -159,10 +154,10 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, frame: _Fr
     return {
         "status": status,
         "confidence": _round(confidence),
-        "head_center_mm": _round(frame.point(sphere.center)),
+        "head_center_mm": _round(_ras(volume, sphere.center)),
         "head_radius_mm": _round(sphere.radius),
         "sphere_fit_rms_mm": _round(sphere.rms),
-        "acetabulum_center_mm": _round(frame.point(socket_fit.center)) if socket_fit else None,
+        "acetabulum_center_mm": _round(_ras(volume, socket_fit.center)) if socket_fit else None,
         "acetabulum_radius_mm": _round(socket_fit.radius) if socket_fit else None,
         "joint_space_mm": joint,
         "inclination_deg": _round(inclination) if inclination is not None else None,
@@ -204,13 +199,12 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         raise ValueError(f"bone mask shape {tuple(bone_mask.shape)} != volume shape {volume.shape}")
     bone = xp.asarray(bone_mask, dtype=bool)
     spacing = tuple(float(s) for s in volume.spacing)
-    frame = _Frame(volume)
     timings = {}
     start = time.perf_counter()
     labels = np.zeros(volume.shape, dtype=np.uint8)
     labels[np.asarray(to_host(bone))] = schema.OTHER_BONE
     sides = {}
-    midline = _midline_x(bone, frame, spacing)
+    midline = _midline_x(bone, volume)
     report = {"midline_x_mm": _round(midline) if midline is not None else None, "candidates": 0,
               "timings_s": timings}
     if midline is None:
@@ -221,7 +215,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
     components, spoiled = find_metal(image, spacing, metal_hu=cfg.metal_hu, min_ml=cfg.implant_min_ml)
     implants = {}
     for component in components:
-        lateral = frame.index_x(component.centroid_index) - midline
+        lateral = _ras_x(volume, component.centroid_index) - midline
         if abs(lateral) >= METAL_LATERAL_MM:
             side = "right" if lateral > 0 else "left"
             implants[side] = implants.get(side, 0.0) + component.volume_ml
@@ -238,7 +232,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
     t = time.perf_counter()
     best = {}
     for candidate in candidates:
-        lateral = frame.index_x(candidate.center_index) - midline
+        lateral = _ras_x(volume, candidate.center_index) - midline
         if abs(lateral) < MIN_LATERAL_MM:
             continue
         side = "right" if lateral > 0 else "left"
@@ -272,7 +266,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                                    n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
                                    sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm) or first
         field = SurfaceField(boundary)
-        sides[side] = _side_measurements(boundary, field, frame, side, cfg)
+        sides[side] = _side_measurements(boundary, field, volume, side, cfg)
         split_and_label(image, bone, spacing, boundary, side, labels)
     timings["split"] = round(time.perf_counter() - t, 4)
     timings["total"] = round(time.perf_counter() - start, 4)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .boundary import fibonacci_directions
+
 __all__ = ["radiographic_angles", "rim_plane", "center_edge_angle"]
 
 
@@ -31,14 +33,6 @@ def radiographic_angles(axis) -> tuple:
     anteversion = np.degrees(np.arcsin(np.clip(axis[1], -1.0, 1.0)))
     inclination = np.degrees(np.arctan2(abs(axis[0]), -axis[2]))
     return float(inclination), float(anteversion)
-
-
-def _fibonacci(n):
-    k = np.arange(n) + 0.5
-    z = 1.0 - 2.0 * k / n
-    rho = np.sqrt(1.0 - z * z)
-    phi = np.pi * (3.0 - np.sqrt(5.0)) * k
-    return np.column_stack([rho * np.cos(phi), rho * np.sin(phi), z])
 
 
 def _separation_errors(axes, directions, covered):
@@ -95,7 +89,7 @@ def rim_plane(directions, covered) -> tuple:
     axis = _unit(directions[~covered].mean(axis=0) - directions[covered].mean(axis=0))
     threshold, fewest = 0.0, len(directions)
     for count, reach_deg in ((4000, 40.0), (40000, 4.0)):
-        axes = _fibonacci(count)
+        axes = fibonacci_directions(count)
         axes = axes[axes @ axis >= np.cos(np.radians(reach_deg))]
         errors, thresholds = _separation_errors(axes, directions, covered)
         best = errors == errors.min()

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..device import get_array_module, to_host
+from ..bone.morphology import block_reduce_mean, ndimage_for
+from ..device import get_array_module
 from ..kernels.sphere_voting import sphere_votes
 
-__all__ = ["HeadCandidate", "head_candidates", "block_mean"]
+__all__ = ["HeadCandidate", "head_candidates"]
 
 #: Edges weaker than this gradient (HU per mm, after smoothing) do not vote.
 EDGE_MIN_HU_PER_MM = 25.0
@@ -47,26 +48,6 @@ class HeadCandidate:
     score: float
 
 
-def block_mean(array, factors):
-    """Mean over blocks of ``factors`` voxels per axis (edges padded by replication), float32."""
-    xp = get_array_module(array)
-    factors = [int(f) for f in factors]
-    shape = array.shape
-    padded_shape = [int(np.ceil(n / f)) * f for n, f in zip(shape, factors)]
-    padded = xp.pad(array.astype(xp.float32), [(0, p - n) for n, p in zip(shape, padded_shape)], mode="edge")
-    blocks = padded.reshape(padded_shape[0] // factors[0], factors[0], padded_shape[1] // factors[1], factors[1],
-                            padded_shape[2] // factors[2], factors[2])
-    return blocks.mean(axis=(1, 3, 5), dtype=xp.float32)
-
-
-def _ndimage(xp):
-    if xp is np:
-        from scipy import ndimage
-    else:
-        from cupyx.scipy import ndimage
-    return ndimage
-
-
 def head_candidates(image, bone, spacing, *, radii_mm, vote_spacing_mm: float = 2.0, exclude=None,
                     max_candidates: int = 20) -> list:
     """The strongest sphere-voting peaks inside the bone, best first.
@@ -91,12 +72,12 @@ def head_candidates(image, bone, spacing, *, radii_mm, vote_spacing_mm: float = 
     list of HeadCandidate
     """
     xp = get_array_module(image)
-    ndi = _ndimage(xp)
+    ndi = ndimage_for(image)
     factors = [max(1, int(round(vote_spacing_mm / s))) for s in spacing]
     coarse_spacing = np.asarray(spacing, dtype=np.float64) * factors
-    small = block_mean(image, factors)
-    small_bone = block_mean(bone, factors) >= 0.5
-    small_excl = block_mean(exclude, factors) > 0 if exclude is not None else None
+    small = block_reduce_mean(image, factors)
+    small_bone = block_reduce_mean(bone, factors) >= 0.5
+    small_excl = block_reduce_mean(exclude, factors) > 0 if exclude is not None else None
     smooth = ndi.gaussian_filter(small, 0.7)
     grads = [g / s for g, s in zip(xp.gradient(smooth), coarse_spacing)]
     magnitude = xp.sqrt(grads[0] ** 2 + grads[1] ** 2 + grads[2] ** 2)

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..bone.morphology import block_reduce_mean, coarse_dilate, ndimage_for
 from ..device import get_array_module, to_host
-from .candidates import _ndimage, block_mean
 
 __all__ = ["MetalComponent", "find_metal"]
 
 
+@dataclass(frozen=True)
 class MetalComponent:
-    """One connected metal object.
+    """One connected metal object: its volume (ml) and centroid in full-resolution canonical voxel indices."""
 
-    Attributes
-    ----------
-    volume_ml : float
-    centroid_index : (3,) ndarray
-        In full-resolution canonical voxel indices.
-    """
-
-    def __init__(self, volume_ml: float, centroid_index):
-        self.volume_ml = float(volume_ml)
-        self.centroid_index = np.asarray(centroid_index, dtype=np.float64)
-
-    def __repr__(self):
-        return f"MetalComponent(volume_ml={self.volume_ml:.1f}, centroid_index={self.centroid_index.round(1)})"
+    volume_ml: float
+    centroid_index: np.ndarray
 
 
 def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float = 2.0):
@@ -39,14 +31,14 @@ def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float
     components : list of MetalComponent
         Largest first.
     spoiled : (R, A, S) bool array or None
-        The metal grown by 10 mm (streak artefacts), at full resolution on the
-        image's device; None when there is no such metal.
+        Every metal voxel grown by at least 10 mm (streak artefacts), at full
+        resolution on the image's device; None when there is no such metal.
     """
     xp = get_array_module(image)
-    ndi = _ndimage(xp)
+    ndi = ndimage_for(image)
     factors = [max(1, int(round(grid_mm / s))) for s in spacing]
     coarse_spacing = np.asarray(spacing, dtype=np.float64) * factors
-    metal = block_mean(image >= metal_hu, factors) > 0
+    metal = block_reduce_mean(image >= metal_hu, factors) > 0
     if not bool(metal.any()):
         return [], None
     labelled, count = ndi.label(metal, structure=xp.ones((3, 3, 3), dtype=bool))
@@ -64,14 +56,8 @@ def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float
         block = image[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         volume_ml = float(to_host((block >= metal_hu).sum())) * full_voxel_ml
         if volume_ml >= min_ml:
-            components.append(MetalComponent(volume_ml, centroid))
+            components.append(MetalComponent(volume_ml=volume_ml, centroid_index=centroid))
     if not components:
         return [], None
-    # brute_force: CuPy implements iterated dilation only that way (SciPy accepts it too).
-    grown = ndi.binary_dilation(metal, iterations=max(1, int(round(10.0 / float(coarse_spacing.min())))),
-                                brute_force=True)
-    spoiled = grown
-    for axis, f in enumerate(factors):
-        spoiled = xp.repeat(spoiled, f, axis=axis)
-    spoiled = spoiled[: image.shape[0], : image.shape[1], : image.shape[2]]
+    spoiled = coarse_dilate(image >= metal_hu, 10.0, spacing, block_mm=grid_mm)
     return sorted(components, key=lambda c: -c.volume_ml), spoiled

@@ -103,15 +103,19 @@ def coarse_dilate(mask, radius_mm: float, spacing, *, block_mm: float = 4.0):
     return coarse[: shape[0], : shape[1], : shape[2]]
 
 
-def block_reduce_mean(image, factor: int):
-    """Mean over ``factor``-cubed blocks (edges padded by replication); returns float32."""
+def block_reduce_mean(image, factor):
+    """Mean over blocks of ``factor`` voxels (one int, or one per axis), edges padded by replication.
+
+    Returns float32 (a boolean mask gives the fraction of each block inside it).
+    """
     xp = get_array_module(image)
+    factors = [int(f) for f in np.broadcast_to(factor, (3,))]
     shape = image.shape
-    padded_shape = [int(np.ceil(n / factor)) * factor for n in shape]
+    padded_shape = [int(np.ceil(n / f)) * f for n, f in zip(shape, factors)]
     pad = [(0, p - n) for n, p in zip(shape, padded_shape)]
     padded = xp.pad(image, pad, mode="edge")
-    return padded.reshape(padded_shape[0] // factor, factor, padded_shape[1] // factor, factor,
-                          padded_shape[2] // factor, factor).mean(axis=(1, 3, 5), dtype=xp.float32)
+    return padded.reshape(padded_shape[0] // factors[0], factors[0], padded_shape[1] // factors[1], factors[1],
+                          padded_shape[2] // factors[2], factors[2]).mean(axis=(1, 3, 5), dtype=xp.float32)
 
 
 def _box_filters(mask, radius_mm: float, spacing, first: str, then: str):

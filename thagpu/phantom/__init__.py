@@ -26,7 +26,8 @@ from .. import labels as schema
 from .._atomic import atomic_write_text
 from .._version import __version__
 from ..geometry import Geometry
-from .anatomy import PARTS, Anatomy, cup_axis, radiographic_angles, sample_anatomy
+from ..afs.angles import radiographic_angles
+from .anatomy import PARTS, Anatomy, cup_axis, sample_anatomy
 from .render import MATERIALS, Acquisition, Grid, render
 
 __all__ = ["PRESETS", "SIZES", "HEADERS", "Preset", "PhantomCase", "make_phantom",

@@ -35,7 +35,8 @@ def cup_axis(sign: float, inclination_deg: float, anteversion_deg: float) -> np.
 
     Radiographic definitions: the inclination is the angle between the
     longitudinal axis and the opening axis projected on the coronal plane, the
-    anteversion the angle between the opening axis and the coronal plane.
+    anteversion the angle between the opening axis and the coronal plane;
+    :func:`thagpu.afs.angles.radiographic_angles` is its inverse.
     """
     inc, ant = np.radians(inclination_deg), np.radians(anteversion_deg)
     return np.array([sign * np.sin(inc) * np.cos(ant), np.sin(ant), -np.cos(inc) * np.cos(ant)])
@@ -254,18 +255,3 @@ def sample_anatomy(rng: np.random.Generator, *, joint_space_mm=(1.0, 4.0), asphe
                 soft.append(("calcification", Sphere(tuple(p), float(rng.uniform(1.0, 2.2)))))
     return Anatomy(sides=sides, bones=bones, implant=implant, body_radii=body_radii,
                    fat_mm=float(rng.uniform(12.0, 35.0)), soft_tissue=soft, sockets=sockets)
-
-
-def radiographic_angles(axis) -> tuple:
-    """Radiographic inclination and anteversion (degrees) of an opening axis in RAS.
-
-    Inverse of :func:`cup_axis`: inclination is measured in the coronal plane
-    from the inferior longitudinal axis, anteversion out of the coronal plane.
-    """
-    axis = _unit(axis)
-    anteversion = np.degrees(np.arcsin(np.clip(axis[1], -1.0, 1.0)))
-    inclination = np.degrees(np.arctan2(abs(axis[0]), -axis[2]))
-    return float(inclination), float(anteversion)
-
-
-__all__ += ["radiographic_angles"]
