@@ -106,29 +106,25 @@ def main(argv=None):
             rows.append(row)
     experiments["narrow 0-1 mm"] = {"targets": {"dice>=0.90 or flagged, every side": all(narrow_ok)}}
 
-    implant_ok = []
-    for seed in range(5200, 5200 + n_other):
-        case, labels, measurements, score, timings = run_one(seed, "implant", device)
-        side = case.truth["implant_side"]
-        head, cup = schema.SIDE_LABELS[side]
-        no_labels = not bool(np.isin(labels, [head, cup]).any())
-        for row in _side_rows("implant", case, score, timings):
-            if row["side"] == side:
-                row["target_met"] = bool(row["status"] == "implant" and no_labels)
-                implant_ok.append(row["target_met"])
-            rows.append(row)
-    experiments["implant"] = {"targets": {"implant side reported, no labels 1-4": all(implant_ok)}}
+    def one_side(experiment, preset, first_seed, side_key, met):
+        """Cases where one side is special (implant, truncated): ``met(row, labels)`` judges that side."""
+        verdicts = []
+        for seed in range(first_seed, first_seed + n_other):
+            case, labels, _, score, timings = run_one(seed, preset, device)
+            for row in _side_rows(experiment, case, score, timings):
+                if row["side"] == case.truth[side_key]:
+                    row["target_met"] = bool(met(row, labels))
+                    verdicts.append(row["target_met"])
+                rows.append(row)
+        return all(verdicts)
 
-    truncated_ok = []
-    for seed in range(5300, 5300 + n_other):
-        case, _, _, score, timings = run_one(seed, "truncated", device)
-        side = case.truth["truncated_side"]
-        for row in _side_rows("truncated", case, score, timings):
-            if row["side"] == side:
-                row["target_met"] = bool(row["status"] in ("truncated",) + FLAGGED)
-                truncated_ok.append(row["target_met"])
-            rows.append(row)
-    experiments["truncated"] = {"targets": {"truncated head fitted or flagged": all(truncated_ok)}}
+    def implant_met(row, labels):
+        return row["status"] == "implant" and not np.isin(labels, schema.SIDE_LABELS[row["side"]]).any()
+
+    experiments["implant"] = {"targets": {"implant side reported, no labels 1-4":
+                                          one_side("implant", "implant", 5200, "implant_side", implant_met)}}
+    experiments["truncated"] = {"targets": {"truncated head fitted or flagged": one_side(
+        "truncated", "truncated", 5300, "truncated_side", lambda row, _: row["status"] in ("truncated",) + FLAGGED)}}
 
     if not args.quick or args.with_full:
         case, _, _, score, timings = run_one(5400, "hard", device, size="full")

@@ -18,6 +18,7 @@ directions in which the acetabulum covers the head.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -46,18 +47,25 @@ SOCKET_RISE_HU = 50.0
 COVER_HU = 200.0
 
 
+@functools.lru_cache(maxsize=8)
 def fibonacci_directions(n: int) -> np.ndarray:
-    """``n`` nearly uniform unit vectors on the sphere (golden-angle spiral), shape (n, 3)."""
+    """``n`` nearly uniform unit vectors on the sphere (golden-angle spiral), shape (n, 3), read-only."""
     k = np.arange(n) + 0.5
     z = 1.0 - 2.0 * k / n
     rho = np.sqrt(1.0 - z * z)
     phi = np.pi * (3.0 - np.sqrt(5.0)) * k
-    return np.column_stack([rho * np.cos(phi), rho * np.sin(phi), z])
+    directions = np.column_stack([rho * np.cos(phi), rho * np.sin(phi), z])
+    directions.flags.writeable = False  # cached: shared by every caller
+    return directions
 
 
-def _neighbour_table(directions, k):
-    cos = directions @ directions.T
-    return np.argsort(-cos, axis=1)[:, 1:k + 1]
+@functools.lru_cache(maxsize=8)
+def _neighbour_table(n: int, k: int) -> np.ndarray:
+    """For each of the ``n`` Fibonacci directions, its ``k`` nearest others (same for every candidate)."""
+    directions = fibonacci_directions(n)
+    table = np.argsort(-(directions @ directions.T), axis=1)[:, 1:k + 1]
+    table.flags.writeable = False
+    return table
 
 
 def _ray_sphere(origin, directions, center, radius):
@@ -120,8 +128,8 @@ class RadialBoundary:
     outside: np.ndarray
     sphere: SphereFit
     covered: np.ndarray
+    bone_beyond: np.ndarray
     separable: bool = True
-    bone_beyond: np.ndarray | None = None
 
     @property
     def head_points(self) -> np.ndarray:
@@ -152,11 +160,6 @@ class RadialBoundary:
         residuals = np.abs(self.sphere.residuals(self.head_points))
         return float((residuals < tolerance_mm).sum() / max(int((~self.outside).sum()), 1))
 
-    @property
-    def joint_space(self) -> np.ndarray:
-        """Socket minus head distance on the covered lines (mm)."""
-        both = np.isfinite(self.socket_t) & np.isfinite(self.head_t)
-        return (self.socket_t - self.head_t)[both]
 
 
 def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400, step_mm=0.25,
@@ -193,15 +196,18 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
     keep, _ = line_nms(response, min_response=MIN_RESPONSE, radius=max(1, int(round(1.0 / step_mm))))
     profiles, response, keep = (np.asarray(to_host(a)) for a in (profiles, response, keep))
     strength = np.where(keep, response, 0.0)
-    neighbours = _neighbour_table(directions, NEIGHBOURS)
+    neighbours = _neighbour_table(n_directions, NEIGHBOURS)
     # A line "leaves the field of view" where its samples turn NaN before the far end.
     first_nan = np.where(np.isnan(profiles).any(axis=1), np.argmax(np.isnan(profiles), axis=1), len(radii))
     reach = radii[np.minimum(first_nan, len(radii) - 1)]
 
     # The edge itself is where the smoothed profile falls fastest: the response's second-order
-    # term would pull the peak a little outwards, so positions are refined on -g1 alone.
-    falling = -np.gradient(ndi.gaussian_filter1d(np.where(np.isnan(profiles), -1000.0, profiles),
-                                                  max(sigma_mm / step_mm, 0.5), axis=1), radii, axis=1)
+    # term would pull the peak a little outwards, so positions are refined on -g1 alone. The same
+    # smoothed profile and slope place the socket's rising edge.
+    smooth = ndi.gaussian_filter1d(np.where(np.isnan(profiles), -1000.0, profiles), max(sigma_mm / step_mm, 0.5),
+                                   axis=1)
+    slope = np.gradient(smooth, radii, axis=1)
+    falling = -slope
     lines = (origin, directions, radii, strength, falling, neighbours, step_mm, scale_mm)
     fits = [_fit_rounds(*lines, origin, start, 3.0, rounds)
             for start in (radius_mm - 6.0, radius_mm - 3.0, radius_mm, radius_mm + 3.0)]
@@ -227,16 +233,14 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
             sphere = SphereFit(center=alone.center, radius=alone.radius, rms=alone.rms,
                                inliers=np.ones(int(np.isfinite(head_t).sum()), dtype=bool))
             separable = False
-    outside = reach < _ray_sphere(origin, directions, sphere.center, sphere.radius)
+    surface = _ray_sphere(origin, directions, sphere.center, sphere.radius)
     # The socket is measured only beyond head edges that sit on the sphere: an edge 1-2 mm off it
     # (still a fit inlier) may be the socket's own cortex where the two touch.
-    on_sphere = np.abs(head_t - _ray_sphere(origin, directions, sphere.center, sphere.radius)) < 1.0
-    socket_t, covered = _socket_surface(profiles, radii, step_mm, sigma_mm, np.where(on_sphere, head_t, np.nan),
-                                        origin, directions, sphere)
-    embedded = _bone_beyond(profiles, radii, _ray_sphere(origin, directions, sphere.center, sphere.radius))
+    on_sphere = np.where(np.abs(head_t - surface) < 1.0, head_t, np.nan)
+    socket_t, covered = _socket_surface(profiles, smooth, slope, radii, step_mm, on_sphere)
     return RadialBoundary(origin=origin, directions=directions, head_t=head_t, socket_t=socket_t,
-                          outside=outside, sphere=sphere, covered=covered, separable=separable,
-                          bone_beyond=embedded)
+                          outside=reach < surface, sphere=sphere, covered=covered, separable=separable,
+                          bone_beyond=_bone_beyond(profiles, radii, surface))
 
 
 def _onto_soft(head_t, profiles, radii):
@@ -273,7 +277,7 @@ def _fit_rounds(origin, directions, radii, strength, falling, neighbours, step_m
     sphere = None
     head_t = np.full(len(directions), np.nan)
     rows = np.arange(len(directions))
-    for round_index in range(rounds):
+    for _ in range(rounds):
         expected = _ray_sphere(origin, directions, center, radius)
         score = strength * np.exp(-0.5 * ((radii[None, :] - expected[:, None]) / width) ** 2)
         best = np.argmax(score, axis=1)
@@ -319,12 +323,12 @@ def _bone_beyond(profiles, radii, start):
     return np.nan_to_num(mean_beyond, nan=-1000.0) >= COVER_HU
 
 
-def _socket_surface(profiles, radii, step_mm, sigma_mm, head_t, origin, directions, sphere):
+def _socket_surface(profiles, smooth, slope, radii, step_mm, head_t):
     """The socket along each line: whether it covers the head, and its inner surface.
 
-    Beyond the head surface (measured, or the fitted sphere where the line
-    kept none), a line is covered when the CT from 1.5 to 5 mm further out
-    averages :data:`COVER_HU` or more. On covered lines, the steepest rise
+    Beyond the head surface (lines without one are not covered), a line is
+    covered when the CT from 1.5 to 5 mm further out averages
+    :data:`COVER_HU` or more. On covered lines, the steepest rise
     within :data:`MAX_JOINT_SPACE_MM` is the socket's inner surface when it
     climbs :data:`SOCKET_RISE_HU` above the gap's darkest point (a joint space
     narrower than the image's resolution leaves no such rise: covered, no surface).
@@ -334,15 +338,12 @@ def _socket_surface(profiles, radii, step_mm, sigma_mm, head_t, origin, directio
     socket_t : (D,) ndarray
     covered : (D,) bool ndarray
     """
-    filled = np.where(np.isnan(profiles), -1000.0, profiles)
-    smooth = ndi.gaussian_filter1d(filled, max(sigma_mm / step_mm, 0.5), axis=1)
-    g1 = np.gradient(smooth, radii, axis=1)
-    start = np.where(np.isfinite(head_t), head_t, _ray_sphere(origin, directions, sphere.center, sphere.radius))
+    start = head_t
     r = radii[None, :]
     covered = np.isfinite(head_t) & _bone_beyond(profiles, radii, start)
     socket = np.full(len(start), np.nan)
     window = (r > start[:, None] + 0.3) & (r <= start[:, None] + MAX_JOINT_SPACE_MM)
-    rising = np.where(window & np.isfinite(profiles), g1, -np.inf)
+    rising = np.where(window & np.isfinite(profiles), slope, -np.inf)
     best = np.argmax(rising, axis=1)
     rows = np.arange(len(start))
     valid = covered & np.isfinite(rising[rows, best]) & (rising[rows, best] > 0)
@@ -354,5 +355,5 @@ def _socket_surface(profiles, radii, step_mm, sigma_mm, head_t, origin, directio
         gap = smooth[d, s0:s + 1].min()
         after = smooth[d, s:min(s + int(round(3.0 / step_mm)), len(radii))].max()
         if after - gap >= SOCKET_RISE_HU:
-            socket[d] = radii[s] + _subsample_peak(g1[d:d + 1], np.array([s]))[0] * step_mm
+            socket[d] = radii[s] + _subsample_peak(slope[d:d + 1], np.array([s]))[0] * step_mm
     return socket, covered

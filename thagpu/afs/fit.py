@@ -87,7 +87,7 @@ def fit_sphere(points, *, center=None, radius=None, scale_mm: float = 2.0, fixed
     if center is None:
         if fixed_center:
             raise ValueError("fixed_center needs a center")
-        center, start_radius = algebraic_sphere(points)
+        center, _ = algebraic_sphere(points)
     center = np.asarray(center, dtype=np.float64).copy()
     r = float(np.median(np.linalg.norm(points - center, axis=1))) if radius is None else float(radius)
     for _ in range(iterations):

@@ -109,11 +109,6 @@ def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, l
     labels : (R, A, S) uint8 ndarray
         Host label map, already holding ``OTHER_BONE`` on the bone; modified in place.
 
-    Returns
-    -------
-    dict
-        Voxel counts of the head and acetabulum labels and of the femur and
-        pelvis regions found.
     """
     from skimage.segmentation import watershed
 
@@ -125,7 +120,7 @@ def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, l
     lo = np.maximum(np.floor(centre_index - reach / spacing).astype(int), 0)
     hi = np.minimum(np.ceil(centre_index + reach / spacing).astype(int) + 1, labels.shape)
     if np.any(hi <= lo):
-        return {"femur_voxels": 0, "pelvis_voxels": 0, "head_voxels": 0, "acetabulum_voxels": 0}
+        return
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     bone_roi = np.asarray(to_host(bone[box]), dtype=bool)
     image_roi = np.asarray(to_host(image[box]), dtype=np.float32)
@@ -161,5 +156,3 @@ def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, l
     roi_labels = labels[box]
     roi_labels[tuple(w[is_head] for w in where)] = head_label
     roi_labels[tuple(w[is_cup] for w in where)] = cup_label
-    return {"femur_voxels": int(femur.sum()), "pelvis_voxels": int(pelvis.sum()),
-            "head_voxels": int(is_head.sum()), "acetabulum_voxels": int(is_cup.sum())}

@@ -27,6 +27,7 @@ from .._atomic import atomic_write_text
 from .._version import __version__
 from ..geometry import Geometry
 from ..afs.angles import radiographic_angles
+from ..afs.boundary import fibonacci_directions
 from .anatomy import PARTS, Anatomy, cup_axis, sample_anatomy
 from .render import MATERIALS, Acquisition, Grid, render
 
@@ -299,11 +300,7 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", sp
 
 def _visible_fraction(grid: Grid, center, radius) -> float:
     """Fraction of the head sphere's surface inside the field of view."""
-    golden = np.pi * (3 - np.sqrt(5))
-    n = 400
-    z = 1 - 2 * (np.arange(n) + 0.5) / n
-    r = np.sqrt(1 - z * z)
-    pts = center + radius * np.stack([r * np.cos(golden * np.arange(n)), r * np.sin(golden * np.arange(n)), z], 1)
+    pts = center + radius * fibonacci_directions(400)
     idx = (pts - grid.origin) @ np.linalg.inv(grid.axes).T
     inside = np.all((idx >= -0.5) & (idx <= np.asarray(grid.shape) - 0.5), axis=1)
     return float(inside.mean())
