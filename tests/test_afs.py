@@ -14,7 +14,7 @@ from thagpu.afs.fit import fit_sphere
 from thagpu.bone import extract_bone
 from thagpu.config import Config, load_config
 from thagpu.errors import InputError
-from thagpu.geometry import Geometry
+from thagpu.geometry import LPS_TO_RAS, Geometry, Orientation
 from thagpu.io import load_ct, write_image
 from thagpu.metrics import dice
 from thagpu.phantom import make_phantom
@@ -140,27 +140,19 @@ def test_sides_come_from_the_direction_cosines(hard_case):
 
 def _reoriented(volume: Volume, direction_lps):
     """The same CT stored along other axes: the stored array and its ITK geometry."""
-    direction_lps = np.asarray(direction_lps, dtype=float)
-    canonical = np.asarray(volume.array)
-    # Canonical axis m points along +RAS_m, i.e. LPS_m times (-1, -1, +1)[m].
-    flip_to_lps = np.array([-1.0, -1.0, 1.0])
-    order, flips = [], []
-    for n in range(3):
-        m = int(np.argmax(np.abs(direction_lps[:, n])))
-        order.append(m)
-        flips.append(direction_lps[m, n] * flip_to_lps[m] < 0)
-    stored = np.transpose(canonical, order)
-    for n, flip in enumerate(flips):
-        if flip:
-            stored = np.flip(stored, axis=n)
-    first = [canonical.shape[m] - 1 if flip else 0 for m, flip in zip(order, flips)]
-    index = np.zeros(3)
-    index[order] = first
-    origin = volume.index_to_ras([index])[0] * flip_to_lps
-    spacing = tuple(float(volume.spacing[m]) for m in order)
-    geometry = Geometry(size=stored.shape, spacing=spacing, origin=tuple(origin),
-                        direction=tuple(direction_lps.ravel()))
-    return np.ascontiguousarray(stored), geometry
+    direction = tuple(float(d) for d in np.asarray(direction_lps).ravel())
+    orientation = Orientation.from_geometry(Geometry(size=(1, 1, 1), spacing=(1.0, 1.0, 1.0),
+                                                     origin=(0.0, 0.0, 0.0), direction=direction))
+    stored = np.ascontiguousarray(orientation.from_canonical(np.asarray(volume.array)))
+    spacing = [0.0, 0.0, 0.0]
+    for world, axis in enumerate(orientation.order):
+        spacing[axis] = float(volume.spacing[world])
+    at_zero = Geometry(size=stored.shape, spacing=tuple(spacing), origin=(0.0, 0.0, 0.0), direction=direction)
+    # Shift the origin so the canonical affine lands where the volume's is.
+    shift_ras = volume.affine[:3, 3] - orientation.canonical_affine(at_zero)[:3, 3]
+    geometry = Geometry(size=stored.shape, spacing=tuple(spacing), origin=tuple(LPS_TO_RAS @ shift_ras),
+                        direction=direction)
+    return stored, geometry
 
 
 def test_orientation_invariance(hard_case, tmp_path):
