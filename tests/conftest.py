@@ -1,18 +1,14 @@
-"""Shared test helpers."""
+"""Shared test fixtures."""
 
-import os
 from pathlib import Path
 
 import pytest
 
-
-def shared_data_dir() -> Path:
-    """``../shared/data`` of the checkout, or ``$THAGPU_SHARED_DATA`` (clean clones elsewhere)."""
-    root = os.environ.get("THAGPU_SHARED_DATA")
-    return Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Real test data kept with the tests, so any clean clone runs the whole suite.
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
 def abdomen_dicom() -> Path:
-    """The real abdominal DICOM series (no hip in view)."""
-    return shared_data_dir() / "dicom-abdomen"
+    """The real abdominal DICOM series (no hip in view); see tests/data/README.md."""
+    return DATA / "dicom-abdomen"

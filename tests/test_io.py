@@ -17,8 +17,6 @@ from thagpu.errors import InputError
 from thagpu.geometry import LPS_TO_RAS, Geometry
 from thagpu.io import load_ct, save_labels, save_volume, write_image
 
-from conftest import shared_data_dir
-
 BONE_HU = 1200
 TISSUE_HU = 40
 AIR_HU = -1000
@@ -335,12 +333,8 @@ def test_save_labels_accepts_cupy_like_and_checks(tmp_path):
 # DICOM
 # --------------------------------------------------------------------------
 
-def _shared_dicom() -> Path:
-    return shared_data_dir() / "dicom-abdomen"
-
-
-def test_real_dicom_series():
-    folder = _shared_dicom()
+def test_real_dicom_series(abdomen_dicom):
+    folder = abdomen_dicom
     volume = load_ct(folder)
     assert volume.info["format"] == "dicom"
     assert volume.original.size == (512, 512, 20)
