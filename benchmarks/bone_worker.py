@@ -64,7 +64,7 @@ def main(argv):
     device = argv[4] if len(argv) > 4 else "cpu"
     joint_space = float(argv[5]) if len(argv) > 5 else None
     from benchmarks.common import peak_rss_mb
-    from thagpu.bone import build_energy, energy_of, extract_bone, minimum_cut, solve_full_grid
+    from thagpu.bone import build_energy, energy_of, extract_bone, solve_full_grid
     from thagpu.bone.cleanup import fill_cavities
     from thagpu.config import BoneConfig
     from thagpu.device import to_device, to_host

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..device import get_array_module
-from .grid import Neighbour
 
 __all__ = ["Energy", "pairwise_weights", "energy_of"]
 
