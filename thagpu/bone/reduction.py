@@ -17,7 +17,6 @@ with PyMaxflow on the full grid).
 
 from __future__ import annotations
 
-
 from ..device import get_array_module
 from .energy import Energy
 
