@@ -29,6 +29,8 @@ from ._checks import (  # noqa: F401  (the plausible-CT rule, re-exported)
     FAT_HU,
     FAT_MIN_FRACTION,
     PADDING_FLOOR_HU,
+    _format_size,
+    _itk_reason,
     _refuse,
 )
 from ._dicom import _read_dicom
@@ -36,7 +38,7 @@ from ._files import _read_file
 from ._write import _as_numpy, _sitk_write, _write_detached
 
 __all__ = [
-    "DEFAULT_MAX_VOXELS", "SUPPORTED_SUFFIXES", "load_ct", "save_labels",
+    "DEFAULT_MAX_VOXELS", "SUPPORTED_SUFFIXES", "load_ct", "load_labels", "save_labels",
     "save_volume", "write_image",
 ]
 
@@ -235,6 +237,75 @@ def save_labels(labels, volume: Volume, path) -> Path:
             raise ValueError(f"label values {low}..{high} do not fit in uint8 (0..255)")
     stored = volume.to_stored(labels)
     return write_image(stored, volume.original, path, dtype=np.uint8)
+
+
+def _same_geometry(a: Geometry, b: Geometry) -> str:
+    """'' when two headers describe the same grid (to 1e-3 of a voxel), else what differs."""
+    if tuple(a.size) != tuple(b.size):
+        return f"size {_format_size(a.size)} != {_format_size(b.size)}"
+    if not np.allclose(a.spacing, b.spacing, rtol=1e-4, atol=1e-5):
+        return f"spacing {tuple(round(s, 4) for s in a.spacing)} != {tuple(round(s, 4) for s in b.spacing)}"
+    if not np.allclose(a.direction, b.direction, atol=1e-4):
+        return "direction cosines differ"
+    if not np.allclose(a.origin, b.origin, atol=1e-3 * min(b.spacing)):
+        return f"origin {tuple(round(o, 3) for o in a.origin)} != {tuple(round(o, 3) for o in b.origin)}"
+    return ""
+
+
+def load_labels(path, volume: Volume, *, allowed=None) -> np.ndarray:
+    """Read a label map made for ``volume`` and return it on its canonical grid.
+
+    Parameters
+    ----------
+    path : str or Path
+        A label image (any format ``load_ct`` reads; not DICOM).
+    volume : Volume
+        The CT the labels belong to; the label header must describe the same
+        grid (size, spacing, direction, origin to 1e-3 of a voxel).
+    allowed : iterable of int, optional
+        The label values that may occur (for example the schema's 0-5).
+
+    Returns
+    -------
+    (R, A, S) uint8 ndarray
+
+    Raises
+    ------
+    InputError
+        One line naming the file: unreadable, not 3-D, another grid, not
+        integer, or a value outside ``allowed``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _refuse(path, "no such label file")
+    suffix = _suffix(path)
+    if suffix not in _FORMATS:
+        raise _refuse(path, f"unrecognised label file type '{suffix}' (expected {', '.join(SUPPORTED_SUFFIXES)})")
+    try:
+        image = sitk.ReadImage(str(path), imageIO=_FORMATS[suffix][1])
+    except RuntimeError as error:
+        raise _refuse(path, "could not be read (truncated or corrupt file?): " + _itk_reason(error, path)) from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise _refuse(path, f"{image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} "
+                            "value(s) per voxel; a 3-D label map is needed")
+    differs = _same_geometry(Geometry.from_sitk(image), volume.original)
+    if differs:
+        raise _refuse(path, f"label map is not on the CT's grid: {differs}")
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+    if not np.issubdtype(array.dtype, np.integer):
+        rounded = np.rint(array)
+        if not np.array_equal(rounded, array):
+            raise _refuse(path, f"label values must be integers (found {array.dtype} fractions)")
+        array = rounded
+    values = np.unique(array)
+    if allowed is not None:
+        unknown = sorted(set(values.tolist()) - set(int(v) for v in allowed))
+        if unknown:
+            shown = ", ".join(str(int(v)) for v in unknown[:8])
+            raise _refuse(path, f"unknown label value(s) {shown} (allowed: {', '.join(str(v) for v in sorted(allowed))})")
+    elif values.size and (values.min() < 0 or values.max() > 255):
+        raise _refuse(path, f"label values {values.min()}..{values.max()} do not fit in 0..255")
+    return np.ascontiguousarray(volume.orientation.to_canonical(array).astype(np.uint8))
 
 
 def save_volume(volume: Volume, path) -> Path:
