@@ -118,7 +118,7 @@ def _measurements(volume: Volume, config: Config, device: str, stage_results: di
 
 
 def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto",
-             case_id: str | None = None) -> CaseResult:
+             case_id: str | None = None, input_hash: str | None = None) -> CaseResult:
     """Segment one CT and write ``labels.nii.gz``, ``qc.png`` and ``measurements.json``.
 
     Parameters
@@ -133,6 +133,8 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
     device : {"auto", "cpu", "gpu"}
     case_id : str, optional
         Defaults to :func:`case_id_for` of the input.
+    input_hash : str, optional
+        Content hash of the input, recorded as ``input.sha256`` in the measurements.
 
     Raises
     ------
@@ -159,5 +161,7 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
         save_slices_png(outputs["qc"], volume.array, labels, volume.spacing, points, circles=circles,
                         title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
     measurements = _measurements(volume, config, device, stage_results, timings)
+    if input_hash:
+        measurements["input"]["sha256"] = input_hash
     atomic_write_text(outputs["measurements"], json.dumps(measurements, indent=2) + "\n")
     return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)
