@@ -1,0 +1,324 @@
+"""Building a dataset: inputs -> Dask tasks (one per case) -> ledger and outputs.
+
+The client process plans the work from the ledger, submits one task per case
+to a Dask cluster, keeps a bounded number of cases in flight, and records
+every result in the ledger as it arrives. Workers only read inputs and write
+their own case folders (see :mod:`thagpu.dataset.worker`).
+
+Schedulers:
+
+* ``local``: a :class:`distributed.LocalCluster` of process workers, one
+  thread each (the pipeline's own kernels are already parallel).
+* ``cuda``: dask-cuda's ``LocalCUDACluster``, one worker per visible GPU with
+  two threads, so that while one case is in the CPU max-flow the other keeps
+  the GPU busy.
+* an address (``tcp://host:port`` or ``tls://...``): an existing scheduler,
+  with TLS files through :class:`distributed.security.Security`.
+
+A worker that dies takes its case with it; the scheduler hands the case to
+another worker, up to ``distributed.scheduler.allowed-failures`` times (Dask's
+setting, 3 by default; :data:`LOCAL_ALLOWED_FAILURES` for the clusters made
+here), after which the case is recorded ``failed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .._version import __version__
+from ..config import Config, config_hash
+from ..errors import DeviceError, InputError
+from .inputs import content_hash, discover_inputs, unique_case_ids
+from .ledger import Ledger
+from .report import write_report
+from .worker import STAGING, process_case
+
+__all__ = ["BuildSummary", "TLSFiles", "build_dataset", "LEDGER_NAME", "LOCAL_ALLOWED_FAILURES"]
+
+log = logging.getLogger("thagpu.dataset")
+
+LEDGER_NAME = "ledger.sqlite"
+#: Retries of a case whose worker died, on the clusters this module starts.
+LOCAL_ALLOWED_FAILURES = 2
+#: Cases queued per worker thread beyond the one it runs (keeps workers busy, memory bounded).
+PREFETCH_PER_THREAD = 1
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Certificates for a ``tls://`` scheduler (PEM files)."""
+
+    ca_file: Optional[Path] = None
+    cert: Optional[Path] = None
+    key: Optional[Path] = None
+
+    def security(self):
+        from distributed.security import Security
+        for name, path in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert), ("--tls-key", self.key)):
+            if path is None or not Path(path).is_file():
+                raise InputError(path or name, f"{name} is needed for a tls:// scheduler and must be a readable file")
+        return Security(tls_ca_file=str(self.ca_file), tls_client_cert=str(self.cert),
+                        tls_client_key=str(self.key), require_encryption=True)
+
+
+@dataclass
+class BuildSummary:
+    """What one ``dataset build`` did."""
+
+    inputs: int
+    processed: int
+    counts: dict  # status -> cases in the whole ledger after the build
+    finished_now: dict = field(default_factory=dict)  # status -> cases finished by this build
+    elapsed_s: float = 0.0
+    report: Optional[Path] = None
+    #: ``cluster_start_s`` (starting or reaching the cluster) and ``processing_s`` (first submit to last result).
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def cases_per_min(self) -> float:
+        return 60.0 * self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@contextlib.contextmanager
+def _exclusive(dataset_dir: Path):
+    """One client per dataset folder: the ledger has exactly one writer."""
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(dataset_dir / ".build.lock", "w")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(dataset_dir, "another thagpu build is writing this dataset folder") from None
+        yield
+    finally:
+        handle.close()
+
+
+def _plan(ledger: Ledger, inputs, resume: bool) -> list:
+    """Add new inputs to the ledger and return the case ids to process now."""
+    known = ledger.by_input()
+    if known and not resume:
+        raise InputError(ledger.path.parent, f"already holds a dataset ({len(known)} cases); "
+                                             "add --resume to continue it, or choose an empty --out")
+    todo, new = [], []
+    for item in inputs:
+        row = known.get(str(item.path))
+        if row is None:
+            new.append(item)
+        elif row["status"] in ("done", "skipped"):
+            if row["input_signature"] == item.signature:
+                continue
+            # Touched or rewritten: only a different content counts as a change.
+            current = content_hash(item.path) if item.signature != "missing" else None
+            if current is not None and current == row["input_hash"]:
+                ledger.set_input(row["case_id"], item.signature, current)
+                continue
+            ledger.mark_pending([row["case_id"]], "input changed since it was processed")
+            todo.append(row["case_id"])
+        else:  # pending, failed, or running when an earlier build stopped
+            if row["status"] == "running":
+                ledger.mark_pending([row["case_id"]], "an earlier build stopped before this case finished")
+            todo.append(row["case_id"])
+    ids = unique_case_ids([item.path for item in new], taken={row["case_id"] for row in known.values()})
+    for case_id, item in zip(ids, new):
+        ledger.add(case_id, str(item.path), item.signature)
+        todo.append(case_id)
+    return todo
+
+
+def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles]):
+    """A connected ``distributed.Client`` and the cluster it owns (None for an address)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        # distributed logs every connection at INFO in this process; show only its warnings.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+    if scheduler == "local":
+        n = workers or max(1, min(os.cpu_count() or 1, 4))
+        with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=None, silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    if scheduler == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            raise DeviceError("--scheduler cuda needs dask-cuda: pip install 'thagpu[gpu]' "
+                              "(or 'thagpu[gpu-cu13]')") from None
+        with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
+            kwargs = {"n_workers": workers} if workers else {}
+            cluster = LocalCUDACluster(threads_per_worker=2, dashboard_address=None,
+                                       silence_logs=logging.ERROR, **kwargs)
+        return Client(cluster), cluster
+    if not scheduler.startswith(("tcp://", "tls://")):
+        raise InputError(scheduler, "--scheduler must be local, cuda, or a tcp:// or tls:// address")
+    security = (tls or TLSFiles()).security() if scheduler.startswith("tls://") else None
+    try:
+        client = Client(scheduler, security=security, timeout="20s")
+    except (OSError, TimeoutError) as error:
+        raise InputError(scheduler, f"cannot reach the scheduler ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0] if str(error) else 'no answer'})") from None
+    try:
+        client.wait_for_workers(1, timeout=60)
+    except TimeoutError:
+        client.close()
+        raise InputError(scheduler, "the scheduler has no worker (waited 60 s)") from None
+    return client, None
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Optional[int] = None,
+                  device: str = "auto", resume: bool = False, config: Optional[Config] = None,
+                  tls: Optional[TLSFiles] = None,
+                  progress: Optional[Callable[[int, int, str, str], None]] = None) -> BuildSummary:
+    """Process every input of ``source`` into ``dataset_dir``, recording each case in the ledger.
+
+    Parameters
+    ----------
+    source : str or Path
+        A folder searched recursively, or a CSV/JSON manifest (see
+        :func:`thagpu.dataset.inputs.discover_inputs`).
+    dataset_dir : str or Path
+        Outputs: ``cases/<case_id>/``, ``ledger.sqlite``, ``report.html``.
+    scheduler : str
+        ``local``, ``cuda`` or a ``tcp://``/``tls://`` scheduler address.
+    workers : int, optional
+        Workers of a ``local`` (default: CPU cores, at most 4) or ``cuda``
+        (default: one per visible GPU) cluster; ignored for an address.
+    device : {"auto", "cpu", "gpu"}
+        Where each worker runs the pipeline; ``cuda`` implies ``gpu``.
+    resume : bool
+        Continue a dataset: process only cases not ``done``/``skipped``, and
+        inputs whose content changed. Without it, a folder that already holds
+        a dataset is refused.
+    config : Config, optional
+        Must be the configuration the dataset was started with.
+    tls : TLSFiles, optional
+        Certificates for a ``tls://`` address.
+    progress : callable, optional
+        Called as ``progress(finished, total, case_id, status)`` after each case
+        (and once with ``(0, total, "", "")`` before the first).
+
+    Returns
+    -------
+    BuildSummary
+
+    Raises
+    ------
+    InputError
+        Unusable source, scheduler address or TLS files; a dataset folder
+        that already holds a dataset (without ``resume``), was built with
+        another configuration, or is being built by another client.
+    DeviceError
+        ``device="gpu"`` or ``scheduler="cuda"`` where that is not available.
+    """
+    from ..device import resolve_device
+
+    config = config or Config()
+    dataset_dir = Path(dataset_dir).resolve()
+    if scheduler == "cuda":
+        device = "gpu"
+    if scheduler in ("local", "cuda"):
+        device = resolve_device(device)  # fail here, not in every worker
+    inputs = discover_inputs(source)
+    start = time.perf_counter()
+    with _exclusive(dataset_dir), Ledger(dataset_dir / LEDGER_NAME) as ledger:
+        wanted = config_hash(config)
+        built_with = ledger.get_meta("config_hash")
+        if built_with is not None and built_with != wanted and ledger.rows():
+            raise InputError(dataset_dir, f"was built with config {built_with}, this config is {wanted}: "
+                                          "use the same config, or a new --out")
+        todo = _plan(ledger, inputs, resume)
+        ledger.set_meta("config_hash", wanted)
+        ledger.set_meta("version", __version__)
+        shutil.rmtree(dataset_dir / STAGING, ignore_errors=True)  # leftovers of workers that died
+        finished_now: dict = {}
+        timings: dict = {}
+        if progress:
+            progress(0, len(todo), "", "")
+        try:
+            if todo:
+                _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress,
+                     finished_now, timings)
+        finally:
+            report = write_report(dataset_dir, ledger.rows())
+            with contextlib.suppress(OSError):
+                (dataset_dir / STAGING).rmdir()  # only when empty: a zombie worker may still write
+        return BuildSummary(inputs=len(inputs), processed=len(todo), counts=ledger.counts(),
+                            finished_now=finished_now, elapsed_s=time.perf_counter() - start, report=report,
+                            timings=timings)
+
+
+def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
+         timings) -> None:
+    """Submit the cases with a bounded window and record each result as it arrives."""
+    from distributed import KilledWorker, as_completed
+
+    rows = {row["case_id"]: row for row in ledger.rows()}
+    started = time.perf_counter()
+    client, cluster = _start_client(scheduler, workers, tls)
+    timings["cluster_start_s"] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    in_flight = {}
+    try:
+        threads = sum(client.nthreads().values()) or 1
+        window = threads * (1 + PREFETCH_PER_THREAD)
+        queue = list(todo)
+        completed = as_completed()
+
+        def submit_next():
+            case_id = queue.pop(0)
+            ledger.mark_running(case_id)
+            future = client.submit(process_case, case_id, rows[case_id]["input_path"], str(dataset_dir),
+                                   config, device, key=f"thagpu-case-{case_id}-{uuid.uuid4().hex[:8]}",
+                                   pure=False, retries=0)
+            in_flight[future] = case_id
+            completed.add(future)
+
+        while queue and len(in_flight) < window:
+            submit_next()
+        finished = 0
+        for future in completed:
+            case_id = in_flight.pop(future)
+            try:
+                result = future.result()
+            except KilledWorker:
+                result = {"status": "failed", "error": "the workers running this case died "
+                                                       "(retried the allowed number of times)"}
+            except Exception as error:  # e.g. the task could not be unpickled on the worker
+                result = {"status": "failed", "error": f"task error: {_one_line(error)}"}
+            ledger.record(case_id, result)
+            finished += 1
+            finished_now[result["status"]] = finished_now.get(result["status"], 0) + 1
+            if progress:
+                progress(finished, len(todo), case_id, result["status"])
+            if queue:
+                submit_next()
+        timings["processing_s"] = round(time.perf_counter() - started, 3)
+    except BaseException:
+        # Ctrl-C, or the client lost its scheduler: nothing in flight is left "running".
+        for future in list(in_flight):
+            future.cancel()
+        ledger.mark_pending(list(in_flight.values()), "interrupted before this case finished")
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.close()
+

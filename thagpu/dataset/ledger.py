@@ -1,0 +1,167 @@
+"""The run ledger: one SQLite file per dataset, written only by the client.
+
+``DIR/ledger.sqlite`` (WAL journal) holds one row per case in table
+``cases``. Workers never open it: they return a small result and the client
+records it, one transaction per change, so an interrupted or crashed build
+leaves every row in a state that a later ``--resume`` understands (a row
+left ``running`` is simply processed again).
+
+A second table, ``meta``, records the configuration hash the dataset was
+built with: cases built under another configuration would make a mixed
+dataset, so a build with a different configuration is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["STATUSES", "STAGES", "Ledger"]
+
+#: Every status a case can have.
+STATUSES = ("pending", "running", "done", "failed", "skipped")
+#: Per-stage timings kept as columns (seconds), as in measurements.json.
+STAGES = ("load", "bone", "afs", "write")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    case_id         TEXT PRIMARY KEY,
+    input_path      TEXT NOT NULL UNIQUE,
+    input_signature TEXT,
+    input_hash      TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'running', 'done', 'failed', 'skipped')),
+    error           TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    worker          TEXT,
+    t_load          REAL,
+    t_bone          REAL,
+    t_afs           REAL,
+    t_write         REAL,
+    t_total         REAL,
+    outputs         TEXT,
+    sides           TEXT,
+    version         TEXT,
+    config_hash     TEXT,
+    started_at      REAL,
+    finished_at     REAL
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Ledger:
+    """The ``cases`` table of one dataset folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The SQLite file (created with its tables if missing).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: autocommit, with explicit transactions in _transaction.
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _transaction(self):
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- meta --------------------------------------------------------------
+    def get_meta(self, key: str):
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                       "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- reading -----------------------------------------------------------
+    def rows(self, status: str | None = None) -> list:
+        """Every case as a dict (``outputs`` and ``sides`` decoded), in case id order."""
+        query, args = "SELECT * FROM cases", ()
+        if status is not None:
+            query, args = query + " WHERE status = ?", (status,)
+        return [self._decode(row) for row in self._db.execute(query + " ORDER BY case_id", args)]
+
+    def by_input(self) -> dict:
+        """input path -> row, for matching discovered inputs to known cases."""
+        return {row["input_path"]: row for row in self.rows()}
+
+    def counts(self) -> dict:
+        """status -> number of cases (every status present, zeros included)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for row in self._db.execute("SELECT status, COUNT(*) AS n FROM cases GROUP BY status"):
+            counts[row["status"]] = row["n"]
+        return counts
+
+    @staticmethod
+    def _decode(row) -> dict:
+        item = dict(row)
+        for key in ("outputs", "sides"):
+            item[key] = json.loads(item[key]) if item[key] else None
+        return item
+
+    # -- writing -----------------------------------------------------------
+    def add(self, case_id: str, input_path: str, signature: str) -> None:
+        """A new case, ``pending``."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO cases (case_id, input_path, input_signature, status) VALUES (?, ?, ?, 'pending')",
+                       (case_id, input_path, signature))
+
+    def mark_pending(self, case_ids, reason: str | None = None) -> None:
+        """Back to ``pending`` (to be processed again), keeping why in ``error``."""
+        with self._transaction() as db:
+            db.executemany("UPDATE cases SET status = 'pending', error = ? WHERE case_id = ?",
+                           [(reason, case_id) for case_id in case_ids])
+
+    def set_input(self, case_id: str, signature: str, input_hash: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE cases SET input_signature = ?, input_hash = ? WHERE case_id = ?",
+                       (signature, input_hash, case_id))
+
+    def mark_running(self, case_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE cases SET status = 'running', error = NULL, attempts = attempts + 1, "
+                       "started_at = ?, finished_at = NULL WHERE case_id = ?", (time.time(), case_id))
+
+    def record(self, case_id: str, result: dict) -> None:
+        """Store a worker's result: status, one-line error, timings, outputs, side summary."""
+        timings = result.get("timings_s") or {}
+        error = result.get("error")
+        if error:
+            error = " ".join(str(error).split())[:500]
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE cases SET status = ?, error = ?, worker = ?, input_hash = COALESCE(?, input_hash), "
+                "t_load = ?, t_bone = ?, t_afs = ?, t_write = ?, t_total = ?, outputs = ?, sides = ?, "
+                "version = ?, config_hash = ?, finished_at = ? WHERE case_id = ?",
+                (result["status"], error, result.get("worker"), result.get("input_hash"),
+                 *(timings.get(stage) for stage in STAGES), result.get("total_s"),
+                 json.dumps(result["outputs"]) if result.get("outputs") else None,
+                 json.dumps(result["sides"]) if result.get("sides") else None,
+                 result.get("version"), result.get("config_hash"), time.time(), case_id))

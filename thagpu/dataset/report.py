@@ -1,0 +1,104 @@
+"""The QC report of a dataset: one static HTML page, worst cases first.
+
+``DIR/report.html`` lists every case of the ledger with its status, the
+status, confidence, joint space and head radius of each side, its time, and
+a link to its ``qc.png``. It has no script and no external resource, so it
+opens from disk in any browser; all values are escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+from pathlib import Path
+
+from .._atomic import atomic_write_text
+from .._version import __version__
+
+__all__ = ["write_report", "severity_key", "REPORT_NAME"]
+
+REPORT_NAME = "report.html"
+
+#: Case statuses from worst to best.
+_CASE_RANK = {"failed": 0, "running": 1, "pending": 1, "skipped": 2, "done": 3}
+#: Side statuses from worst to best.
+_SIDE_RANK = {"not_found": 0, "low_confidence": 1, "truncated": 2, "implant": 3, "ok": 4}
+_SIDES = ("right", "left")
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+th { background: #eee; position: sticky; top: 0; }
+td.text { text-align: left; }
+.failed { background: #f8d0d0; } .skipped, .pending, .running { background: #f4ecc4; }
+.not_found, .low_confidence { color: #a00; font-weight: bold; } .truncated, .implant { color: #a60; }
+.ok { color: #070; }
+"""
+
+
+def severity_key(row: dict) -> tuple:
+    """Sort key putting the cases a person should look at first: failed, then weakest sides."""
+    sides = row.get("sides") or {}
+    side_ranks = [_SIDE_RANK.get(s.get("status"), 0) for s in sides.values()] or [0]
+    confidences = [s.get("confidence") or 0.0 for s in sides.values()] or [0.0]
+    return (_CASE_RANK.get(row["status"], 0), min(side_ranks), min(confidences), row["case_id"])
+
+
+def _number(value, digits: int = 2) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _side_cells(side: dict | None) -> str:
+    if not side:
+        return '<td class="text"></td>' + "<td></td>" * 3
+    status = html.escape(str(side.get("status") or ""))
+    title = html.escape(side.get("message") or "", quote=True)
+    return (f'<td class="text {status}" title="{title}">{status}</td>'
+            f"<td>{_number(side.get('confidence'))}</td>"
+            f"<td>{_number(side.get('joint_space_min_mm'))}</td>"
+            f"<td>{_number(side.get('head_radius_mm'))}</td>")
+
+
+def _row_html(row: dict) -> str:
+    case_id = html.escape(row["case_id"])
+    outputs = row.get("outputs") or {}
+    qc = outputs.get("qc")
+    link = f'<a href="{html.escape(Path(qc).as_posix(), quote=True)}">{case_id}</a>' if qc else case_id
+    sides = row.get("sides") or {}
+    status = html.escape(row["status"])
+    error = html.escape(row.get("error") or "")
+    return (f'<tr class="{status}"><td class="text">{link}</td><td class="text">{status}</td>'
+            + "".join(_side_cells(sides.get(side)) for side in _SIDES)
+            + f"<td>{_number(row.get('t_total'), 1)}</td><td class=\"text\">{error}</td></tr>")
+
+
+def write_report(dataset_dir, rows: list) -> Path:
+    """Write ``dataset_dir/report.html`` from ledger rows (atomically) and return its path."""
+    dataset_dir = Path(dataset_dir)
+    rows = sorted(rows, key=severity_key)
+    counts: dict = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    totals = ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda kv: _CASE_RANK.get(kv[0], 0)))
+    side_heads = "".join(f'<th>{side} side</th><th>{side} confidence</th><th>{side} joint space min (mm)</th>'
+                         f'<th>{side} head radius (mm)</th>' for side in _SIDES)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>thagpu dataset QC report</title>
+<style>{_STYLE}</style></head>
+<body>
+<h1>thagpu dataset QC report</h1>
+<p id="totals">{len(rows)} cases: {html.escape(totals)}. Worst first: failed, then cases whose weakest side is
+<code>not_found</code> or <code>low_confidence</code>, then by confidence. Each case links its QC picture.</p>
+<p>thagpu {html.escape(__version__)}, written {stamp}. Sides are the patient's.</p>
+<table id="cases">
+<thead><tr><th>case</th><th>status</th>{side_heads}<th>time (s)</th><th>error</th></tr></thead>
+<tbody>
+{chr(10).join(_row_html(row) for row in rows)}
+</tbody></table>
+</body></html>
+"""
+    path = dataset_dir / REPORT_NAME
+    atomic_write_text(path, page)
+    return path
