@@ -153,6 +153,104 @@ def demo(
     out.print(f"results under {out_dir}")
 
 
+dataset_app = typer.Typer(no_args_is_help=True, help="Build, inspect and export datasets of many cases.")
+app.add_typer(dataset_app, name="dataset")
+
+
+def _rate_progress(description: str):
+    """A progress bar with cases done, cases/min and ETA."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn(), console=console, transient=False)
+
+
+@dataset_app.command("build")
+def dataset_build(
+    source: Path = typer.Argument(..., help="Folder searched recursively, or a CSV/JSON manifest."),
+    out_dir: Path = typer.Option(..., "--out", help="Dataset folder: cases/, ledger.sqlite, report.html."),
+    scheduler: str = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    resume: bool = typer.Option(False, "--resume", help="Continue: only cases not done, and changed inputs."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides."),
+    tls_ca_file: Optional[Path] = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://)."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Client certificate (tls://)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Client key (tls://)."),
+):
+    """Process every CT of SOURCE into a dataset, one Dask task per case."""
+    import time
+
+    from .config import load_config
+    from .dataset import TLSFiles, build_dataset
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    config = load_config(config_file)
+    started = time.perf_counter()
+    with _rate_progress("cases") as progress:
+        task = progress.add_task("cases", total=None, rate="")
+
+        def report(finished: int, total: int, case_id: str, status: str) -> None:
+            minutes = (time.perf_counter() - started) / 60.0
+            rate = f"{finished / minutes:.1f} cases/min" if finished and minutes > 0 else ""
+            progress.update(task, total=total, completed=finished, rate=rate)
+            if status and status != "done":
+                progress.console.print(f"{case_id}: {status}", markup=False, highlight=False)
+
+        summary = build_dataset(source, out_dir, scheduler=scheduler, workers=workers, device=device,
+                                resume=resume, config=config,
+                                tls=TLSFiles(tls_ca_file, tls_cert, tls_key), progress=report)
+    now = ", ".join(f"{n} {status}" for status, n in sorted(summary.finished_now.items())) or "nothing to do"
+    total = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
+    out.print(f"{summary.inputs} input(s), {summary.processed} processed in {summary.elapsed_s:.1f} s "
+              f"({summary.cases_per_min:.1f} cases/min): {now}")
+    out.print(f"dataset {out_dir}: {total}; QC report {summary.report}")
+
+
+@dataset_app.command("status")
+def dataset_status(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder made by 'thagpu dataset build'."),
+):
+    """Print the ledger of a dataset: one row per case, with totals."""
+    from .dataset import Ledger
+    from .dataset.engine import LEDGER_NAME
+    if not (dataset_dir / LEDGER_NAME).is_file():
+        raise ThagpuError(f"{dataset_dir}: is not a dataset folder (no {LEDGER_NAME})")
+    with Ledger(dataset_dir / LEDGER_NAME) as ledger:
+        rows, counts = ledger.rows(), ledger.counts()
+    table = Table(title=f"{dataset_dir}: {len(rows)} cases")
+    for column in ("case", "status", "right", "left", "load s", "bone s", "afs s", "write s", "total s", "error"):
+        table.add_column(column, justify="right" if column.endswith(" s") else "left",
+                         no_wrap=column == "case", overflow="fold")
+    for row in rows:
+        sides = row.get("sides") or {}
+        table.add_row(row["case_id"], row["status"],
+                      *[(sides.get(side) or {}).get("status") or "" for side in ("right", "left")],
+                      *[_fmt(row[key]) for key in ("t_load", "t_bone", "t_afs", "t_write", "t_total")],
+                      row["error"] or "")
+    out.print(table)
+    out.print("totals: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + f" ({len(rows)} cases)")
+
+
+@dataset_app.command("export")
+def dataset_export(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder made by 'thagpu dataset build'."),
+    fmt: str = typer.Option(..., "--format", help="nnunet | msd."),
+    out_dir: Path = typer.Option(..., "--out", help="New or empty export folder."),
+    split: float = typer.Option(0.8, "--split", help="Fraction of cases for training."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle (export ids and split)."),
+    test_labels: Optional[Path] = typer.Option(None, "--test-labels",
+                                               help="Manual labels <case_id>.nii.gz for the test split."),
+):
+    """Export done cases with hip labels, de-identified, for nnU-Net v2 or MONAI/MSD."""
+    from .dataset import export_dataset
+    from .dataset.export import FORMATS
+    _choice(fmt, FORMATS, "--format")
+    summary = export_dataset(dataset_dir, out_dir, fmt=fmt, split=split, seed=seed, test_labels=test_labels)
+    out.print(f"exported {summary.n_train} training and {summary.n_test} test case(s) "
+              f"({summary.n_manual_test} with manual labels) to {summary.out}; "
+              f"{len(summary.skipped)} case(s) not exported")
+    out.print(f"id mapping (keep it private, it names the inputs): {summary.mapping}")
+
+
 def main(argv=None) -> None:
     """Entry point of the ``thagpu`` script."""
     try:
