@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # `torch` requirement would pull a CUDA build of several GB instead.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test venv bench clean
+.PHONY: demo test venv bench check-report clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# Headless Chromium renders the dataset QC report (installs Debian's chromium when missing).
+check-report: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || apt-get install -y -q chromium
+	$(PY) tools/check_report_chromium.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
