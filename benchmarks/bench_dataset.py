@@ -1,0 +1,98 @@
+"""Dataset build throughput: cases/min for 1 and 2 workers, and the scheduling overhead per case.
+
+Run: ``.venv/bin/python -m benchmarks.bench_dataset [--cases 16] [--workers 1,2]
+[--scheduler local|cuda] [--device cpu|gpu] [--out DIR]``; writes ``bench_dataset.json`` and ``.md``
+(``bench_dataset_gpu.*`` with ``--device gpu``) to ``benchmarks/results/`` or ``--out``.
+
+The inputs are ``hard`` phantoms of 256 x 256 x 160 voxels written as NIfTI, so the figures include
+reading the input and writing every output (labels, QC picture, measurements). For each worker count:
+
+* ``cases_per_min``: cases over the processing time (first submit to last result), and
+  ``cases_per_min_wall`` over the whole build including starting the cluster;
+* ``scaling_efficiency``: cases/min divided by (workers x the 1-worker cases/min);
+* ``overhead_per_case``: the processing time a case costs beyond its own work in the worker
+  (``processing_s x workers / cases - mean worker time``), as a fraction of the mean worker time.
+  Target: under 5 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from benchmarks.common import machine, markdown_table, write_results
+
+SHAPE = (256, 256, 160)
+FOV_MM = (380.0, 320.0, 230.0)  # the phantom's field of view (RAS)
+
+
+def make_inputs(folder: Path, n: int, seed: int = 6000) -> None:
+    from thagpu.phantom import make_phantom
+    from thagpu.io import write_image
+    spacing = tuple(f / s for f, s in zip(FOV_MM, SHAPE))
+    for i in range(n):
+        case = make_phantom(seed + i, size="small", preset="hard", spacing=spacing, header="RAS")
+        write_image(case.ct, case.geometry, folder / f"case{i:03d}.nii.gz")
+
+
+def measure(inputs: Path, workers: int, scheduler: str, device: str) -> dict:
+    from thagpu.dataset import Ledger, build_dataset
+    from thagpu.dataset.engine import LEDGER_NAME
+    with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
+        summary = build_dataset(inputs, Path(tmp) / "ds", scheduler=scheduler, workers=workers, device=device)
+        rows = Ledger(Path(tmp) / "ds" / LEDGER_NAME).rows()
+    worker_s = [row["t_total"] for row in rows if row["t_total"]]
+    processing = summary.timings["processing_s"]
+    mean_case = statistics.fmean(worker_s)
+    overhead = processing * workers / len(rows) - mean_case
+    return {
+        "scheduler": scheduler, "device": device, "workers": workers, "cases": len(rows),
+        "done": summary.counts["done"], "cluster_start_s": summary.timings["cluster_start_s"],
+        "processing_s": processing, "wall_s": round(summary.elapsed_s, 3),
+        "cases_per_min": round(60.0 * len(rows) / processing, 2),
+        "cases_per_min_wall": round(60.0 * len(rows) / summary.elapsed_s, 2),
+        "mean_case_s": round(mean_case, 3),
+        "stage_mean_s": {stage: round(statistics.fmean(row[f"t_{stage}"] for row in rows), 3)
+                         for stage in ("load", "bone", "afs", "write")},
+        "overhead_per_case_s": round(overhead, 3),
+        "overhead_fraction": round(overhead / mean_case, 4),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", type=int, default=16)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--scheduler", default="local", choices=("local", "cuda"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-dataset-inputs-") as tmp:
+        make_inputs(Path(tmp), args.cases)
+        for workers in (int(w) for w in args.workers.split(",")):
+            rows.append(measure(Path(tmp), workers, args.scheduler, args.device))
+            print(rows[-1], flush=True)
+    base = rows[0]["cases_per_min"] / rows[0]["workers"]
+    for row in rows:
+        row["scaling_efficiency"] = round(row["cases_per_min"] / (row["workers"] * base), 3)
+    columns = ["scheduler", "device", "workers", "cases", "done", "cases_per_min", "cases_per_min_wall",
+               "scaling_efficiency", "mean_case_s", "overhead_per_case_s", "overhead_fraction", "cluster_start_s",
+               "stage_mean_s"]
+    title = f"## Dataset build: {args.cases} phantoms of {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, I/O included\n\n"
+    name = "bench_dataset_gpu" if args.device == "gpu" else "bench_dataset"
+    payload = {"machine": machine(), "shape": SHAPE, "rows": rows}
+    if args.out is not None:
+        import json
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (args.out / f"{name}.md").write_text(title + markdown_table(rows, columns) + "\n")
+    else:
+        write_results(name, payload, title + markdown_table(rows, columns))
+    print(markdown_table(rows, columns))
+
+
+if __name__ == "__main__":
+    main()
