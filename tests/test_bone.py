@@ -241,3 +241,36 @@ def test_thin_along_slices_marks_shallow_stacks_only():
     thin = thin_along_slices(mask, 1.0, 5.0)
     assert thin[:, :, 2:5].all() and not thin[:, :, 10:22].any()
     assert not thin_along_slices(mask, 3.0, 5.0).any()  # 3 mm slices: a sheet is one slice, not tested
+
+
+def test_dark_sheets_find_a_thin_gap_between_plates_not_pockets_or_edges():
+    from thagpu.bone.sheets import dark_sheets
+    image = np.full((30, 30, 30), 40.0, np.float32)
+    image[8:13, 4:26, 4:26] = 1000.0  # two cortical plates ...
+    image[14:19, 4:26, 4:26] = 1000.0
+    image[13, 4:26, 4:26] = 250.0  # ... with a 1 mm joint space between them
+    image[22:29, 10:17, 10:17] = 1000.0  # a bright block with a dark pocket in it
+    image[25, 13, 13] = 250.0
+    sheets = dark_sheets(image, (1.0, 1.0, 1.0), dark_hu=418.0, bright_hu=679.0)
+    assert sheets[13, 8:22, 8:22].all()
+    assert not sheets[25, 13, 13]  # dark in every direction: a pocket, not a sheet
+    assert not sheets[:, :3].any() and not sheets[7].any()  # soft tissue, and the outside of a plate
+    # With 3 mm slices a gap across the slices is out of reach: nothing is tested along them.
+    turned = np.ascontiguousarray(np.transpose(image, (1, 2, 0)))
+    assert not dark_sheets(turned, (1.0, 1.0, 3.0), dark_hu=418.0, bright_hu=679.0, reach_mm=2.0).any()
+
+
+def test_fill_repeats_until_slice_holes_stop_sealing_cavities(monkeypatch):
+    """A thin cavity (not a slice hole) that leaks only through a wide slice-enclosed one is filled."""
+    import thagpu.bone.cleanup as cleanup
+    mask = np.zeros((40, 40, 20), bool)
+    mask[5:35, 5:35, 3:17] = True
+    mask[10:30, 10:30, 6:13] = False  # wide and 7 slices deep: filled as slice holes
+    mask[12:15, 12:28, 13:16] = False  # 3 mm wide: no slice hole, swallowed by the 4 mm closing
+    mask[20, 20, 13:17] = False  # the wide cavity's way out through the top
+    filled = cleanup.fill_cavities(mask, (1.0, 1.0, 1.0), closing_mm=4.0, max_slice_hole_mm2=2500.0)
+    assert filled[10:30, 10:30, 6:13].all() and filled[12:15, 12:28, 13:16].all()
+    assert not filled[20, 20, 16]  # the channel to the outside stays open
+    monkeypatch.setattr(cleanup, "FILL_PASSES", 1)
+    once = cleanup.fill_cavities(mask, (1.0, 1.0, 1.0), closing_mm=4.0, max_slice_hole_mm2=2500.0)
+    assert not once[12:15, 12:28, 13:16].any()

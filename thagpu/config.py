@@ -47,6 +47,11 @@ class BoneConfig:
     shell_fraction: float = 0.35
     #: Extra background cost (nats) inside those filled shells, eroded by one voxel.
     interior_prior: float = 4.0
+    #: Bone cost (nats) on thin dark sheets between two bright plates (a joint space narrower than
+    #: about ``sheet_reach_mm``; see thagpu/bone/sheets.py), where the interior prior is also
+    #: taken off. 0 disables.
+    sheet_cost: float = 2.0
+    sheet_reach_mm: float = 2.0
     #: Unary costs (nats): clearly soft tissue up to soft level + ``soft_sd`` noise SDs, clearly
     #: bone from ``bone_fraction`` of the way to the cortical level; neutral between.
     unary_weight: float = 2.0
@@ -92,6 +97,8 @@ class BoneConfig:
             raise ValueError(f"bone.connectivity must be 6, 18 or 26, not {self.connectivity}")
         if self.mode not in ("exact", "banded"):
             raise ValueError(f"bone.mode must be 'exact' or 'banded', not {self.mode!r}")
+        if self.sheet_cost < 0 or self.sheet_reach_mm <= 0:
+            raise ValueError("bone.sheet_cost must be >= 0 and bone.sheet_reach_mm > 0")
         if (self.sigma_hu is not None and self.sigma_hu <= 0) or self.pairwise_weight < 0:
             raise ValueError("bone.sigma_hu must be > 0 and bone.pairwise_weight >= 0")
         if not 0.0 < self.seed_fraction < 1.0:

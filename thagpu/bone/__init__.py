@@ -33,6 +33,7 @@ from .intensity import IntensityModel, estimate_tissue_levels
 from .morphology import block_reduce_mean, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
 from .seeds import body_mask, bone_interior, seeds
+from .sheets import dark_sheets
 from .solver import solve_full_grid, solve_reduced
 
 __all__ = ["BoneResult", "extract_bone", "build_energy", "minimum_cut", "energy_of", "solve_full_grid",
@@ -124,6 +125,13 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     interior = bone_interior(image, thresholds.shell_hu, background_seed, spacing, closing_mm=config.fill_closing_mm,
                              max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
     cost_bone, cost_background = model.costs(image)
+    if config.sheet_cost > 0:
+        # A joint space narrower than the shells' closing is enclosed by them: the interior prior
+        # would make it bone. Where it shows as a dark sheet between two cortices, it costs as bone.
+        sheet = dark_sheets(image, spacing, dark_hu=thresholds.shell_hu, bright_hu=thresholds.seed_hu,
+                            reach_mm=config.sheet_reach_mm) & ~bone_seed & ~background_seed
+        interior &= ~sheet
+        cost_bone = cost_bone + sheet.astype(xp.float32) * np.float32(config.sheet_cost)
     if config.interior_prior > 0:
         cost_background = cost_background + interior.astype(xp.float32) * np.float32(config.interior_prior)
     links = pairwise_weights(image, neighbours(image.shape, spacing, config.connectivity),
