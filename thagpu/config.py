@@ -20,7 +20,7 @@ from typing import Optional
 
 from .errors import InputError
 
-__all__ = ["IOConfig", "BoneConfig", "AFSConfig", "Config", "load_config", "config_hash"]
+__all__ = ["IOConfig", "BoneConfig", "AFSConfig", "AARConfig", "Config", "load_config", "config_hash"]
 
 
 @dataclass(frozen=True)
@@ -149,12 +149,60 @@ class AFSConfig:
 
 
 @dataclass(frozen=True)
+class AARConfig:
+    """Active-learning annotation refinement: networks on the hip region; see docs/aar.md."""
+
+    #: Network: "dynunet", "segresnet" or "unet" (MONAI).
+    model: str = "dynunet"
+    #: Channels of the first level (doubled at each level down).
+    width: int = 16
+    #: The hip region is resampled to this isotropic spacing (mm) ...
+    spacing_mm: float = 2.0
+    #: ... in a box of this size (mm, patient left-right, anterior-posterior, inferior-superior)
+    #: around the centroid of the hip labels.
+    roi_lr_mm: float = 240.0
+    roi_ap_mm: float = 160.0
+    roi_si_mm: float = 160.0
+    #: Cubic training patch and sliding-window size (voxels of the resampled grid).
+    patch_size: int = 64
+    #: Folds, epochs (one epoch: ``samples_per_case`` patches of every training case), batch.
+    folds: int = 5
+    epochs: int = 50
+    samples_per_case: int = 2
+    batch_size: int = 2
+    learning_rate: float = 1e-3
+    #: Sliding-window overlap at inference.
+    sw_overlap: float = 0.25
+    #: Seed of fold assignment, initialisation, sampling and augmentation.
+    seed: int = 0
+    #: Uncertainty score = mean hip-class (1 - Dice) + ``boundary_weight`` x min(ASSD / ``boundary_mm``, 1)
+    #: + ``volume_weight`` x min(disagreeing hip volume / ``volume_ml``, 1).
+    boundary_weight: float = 0.5
+    boundary_mm: float = 10.0
+    volume_weight: float = 0.5
+    volume_ml: float = 20.0
+
+    def __post_init__(self):
+        if self.model not in ("dynunet", "segresnet", "unet"):
+            raise ValueError(f"aar.model must be dynunet, segresnet or unet, not {self.model!r}")
+        if self.folds < 2:
+            raise ValueError("aar.folds must be at least 2 (out-of-fold prediction)")
+        if self.patch_size < 16 or self.patch_size % 16:
+            raise ValueError("aar.patch_size must be a multiple of 16, at least 16")
+        if self.epochs < 1 or self.samples_per_case < 1 or self.batch_size < 1 or self.width < 4:
+            raise ValueError("aar.epochs, samples_per_case, batch_size must be >= 1 and aar.width >= 4")
+        if self.spacing_mm <= 0 or min(self.roi_lr_mm, self.roi_ap_mm, self.roi_si_mm) <= 0:
+            raise ValueError("aar.spacing_mm and the aar.roi_*_mm sizes must be > 0")
+
+
+@dataclass(frozen=True)
 class Config:
     """Every parameter of the pipeline; sections per stage."""
 
     io: IOConfig = field(default_factory=IOConfig)
     bone: BoneConfig = field(default_factory=BoneConfig)
     afs: AFSConfig = field(default_factory=AFSConfig)
+    aar: AARConfig = field(default_factory=AARConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -218,6 +266,12 @@ def load_config(path=None, overrides: dict | None = None) -> Config:
 
 
 def config_hash(config: Config) -> str:
-    """Short stable hash of a configuration (sha256 of its sorted JSON)."""
-    text = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    """Short stable hash of the pipeline configuration (sha256 of its sorted JSON).
+
+    The ``aar`` section is left out: it trains networks on a built dataset and does
+    not change how a case is segmented, so tuning it keeps the dataset's hash.
+    """
+    values = config.to_dict()
+    values.pop("aar", None)
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
