@@ -47,7 +47,7 @@ from .engine import LEDGER_NAME
 from .inputs import content_hash
 from .ledger import Ledger
 
-__all__ = ["FORMATS", "ExportSummary", "export_dataset", "mapping_path"]
+__all__ = ["FORMATS", "ExportSummary", "export_dataset", "mapping_path", "has_hip_labels"]
 
 FORMATS = ("nnunet", "msd")
 _HIP_LABELS = (schema.FEMORAL_HEAD_LEFT, schema.ACETABULUM_LEFT, schema.FEMORAL_HEAD_RIGHT,
@@ -131,7 +131,8 @@ def _write_case(row: dict, dataset_dir: Path, staged: Path, fmt: str, export_id:
     write_image(volume.to_stored(labels), volume.original, staged / f"labels{suffix}" / label_name, dtype=np.uint8)
 
 
-def _has_hip_labels(row: dict, dataset_dir: Path) -> bool:
+def has_hip_labels(row: dict, dataset_dir: Path) -> bool:
+    """True when a ledger row's case has a hip side with labels and its label file exists."""
     sides = row.get("sides") or {}
     if not any(s.get("status") in ("ok", "truncated", "low_confidence") for s in sides.values()):
         return False
@@ -208,7 +209,7 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
     for case_id, row in rows.items():
         if row["status"] != "done":
             continue
-        if _has_hip_labels(row, dataset_dir):
+        if has_hip_labels(row, dataset_dir):
             usable.append(case_id)
         else:
             skipped[case_id] = "no hip labels (no side found, or implants on both sides)"
