@@ -1,0 +1,216 @@
+"""Evidence for active learning: disagreement-ranked against random selection, with an oracle.
+
+Phantoms get their pseudo labels from our own BE + AFS (``thagpu dataset build``), so their errors
+are the pipeline's real errors. Each round, each strategy sends ``budget`` cases without a manual
+label to an oracle annotator, which returns the phantom's ground truth, imported as a manual label:
+
+* ``disagreement``: train the K fold models on the current labels, score every case out of fold,
+  take the most uncertain (:func:`thagpu.aar.rounds.score_round`);
+* ``random``: a seeded random draw, no model.
+
+After every round (round 0: before any manual label) the mean Dice of the dataset's current labels
+against the truth (hip classes 1-4, averaged per case, then over cases) is recorded, together with the
+cases chosen, their Dice before correction and, for the disagreement strategy, the Spearman rank
+correlation between the score and the true error (1 - Dice) over the cases it could choose from.
+
+State is saved after every round (``OUT/<strategy>/simulation_state.json``), so a stopped simulation
+continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import labels as schema
+from .._atomic import atomic_path, atomic_write_text
+from ..config import Config
+from ..io import load_ct, load_labels, write_image
+from ..metrics import dice
+from .rounds import HIP_CLASSES, import_labels, score_round, train_round
+from .store import RefineStore
+
+__all__ = ["simulate", "STRATEGIES"]
+
+STRATEGIES = ("disagreement", "random")
+#: Joint spaces drawn from this range (mm): narrow ones make the pseudo labels err.
+JOINT_SPACE_MM = (0.3, 3.0)
+
+
+def _truth_path(row: dict) -> Path:
+    return Path(row["input_path"]).parent / "gt.nii.gz"
+
+
+def _case_dice(store: RefineStore, row: dict) -> float:
+    volume = load_ct(row["input_path"])
+    _, path = store.current_label(row)
+    label = load_labels(path, volume)
+    truth = load_labels(_truth_path(row), volume)
+    return float(np.mean([dice(label == c, truth == c) for c in HIP_CLASSES]))
+
+
+def _dataset_dice(dataset_dir: Path) -> dict:
+    with RefineStore(dataset_dir) as store:
+        return {row["case_id"]: _case_dice(store, row) for row in store.cases()}
+
+
+def _oracle(dataset_dir: Path, case_ids: list) -> None:
+    """Import the phantoms' truth for ``case_ids`` as manual labels."""
+    with RefineStore(dataset_dir) as store:
+        rows = {row["case_id"]: row for row in store.cases()}
+    with tempfile.TemporaryDirectory(prefix="thagpu-oracle-") as tmp:
+        for case_id in case_ids:
+            row = rows[case_id]
+            volume = load_ct(row["input_path"])
+            truth = load_labels(_truth_path(row), volume)
+            write_image(volume.to_stored(truth), volume.original, Path(tmp) / f"{case_id}.nii.gz")
+        import_labels(dataset_dir, tmp)
+
+
+def _spearman(a, b) -> Optional[float]:
+    from scipy.stats import spearmanr
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(spearmanr(a, b).statistic)
+
+
+def _save_state(path: Path, state: dict) -> None:
+    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+
+
+def _run_strategy(strategy: str, folder: Path, rounds: int, budget: int, config: Config, device: str,
+                  seed: int, fuse: bool, progress) -> dict:
+    state_path = folder / "simulation_state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
+    if not state["rounds"]:
+        per_case = _dataset_dice(folder)
+        state["rounds"].append({"round": 0, "mean_dice": float(np.mean(list(per_case.values()))),
+                                "per_case_dice": per_case, "chosen": []})
+        _save_state(state_path, state)
+    for round_ in range(len(state["rounds"]), rounds + 1):
+        before = state["rounds"][-1]["per_case_dice"]
+        with RefineStore(folder) as store:
+            manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
+        candidates = sorted(c for c in before if c not in manual)
+        record = {"round": round_}
+        if strategy == "disagreement":
+            train_round(folder, config.aar, device,
+                        progress=(lambda what, i, n: progress(f"{strategy} round {round_}: {what}", i, n))
+                        if progress else None)
+            scores = score_round(folder, device, fuse=fuse)
+            ranked = sorted(candidates, key=lambda c: (-scores[c]["score"], c))
+            chosen = ranked[:budget]
+            record["scores"] = {c: scores[c]["score"] for c in candidates}
+            record["spearman_score_vs_error"] = _spearman([scores[c]["score"] for c in candidates],
+                                                          [1.0 - before[c] for c in candidates])
+        else:
+            rng = np.random.default_rng(seed * 1000 + round_)
+            chosen = sorted(rng.choice(candidates, size=min(budget, len(candidates)), replace=False).tolist())
+        record["chosen"] = chosen
+        record["chosen_dice_before"] = {c: before[c] for c in chosen}
+        if chosen:
+            _oracle(folder, chosen)
+        record["per_case_dice"] = _dataset_dice(folder)
+        record["mean_dice"] = float(np.mean(list(record["per_case_dice"].values())))
+        state["rounds"].append(record)
+        _save_state(state_path, state)
+        if progress:
+            progress(f"{strategy} round {round_}", round_, rounds)
+    return state
+
+
+def _plot(path: Path, curves: dict, budget: int) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, values in curves.items():
+        axis.plot(range(len(values)), values, marker="o", label=name)
+    axis.set_xlabel(f"round (each: {budget} case(s) corrected by the oracle)")
+    axis.set_ylabel("mean Dice of the dataset's hip labels")
+    axis.set_title("Active learning: which cases to correct")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp)
+    plt.close(figure)
+
+
+def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", config: Config | None = None,
+             device: str = "cpu", seed: int = 0, workers: int = 2, fuse: bool = False,
+             progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+    """Run the simulation; write ``out/simulation.json`` and ``out/simulation.png``.
+
+    Parameters
+    ----------
+    out : str or Path
+        Working and output folder (continued when it holds a stopped simulation).
+    cases, rounds, budget : int
+        Phantoms, rounds after round 0, and cases corrected per round and strategy.
+    size : {"tiny", "small"}
+        Phantom size (``tiny`` for tests).
+    config : Config, optional
+        ``config.aar`` sets the networks and training.
+    device : {"cpu", "gpu"}
+    seed : int
+        Phantom seeds start at ``8000 + 100 * seed``; also seeds the random strategy.
+    workers : int
+        Dask workers of the dataset build.
+    fuse : bool
+        Let the disagreement strategy also write model-refined labels (``score --fuse``).
+
+    Returns
+    -------
+    dict
+        The content of ``simulation.json``.
+    """
+    from ..dataset import build_dataset
+    from ..phantom import make_phantom, write_phantom
+
+    config = config or Config()
+    out = Path(out)
+    if cases < config.aar.folds or budget < 1 or rounds < 1:
+        raise ValueError(f"need cases >= folds ({config.aar.folds}), budget >= 1 and rounds >= 1")
+    phantoms, base = out / "phantoms", out / "pseudo"
+    if not (base / "ledger.sqlite").is_file():
+        shutil.rmtree(phantoms, ignore_errors=True)
+        for i in range(cases):
+            write_phantom(make_phantom(8000 + 100 * seed + i, size=size, preset="hard",
+                                       joint_space_mm=JOINT_SPACE_MM), phantoms)
+        staged = out / ".pseudo.partial"
+        shutil.rmtree(staged, ignore_errors=True)
+        build_dataset(phantoms, staged, workers=workers, device=device, config=config)
+        staged.rename(base)
+    results = {}
+    for strategy in STRATEGIES:
+        folder = out / strategy
+        if not (folder / "ledger.sqlite").is_file():
+            staged = out / f".{strategy}.partial"
+            shutil.rmtree(staged, ignore_errors=True)
+            shutil.copytree(base, staged)
+            staged.rename(folder)
+        results[strategy] = _run_strategy(strategy, folder, rounds, budget, config, device, seed, fuse,
+                                          progress)
+    curves = {name: [r["mean_dice"] for r in state["rounds"]] for name, state in results.items()}
+    with RefineStore(base) as store:
+        n_labelled = len(store.cases())
+    summary = {
+        "strategies": curves,
+        "cases": cases, "cases_with_hip_labels": n_labelled, "rounds": rounds, "budget": budget,
+        "size": size, "device": device, "seed": seed, "fuse": fuse,
+        "model": config.aar.model, "folds": config.aar.folds, "epochs": config.aar.epochs,
+        "final_gain": {name: values[-1] - values[0] for name, values in curves.items()},
+        "winner": max(curves, key=lambda name: curves[name][-1]) if len({v[-1] for v in curves.values()}) > 1 else "tie",
+        "rounds_detail": {name: [{k: v for k, v in r.items() if k != "per_case_dice"} for r in state["rounds"]]
+                          for name, state in results.items()},
+        "label_schema": {str(k): v for k, v in schema.LABEL_NAMES.items()},
+    }
+    atomic_write_text(out / "simulation.json", json.dumps(summary, indent=2) + "\n")
+    _plot(out / "simulation.png", curves, budget)
+    return summary

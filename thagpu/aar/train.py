@@ -1,0 +1,172 @@
+"""K-fold training of MONAI networks on the current labels, and out-of-fold prediction.
+
+Each case becomes one sample: its hip region (:mod:`thagpu.aar.roi`) at the fixed spacing, CT
+normalised to [0, 1] and its current label. Fold ``k``'s model trains on the cases of every other
+fold (MONAI: positive/negative-balanced random crops, intensity shifts, Dice + cross-entropy) and
+predicts only the cases of fold ``k`` (sliding window, Gaussian blending), so no case is predicted by a
+model that saw its label. On a GPU the forward passes run under bf16 autocast, channels-last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .. import labels as schema
+from ..config import AARConfig
+from ..io import load_ct, load_labels
+from .networks import make_network
+from .roi import HipROI, hip_roi, normalise_hu, to_roi
+
+__all__ = ["Sample", "load_sample", "train_fold", "load_model", "predict", "checkpoint_path"]
+
+
+@dataclass
+class Sample:
+    """One case on the network's grid."""
+
+    case_id: str
+    image: np.ndarray  # (X, Y, Z) float32 in [0, 1]
+    label: np.ndarray  # (X, Y, Z) uint8, current label
+    roi: HipROI
+    label_source: str
+
+
+def load_sample(row: dict, label_source: str, label_path: Path, config: AARConfig):
+    """(Sample, Volume, canonical current label) of a ledger row."""
+    volume = load_ct(row["input_path"])
+    labels = load_labels(label_path, volume, allowed=schema.LABEL_NAMES)
+    roi = hip_roi(labels, volume.spacing, config)
+    image = normalise_hu(to_roi(volume.array, roi, order=1, cval=-1000.0))
+    label = to_roi(labels, roi, order=0, cval=0).astype(np.uint8)
+    return Sample(row["case_id"], image, label, roi, label_source), volume, labels
+
+
+def checkpoint_path(dataset_dir, round_: int, fold: int) -> Path:
+    return Path(dataset_dir) / "refine" / f"round_{round_:03d}" / f"fold_{fold}.pt"
+
+
+def _torch_device(device: str):
+    import torch
+    return torch.device("cuda" if device == "gpu" else "cpu")
+
+
+def _autocast(torch_device):
+    import torch
+    if torch_device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+    from monai.utils import set_determinism
+    set_determinism(seed=seed)
+    torch.manual_seed(seed)
+    # Deterministic kernels where the backend has them (warn_only: a few CUDA 3-D ops have none).
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device: str, out: Path,
+               progress: Optional[Callable[[int, int], None]] = None) -> Path:
+    """Train one fold's network on ``samples`` (the other folds' cases) and save its checkpoint.
+
+    The checkpoint (written atomically) holds the weights, the network settings and the ids of the
+    cases it trained on, which :func:`predict` checks against.
+    """
+    import torch
+    from monai.data import DataLoader, Dataset
+    from monai.losses import DiceCELoss
+    from monai.transforms import Compose, RandCropByPosNegLabeld, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd
+
+    seed = config.seed * 1000 + round_ * 10 + fold
+    _seed_everything(seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch_device = _torch_device(device)
+    patch = (config.patch_size,) * 3
+    transform = Compose([
+        SpatialPadd(keys=["image", "label"], spatial_size=patch),
+        RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=patch, pos=2.0, neg=1.0,
+                               num_samples=config.samples_per_case),
+        RandShiftIntensityd(keys="image", offsets=0.03, prob=0.5),
+        RandScaleIntensityd(keys="image", factors=0.05, prob=0.5),
+    ])
+    data = [{"image": s.image[None], "label": s.label[None]} for s in samples]
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(Dataset(data, transform), batch_size=config.batch_size, shuffle=True, num_workers=0,
+                        generator=generator)
+    model = make_network(config.model, config.width, config.patch_size).to(torch_device)
+    if torch_device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * len(loader))
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    for epoch in range(config.epochs):
+        for batch in loader:
+            image = batch["image"].to(torch_device)
+            label = batch["label"].to(torch_device).long()
+            if torch_device.type == "cuda":
+                image = image.contiguous(memory_format=torch.channels_last_3d)
+            optimiser.zero_grad(set_to_none=True)
+            with _autocast(torch_device):
+                logits = model(image)
+            loss = loss_function(logits.float(), label)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        if progress:
+            progress(epoch + 1, config.epochs)
+    checkpoint = {
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model": config.model, "width": config.width, "patch_size": config.patch_size,
+        "fold": fold, "round": round_, "seed": seed, "train_cases": sorted(s.case_id for s in samples),
+        "final_loss": float(np.mean(losses[-max(1, len(loader)):])) if losses else None,
+        "train_s": round(time.perf_counter() - start, 2), "complete": True,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.partial")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def load_model(path: Path, device: str):
+    """(model in eval mode, checkpoint dict) from a fold checkpoint."""
+    import torch
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = make_network(checkpoint["model"], checkpoint["width"], checkpoint["patch_size"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model = model.to(_torch_device(device)).eval()
+    return model, checkpoint
+
+
+def predict(model, checkpoint: dict, sample: Sample, device: str, overlap: float) -> np.ndarray:
+    """Labels of ``sample`` on its ROI grid by sliding-window inference.
+
+    Raises
+    ------
+    RuntimeError
+        The model trained on this case (out-of-fold prediction would be violated).
+    """
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    if sample.case_id in checkpoint["train_cases"]:
+        raise RuntimeError(f"fold {checkpoint['fold']} trained on {sample.case_id}; it must not predict it")
+    torch_device = _torch_device(device)
+    image = torch.from_numpy(sample.image[None, None]).to(torch_device)
+    patch = (checkpoint["patch_size"],) * 3
+    with torch.no_grad(), _autocast(torch_device):
+        logits = sliding_window_inference(image, roi_size=patch, sw_batch_size=2, predictor=model,
+                                          overlap=overlap, mode="gaussian")
+    return logits.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
