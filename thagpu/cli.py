@@ -251,6 +251,139 @@ def dataset_export(
     out.print(f"id mapping (keep it private, it names the inputs): {summary.mapping}")
 
 
+refine_app = typer.Typer(no_args_is_help=True,
+                         help="Active-learning refinement of a dataset's pseudo labels with MONAI networks.")
+app.add_typer(refine_app, name="refine")
+
+
+def _aar_config(config_file: Optional[Path], **overrides):
+    """The configuration with ``[aar]`` overrides from the command line (None: keep the file's/default)."""
+    from .config import load_config
+    values = {key: value for key, value in overrides.items() if value is not None}
+    return load_config(config_file, overrides={"aar": values} if values else None)
+
+
+def _stage_progress():
+    """progress(what, i, n) callbacks drawn as one bar per stage."""
+    progress = _progress()
+    tasks = {}
+
+    def report(what: str, i: int, n: int) -> None:
+        if what not in tasks:
+            tasks[what] = progress.add_task(what, total=n)
+        progress.update(tasks[what], completed=i, total=n)
+
+    return progress, report
+
+
+@refine_app.command("train")
+def refine_train(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder made by 'thagpu dataset build'."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K of the K-fold split [5]."),
+    model: Optional[str] = typer.Option(None, "--model", help="dynunet | segresnet | unet [dynunet]."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per fold [50]."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides ([aar] section)."),
+):
+    """Train one round of K fold models on the current labels (continues a stopped round)."""
+    from .aar import train_round
+    from .device import resolve_device
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    if model is not None:
+        _choice(model, ("dynunet", "segresnet", "unet"), "--model")
+    config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
+    progress, report = _stage_progress()
+    with progress:
+        round_ = train_round(dataset_dir, config.aar, resolve_device(device), progress=report)
+    out.print(f"round {round_}: {config.aar.folds} fold models trained under {dataset_dir}/refine/round_{round_:03d}")
+
+
+@refine_app.command("score")
+def refine_score(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder with a trained round."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    fuse: bool = typer.Option(False, "--fuse", help="Where all folds agree but not with the label, propose "
+                                                    "the prediction (recorded as model-refined)."),
+):
+    """Predict every case out of fold and store its uncertainty score."""
+    from .aar import score_round
+    from .device import resolve_device
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    progress, report = _stage_progress()
+    with progress:
+        scores = score_round(dataset_dir, resolve_device(device), fuse=fuse, progress=report)
+    table = Table(title=f"{dataset_dir}: uncertainty, most uncertain first")
+    for column in ("case", "fold", "score", "1 - Dice (hips)", "boundary mm", "disagree ml", "label"):
+        table.add_column(column, justify="left" if column in ("case", "label") else "right")
+    for case_id, item in sorted(scores.items(), key=lambda kv: -kv[1]["score"]):
+        parts = item["parts"]
+        table.add_row(case_id, str(item["fold"]), f"{item['score']:.3f}", f"{parts['dice_uncertainty']:.3f}",
+                      f"{parts['boundary_mm']:.2f}", f"{parts['disagree_ml']:.1f}", parts.get("label_source", ""))
+    out.print(table)
+
+
+@refine_app.command("queue")
+def refine_queue(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder with a scored round."),
+    budget: int = typer.Option(..., "--budget", min=1, help="Number of cases to queue."),
+    out_dir: Path = typer.Option(..., "--out", help="New or empty queue folder."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+):
+    """Export the most uncertain cases without a manual label for correction."""
+    from .aar import make_queue
+    from .device import resolve_device
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    entries = make_queue(dataset_dir, budget, out_dir, resolve_device(device))
+    for entry in entries:
+        out.print(f"{entry.rank:3d}. {entry.case_id} (score {entry.score:.3f}) -> {out_dir / entry.folder}")
+    out.print(f"queued {len(entries)} case(s) in {out_dir}: correct each label.nii.gz, then "
+              f"'thagpu refine import {dataset_dir} {out_dir}'")
+
+
+@refine_app.command("import")
+def refine_import(
+    dataset_dir: Path = typer.Argument(..., help="The dataset folder."),
+    folder: Path = typer.Argument(..., help="A corrected queue folder, or <case_id>.nii.gz label files."),
+):
+    """Record corrected labels as manual (checked: the case's grid, schema values, hips present)."""
+    from .aar import import_labels
+    imported = import_labels(dataset_dir, folder)
+    out.print(f"imported {len(imported)} manual label(s): {', '.join(imported)}")
+
+
+@refine_app.command("simulate")
+def refine_simulate(
+    out_dir: Path = typer.Option(..., "--out", help="Working folder; simulation.json and .png go here."),
+    cases: int = typer.Option(..., "--cases", min=2, help="Number of phantoms."),
+    rounds: int = typer.Option(..., "--rounds", min=1, help="Rounds after round 0."),
+    budget: int = typer.Option(..., "--budget", min=1, help="Cases corrected per round and strategy."),
+    size: str = typer.Option("small", "--size", help="tiny | small."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K of the K-fold split."),
+    model: Optional[str] = typer.Option(None, "--model", help="dynunet | segresnet | unet."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per fold."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Dask workers of the dataset build."),
+    seed: int = typer.Option(0, "--seed", help="Phantom and random-strategy seed."),
+    fuse: bool = typer.Option(False, "--fuse", help="Disagreement strategy also writes model-refined labels."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides ([aar] section)."),
+):
+    """Compare disagreement-ranked and random selection of cases to correct, with an oracle annotator."""
+    from .aar import simulate
+    from .device import resolve_device
+    _choice(size, ("tiny", "small"), "--size")
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    if model is not None:
+        _choice(model, ("dynunet", "segresnet", "unet"), "--model")
+    config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
+    progress, report = _stage_progress()
+    with progress:
+        summary = simulate(out_dir, cases=cases, rounds=rounds, budget=budget, size=size, config=config,
+                           device=resolve_device(device), seed=seed, workers=workers, fuse=fuse, progress=report)
+    for name, values in summary["strategies"].items():
+        out.print(f"{name:>12}: mean Dice by round " + " ".join(f"{v:.4f}" for v in values))
+    out.print(f"winner: {summary['winner']}; results in {out_dir / 'simulation.json'} and simulation.png")
+
+
 def main(argv=None) -> None:
     """Entry point of the ``thagpu`` script."""
     try:
