@@ -1,0 +1,249 @@
+"""AAR: uncertainty, K-fold training and out-of-fold scoring, resume, queue, import, simulation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thagpu import labels as schema
+from thagpu.aar import RefineStore, import_labels, make_queue, score_round, train_round, uncertainty
+from thagpu.aar import rounds as rounds_module
+from thagpu.aar.networks import NETWORKS, make_network
+from thagpu.aar.train import checkpoint_path, load_model, load_sample, predict, train_fold
+from thagpu.config import AARConfig, Config
+from thagpu.dataset import build_dataset
+from thagpu.errors import InputError
+from thagpu.geometry import Geometry
+from thagpu.io import load_ct, load_labels, write_image
+from thagpu.phantom import make_phantom, write_phantom
+
+TINY = AARConfig(model="unet", width=8, spacing_mm=4.5, patch_size=32, folds=2, epochs=2, samples_per_case=2,
+                 batch_size=2)
+TINY_TOML = """[aar]
+model = "unet"
+width = 8
+spacing_mm = 4.5
+patch_size = 32
+folds = 2
+epochs = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aar")
+    for i in range(4):
+        write_phantom(make_phantom(7500 + i, size="tiny", preset="hard"), root / "in")
+    build_dataset(root / "in", root / "built", workers=2, device="cpu")
+    return root
+
+
+@pytest.fixture
+def fresh(dataset, tmp_path):
+    """A private copy of the built dataset (each test changes its refinement state)."""
+    shutil.copytree(dataset / "built", tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def test_uncertainty_is_zero_for_agreement_and_grows_with_disagreement():
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[2:8, 2:8, 2:8] = schema.FEMORAL_HEAD_LEFT
+    label[12:18, 12:18, 12:18] = schema.ACETABULUM_RIGHT
+    same = uncertainty(label, label.copy(), 2.0, TINY)
+    assert same["score"] == 0.0 and same["disagree_ml"] == 0.0 and same["boundary_mm"] == 0.0
+    shifted = np.roll(label, 2, axis=0)
+    moved = uncertainty(label, shifted, 2.0, TINY)
+    wrong = uncertainty(label, np.zeros_like(label), 2.0, TINY)
+    assert 0 < moved["score"] < wrong["score"]
+    assert wrong["dice_uncertainty"] == pytest.approx(0.5)  # 2 of 4 hip classes lost, 2 absent in both
+    assert wrong["disagree_ml"] == pytest.approx(2 * 216 * 8 / 1000)
+    assert wrong["boundary_mm"] == TINY.boundary_mm
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_networks_give_six_class_logits(name):
+    import torch
+    model = make_network(name, width=4, patch_size=32)
+    assert tuple(model(torch.zeros(1, 1, 32, 32, 32)).shape) == (1, 6, 32, 32, 32)
+
+
+def test_training_is_seeded_and_deterministic(fresh, tmp_path):
+    with RefineStore(fresh) as store:
+        rows = store.cases()
+        samples = [load_sample(row, *store.current_label(row), TINY)[0] for row in rows[:2]]
+    first = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "a.pt")
+    second = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "b.pt")
+    import torch
+    a, b = torch.load(first, weights_only=False), torch.load(second, weights_only=False)
+    assert a["train_cases"] == sorted(s.case_id for s in samples)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_folds_never_predict_their_own_training_cases(fresh):
+    round_ = train_round(fresh, TINY, "cpu")
+    scores = score_round(fresh, "cpu")
+    with RefineStore(fresh) as store:
+        case_ids = [row["case_id"] for row in store.cases()]
+        folds = store.folds(case_ids, TINY.folds, TINY.seed)
+    assert sorted(scores) == sorted(case_ids) and sorted(set(folds.values())) == [0, 1]
+    for fold in range(TINY.folds):
+        _, checkpoint = load_model(checkpoint_path(fresh, round_, fold), "cpu")
+        assert set(checkpoint["train_cases"]) == {c for c, f in folds.items() if f != fold}
+    for case_id, item in scores.items():
+        assert item["fold"] == folds[case_id]
+        model, checkpoint = load_model(checkpoint_path(fresh, round_, item["fold"]), "cpu")
+        assert case_id not in checkpoint["train_cases"]
+        assert item["score"] >= 0 and set(item["parts"]["per_class"]) == {
+            "femoral_head_left", "acetabulum_left", "femoral_head_right", "acetabulum_right"}
+    # Asking a fold's model for a case it trained on is refused.
+    trained_on = next(c for c, f in folds.items() if f == 1)
+    model, checkpoint = load_model(checkpoint_path(fresh, round_, 0), "cpu")
+    with RefineStore(fresh) as store:
+        row = next(r for r in store.cases() if r["case_id"] == trained_on)
+        sample = load_sample(row, *store.current_label(row), TINY)[0]
+    with pytest.raises(RuntimeError, match="must not predict"):
+        predict(model, checkpoint, sample, "cpu", 0.25)
+
+
+def test_a_stopped_round_continues_with_its_finished_folds(fresh, monkeypatch):
+    real = rounds_module.train_fold
+
+    def stop_at_fold_one(samples, fold, *args, **kwargs):
+        if fold == 1:
+            raise KeyboardInterrupt
+        return real(samples, fold, *args, **kwargs)
+
+    monkeypatch.setattr(rounds_module, "train_fold", stop_at_fold_one)
+    with pytest.raises(KeyboardInterrupt):
+        train_round(fresh, TINY, "cpu")
+    first = checkpoint_path(fresh, 1, 0)
+    stamp = first.stat().st_mtime_ns
+    assert not checkpoint_path(fresh, 1, 1).exists()
+    monkeypatch.setattr(rounds_module, "train_fold", real)
+    # The round continues as it began, whatever the new settings say.
+    assert train_round(fresh, AARConfig(epochs=7, folds=3), "cpu") == 1
+    assert first.stat().st_mtime_ns == stamp and checkpoint_path(fresh, 1, 1).is_file()
+    with RefineStore(fresh) as store:
+        assert store.latest_round()["trained_at"] is not None
+    # Scoring resumes too: cases already scored in the round are kept.
+    scores = score_round(fresh, "cpu")
+    assert score_round(fresh, "cpu") == scores
+
+
+def test_queue_exports_the_most_uncertain_cases_in_their_own_geometry(fresh, tmp_path):
+    train_round(fresh, TINY, "cpu")
+    scores = score_round(fresh, "cpu")
+    entries = make_queue(fresh, 2, tmp_path / "queue", "cpu")
+    ranked = sorted(scores, key=lambda c: (-scores[c]["score"], c))
+    assert [e.case_id for e in entries] == ranked[:2]
+    with open(tmp_path / "queue" / "queue.csv", newline="") as handle:
+        listed = list(csv.DictReader(handle))
+    assert [row["case_id"] for row in listed] == ranked[:2]
+    with RefineStore(fresh) as store:
+        rows = {row["case_id"]: row for row in store.cases()}
+    for entry in entries:
+        folder = tmp_path / "queue" / entry.folder
+        volume = load_ct(rows[entry.case_id]["input_path"])
+        assert np.allclose(load_ct(folder / "ct.nii.gz").array, np.rint(volume.array))
+        label, prediction, disagreement = (load_labels(folder / name, volume, allowed=schema.LABEL_NAMES)
+                                           for name in ("label.nii.gz", "prediction.nii.gz", "disagreement.nii.gz"))
+        assert np.array_equal(disagreement, (label != prediction).astype(np.uint8))
+        assert (folder / "qc.png").stat().st_size > 1000
+    table = (tmp_path / "queue" / "thagpu_labels.ctbl").read_text().splitlines()
+    assert table[1:] == [f"{v} {n} " + " ".join(map(str, rounds_module.SLICER_COLOURS[v])) + f" {0 if v == 0 else 255}"
+                         for v, n in schema.LABEL_NAMES.items()]
+    assert '"acetabulum_right"' in (tmp_path / "queue" / "thagpu_labels.txt").read_text()
+    # Imported, the queued cases are manual and leave the next queue.
+    assert sorted(import_labels(fresh, tmp_path / "queue")) == sorted(ranked[:2])
+    later = make_queue(fresh, 4, tmp_path / "queue2", "cpu")
+    assert {e.case_id for e in later} == set(ranked[2:])
+    with pytest.raises(InputError, match="not empty"):
+        make_queue(fresh, 1, tmp_path / "queue", "cpu")
+
+
+def test_import_checks_grid_values_and_hips_and_is_all_or_nothing(fresh, tmp_path):
+    with RefineStore(fresh) as store:
+        rows = store.cases()
+    volumes = [load_ct(row["input_path"]) for row in rows[:2]]
+    good = tmp_path / "good"
+    truth = [load_labels(Path(row["input_path"]).parent / "gt.nii.gz", v) for row, v in zip(rows, volumes)]
+    write_image(volumes[0].to_stored(truth[0]), volumes[0].original, good / f"{rows[0]['case_id']}.nii.gz")
+
+    def refused(array, geometry, match):
+        folder = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(good, folder)
+        write_image(array, geometry, folder / f"{rows[1]['case_id']}.nii.gz")
+        with pytest.raises(InputError, match=match):
+            import_labels(fresh, folder)
+        with RefineStore(fresh) as store:
+            assert store.label_sources() == {}  # the good file was not imported either
+
+    other = volumes[1].original
+    shifted = Geometry(size=other.size, spacing=other.spacing, origin=tuple(o + 3.0 for o in other.origin),
+                       direction=other.direction)
+    stored = volumes[1].to_stored(truth[1])
+    refused(stored, shifted, "not on the CT's grid")
+    refused(np.where(stored == 5, 9, stored).astype(np.uint8), other, "unknown label value")
+    refused(np.where(np.isin(stored, [1, 2, 3, 4]), 5, stored).astype(np.uint8), other, "no hip label")
+    assert import_labels(fresh, good) == [rows[0]["case_id"]]
+    with RefineStore(fresh) as store:
+        source, path = store.current_label(rows[0])
+    assert source == "manual" and np.array_equal(load_labels(path, volumes[0]), truth[0])
+    with pytest.raises(InputError, match="never overwritten"):
+        import_labels(fresh, good)
+
+
+def test_fuse_proposes_model_refined_labels_and_never_touches_manual(fresh, tmp_path):
+    with RefineStore(fresh) as store:
+        rows = store.cases()
+    volume = load_ct(rows[0]["input_path"])
+    truth = load_labels(Path(rows[0]["input_path"]).parent / "gt.nii.gz", volume)
+    write_image(volume.to_stored(truth), volume.original, tmp_path / "m" / f"{rows[0]['case_id']}.nii.gz")
+    import_labels(fresh, tmp_path / "m")
+    train_round(fresh, TINY, "cpu")
+    score_round(fresh, "cpu", fuse=True)
+    with RefineStore(fresh) as store:
+        sources = store.label_sources()
+    assert sources[rows[0]["case_id"]][0] == "manual"
+    refined = [c for c, (source, _) in sources.items() if source == "model-refined"]
+    assert refined  # two barely trained folds agree on plenty that the pseudo labels do not
+    for case_id in refined:
+        row = next(r for r in rows if r["case_id"] == case_id)
+        assert set(np.unique(load_labels(sources[case_id][1], load_ct(row["input_path"])))) <= set(schema.LABEL_NAMES)
+
+
+def test_simulation_runs_tiny_and_resumes(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_TOML)
+    command = [sys.executable, "-m", "thagpu.cli", "refine", "simulate", "--out", str(tmp_path / "sim"),
+               "--cases", "5", "--rounds", "2", "--budget", "1", "--size", "tiny", "--config", str(config),
+               "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "sim" / "simulation.json").read_text())
+    curves = summary["strategies"]
+    assert set(curves) == {"disagreement", "random"} and all(len(v) == 3 for v in curves.values())
+    assert curves["disagreement"][0] == curves["random"][0] < 0.9  # the pseudo labels do contain errors
+    for values in curves.values():  # the oracle's truth never lowers a case's Dice
+        assert all(0.0 <= a <= b <= 1.0 for a, b in zip(values, values[1:]))
+    detail = summary["rounds_detail"]["disagreement"]
+    assert [len(r["chosen"]) for r in detail] == [0, 1, 1] and detail[1]["chosen"] != detail[2]["chosen"]
+    assert (tmp_path / "sim" / "simulation.png").stat().st_size > 5000
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and json.loads((tmp_path / "sim" / "simulation.json").read_text())["strategies"] == curves
+
+
+def test_refine_cli_errors_are_one_line(fresh, tmp_path):
+    for args in (["refine", "score", str(fresh)], ["refine", "queue", str(fresh), "--budget", "1", "--out", str(tmp_path / "q")],
+                 ["refine", "train", str(tmp_path / "nowhere")]):
+        result = subprocess.run([sys.executable, "-m", "thagpu.cli", *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
