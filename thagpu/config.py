@@ -152,7 +152,8 @@ class AFSConfig:
 class AARConfig:
     """Active-learning annotation refinement: networks on the hip region; see docs/aar.md."""
 
-    #: Network: "dynunet", "segresnet" or "unet" (MONAI).
+    #: Network: "dynunet", "segresnet" or "unet" (MONAI); the model benchmark also trains
+    #: "attention_unet", "unetr" and "swinunetr" through this section.
     model: str = "dynunet"
     #: Channels of the first level (doubled at each level down).
     width: int = 16
@@ -183,8 +184,9 @@ class AARConfig:
     volume_ml: float = 20.0
 
     def __post_init__(self):
-        if self.model not in ("dynunet", "segresnet", "unet"):
-            raise ValueError(f"aar.model must be dynunet, segresnet or unet, not {self.model!r}")
+        known = ("dynunet", "segresnet", "unet", "attention_unet", "unetr", "swinunetr")
+        if self.model not in known:
+            raise ValueError(f"aar.model must be one of {', '.join(known)}, not {self.model!r}")
         if self.folds < 2:
             raise ValueError("aar.folds must be at least 2 (out-of-fold prediction)")
         if self.patch_size < 16 or self.patch_size % 16:

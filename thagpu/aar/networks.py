@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["NETWORKS", "make_network", "N_CLASSES"]
+__all__ = ["NETWORKS", "BENCHMARK_NETWORKS", "make_network", "N_CLASSES"]
 
 #: Output classes: the label schema's values 0-5.
 N_CLASSES = 6
+#: Networks AAR trains.
 NETWORKS = ("dynunet", "segresnet", "unet")
+#: Networks the model benchmark compares (convolutional, attention-gated, transformer-based).
+BENCHMARK_NETWORKS = ("unet", "attention_unet", "segresnet", "dynunet", "unetr", "swinunetr")
 
 
 def make_network(name: str, width: int = 16, patch_size: int = 64):
@@ -14,13 +17,16 @@ def make_network(name: str, width: int = 16, patch_size: int = 64):
 
     Parameters
     ----------
-    name : {"dynunet", "segresnet", "unet"}
+    name : one of :data:`BENCHMARK_NETWORKS`
+        ``unetr`` and ``swinunetr`` are sized from ``width`` too (hidden size 8 x width rounded to
+        heads of 8 channels for UNETR; feature size a multiple of 12 for SwinUNETR), and need
+        ``patch_size`` divisible by 16 and 32 respectively.
     width : int
         Channels of the first level, doubled at each level down (capped at 16 x width).
     patch_size : int
         The cubic patch it will see; the number of levels follows from it (down to 4-8 voxels).
     """
-    from monai.networks.nets import DynUNet, SegResNet, UNet
+    from monai.networks.nets import UNETR, AttentionUnet, DynUNet, SegResNet, SwinUNETR, UNet
 
     levels = max(2, min(5, (patch_size // 4).bit_length() - 1))  # 16 -> 2, 32 -> 3, 64 -> 4, 128 -> 5
     filters = [min(width * 2 ** i, width * 16) for i in range(levels + 1)]
@@ -36,4 +42,16 @@ def make_network(name: str, width: int = 16, patch_size: int = 64):
     if name == "unet":
         return UNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, channels=tuple(filters),
                     strides=tuple([2] * levels), num_res_units=1)
-    raise ValueError(f"unknown network {name!r}; choose from {', '.join(NETWORKS)}")
+    if name == "attention_unet":
+        return AttentionUnet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, channels=tuple(filters),
+                             strides=tuple([2] * levels))
+    if name == "unetr":
+        heads = max(2, width // 4)
+        return UNETR(in_channels=1, out_channels=N_CLASSES, img_size=patch_size, feature_size=width,
+                     hidden_size=heads * 32, mlp_dim=heads * 64, num_heads=heads, spatial_dims=3)
+    if name == "swinunetr":
+        if patch_size % 32 or patch_size < 64:
+            raise ValueError("swinunetr needs a patch size of at least 64, divisible by 32")
+        return SwinUNETR(in_channels=1, out_channels=N_CLASSES, feature_size=max(12, 12 * round(width / 12)),
+                         spatial_dims=3, use_v2=True)
+    raise ValueError(f"unknown network {name!r}; choose from {', '.join(BENCHMARK_NETWORKS)}")

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from ..config import AARConfig
 
-__all__ = ["HipROI", "hip_roi", "to_roi", "from_roi", "normalise_hu"]
+__all__ = ["HipROI", "hip_roi", "whole_roi", "to_roi", "from_roi", "normalise_hu"]
 
 #: HU window mapped to [0, 1] for the networks (air to dense cortex).
 HU_WINDOW = (-1000.0, 2000.0)
@@ -48,6 +48,15 @@ def hip_roi(labels: np.ndarray, spacing, config: AARConfig) -> HipROI:
     start = centre - (shape - 1) / 2.0 * step
     return HipROI(start=tuple(float(v) for v in start), step=tuple(float(v) for v in step),
                   shape=tuple(int(v) for v in shape), spacing_mm=float(config.spacing_mm))
+
+
+def whole_roi(shape, spacing, spacing_mm: float) -> HipROI:
+    """A box covering a whole canonical volume of ``shape`` and voxel ``spacing`` at ``spacing_mm``."""
+    spacing = np.asarray(spacing, dtype=float)
+    extent = (np.asarray(shape) - 1) * spacing
+    roi_shape = np.floor(extent / spacing_mm).astype(int) + 1
+    return HipROI(start=(0.0, 0.0, 0.0), step=tuple(float(v) for v in spacing_mm / spacing),
+                  shape=tuple(int(v) for v in roi_shape), spacing_mm=float(spacing_mm))
 
 
 def to_roi(array: np.ndarray, roi: HipROI, *, order: int, cval: float) -> np.ndarray:

@@ -24,7 +24,7 @@ from ..io import load_ct, load_labels
 from .networks import make_network
 from .roi import HipROI, hip_roi, normalise_hu, to_roi
 
-__all__ = ["Sample", "load_sample", "train_fold", "load_model", "predict", "checkpoint_path"]
+__all__ = ["Sample", "sample_from_files", "load_sample", "train_fold", "load_model", "predict", "checkpoint_path"]
 
 
 @dataclass
@@ -38,14 +38,19 @@ class Sample:
     label_source: str
 
 
-def load_sample(row: dict, label_source: str, label_path: Path, config: AARConfig):
-    """(Sample, Volume, canonical current label) of a ledger row."""
-    volume = load_ct(row["input_path"])
+def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, label_source: str = ""):
+    """(Sample, Volume, canonical label) of a CT and its label map: the hip region on the fixed grid."""
+    volume = load_ct(image_path)
     labels = load_labels(label_path, volume, allowed=schema.LABEL_NAMES)
     roi = hip_roi(labels, volume.spacing, config)
     image = normalise_hu(to_roi(volume.array, roi, order=1, cval=-1000.0))
     label = to_roi(labels, roi, order=0, cval=0).astype(np.uint8)
-    return Sample(row["case_id"], image, label, roi, label_source), volume, labels
+    return Sample(case_id, image, label, roi, label_source), volume, labels
+
+
+def load_sample(row: dict, label_source: str, label_path: Path, config: AARConfig):
+    """(Sample, Volume, canonical current label) of a ledger row."""
+    return sample_from_files(row["case_id"], row["input_path"], label_path, config, label_source)
 
 
 def checkpoint_path(dataset_dir, round_: int, fold: int) -> Path:
