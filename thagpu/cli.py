@@ -384,6 +384,35 @@ def refine_simulate(
     out.print(f"winner: {summary['winner']}; results in {out_dir / 'simulation.json'} and simulation.png")
 
 
+benchmark_app = typer.Typer(no_args_is_help=True, help="Benchmarks of segmentation networks on a dataset export.")
+app.add_typer(benchmark_app, name="benchmark")
+
+
+@benchmark_app.command("models")
+def benchmark_models_command(
+    export_dir: Path = typer.Argument(..., help="A folder written by 'thagpu dataset export' (with a test split)."),
+    models: str = typer.Option("unet,attention_unet,segresnet,dynunet,unetr,swinunetr", "--models",
+                               help="Comma-separated: unet, attention_unet, segresnet, dynunet, unetr, swinunetr."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the size's)."),
+    size: str = typer.Option("small", "--size", help="tiny | small | full: spacing, patch, width, epochs."),
+    out_dir: Path = typer.Option(..., "--out", help="Results: results.json, results.md, results.png."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    seed: int = typer.Option(0, "--seed", help="The seed every network shares."),
+):
+    """Train each network on the training split, score it on the test split (Dice, HD95, ASSD)."""
+    from .device import resolve_device
+    from .model_benchmark import SIZES, benchmark_models
+    _choice(size, tuple(SIZES), "--size")
+    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    progress, report = _stage_progress()
+    with progress:
+        results = benchmark_models(export_dir, out_dir, names, size=size, epochs=epochs,
+                                   device=resolve_device(device), seed=seed, progress=report)
+    out.print((out_dir / "results.md").read_text())
+    out.print(f"{len(results)} network(s); results in {out_dir}")
+
+
 def main(argv=None) -> None:
     """Entry point of the ``thagpu`` script."""
     try:

@@ -1,0 +1,73 @@
+"""Model benchmark: four networks, tiny, on the CPU; results, resume, refusals; the benchmark summary."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from thagpu.dataset import build_dataset, export_dataset
+from thagpu.errors import InputError
+from thagpu.model_benchmark import RESULT_KEYS, benchmark_models, read_split
+from thagpu.phantom import make_phantom, write_phantom
+
+MODELS = ["unet", "attention_unet", "segresnet", "dynunet"]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    for i in range(4):
+        write_phantom(make_phantom(7600 + i, size="tiny", preset="hard"), root / "in")
+    build_dataset(root / "in", root / "ds", workers=2, device="cpu")
+    export_dataset(root / "ds", root / "export", fmt="msd", split=0.5, seed=0)
+    return root / "export"
+
+
+def test_read_split_lists_existing_files(export):
+    training, test = read_split(export)
+    assert len(training) == 2 and len(test) == 2
+    assert all(item["image"].is_file() and item["label"].is_file() for item in training + test)
+
+
+def test_four_networks_train_evaluate_and_resume(export, tmp_path):
+    progress = []
+    results = benchmark_models(export, tmp_path / "bench", MODELS, size="tiny", epochs=1, device="cpu",
+                               progress=lambda what, i, n: progress.append(i))
+    assert [r["model"] for r in results] == MODELS and progress == [1, 2, 3, 4]
+    summary = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert [list(r) for r in summary] == [list(RESULT_KEYS)] * 4
+    for result in summary:
+        assert set(result["dice"]) >= {"femoral_head_left", "acetabulum_right", "other_bone", "mean_hips"}
+        assert all(v is None or 0.0 <= v <= 1.0 for v in result["dice"].values())
+        assert all(v is None or (v >= 0 and not math.isnan(v)) for v in result["hd95"].values())
+        assert result["train_s"] > 0 and result["infer_s_per_case"] > 0 and result["peak_mem_mb"] > 100
+    # Each network trains from the same seed on the same samples: the same settings are recorded.
+    settings = [r["settings"] for r in results]
+    assert all({k: v for k, v in s.items() if k != "model"} == {k: v for k, v in settings[0].items() if k != "model"}
+               for s in settings)
+    table = (tmp_path / "bench" / "results.md").read_text()
+    assert all(f"| {m} |" in table for m in MODELS)
+    assert (tmp_path / "bench" / "results.png").stat().st_size > 5000
+    # Resume: nothing is trained again.
+    stamps = {m: (tmp_path / "bench" / m / "result.json").stat().st_mtime_ns for m in MODELS}
+    benchmark_models(export, tmp_path / "bench", MODELS, size="tiny", epochs=1, device="cpu")
+    assert stamps == {m: (tmp_path / "bench" / m / "result.json").stat().st_mtime_ns for m in MODELS}
+
+
+def test_bad_requests_are_refused_before_training(export, tmp_path):
+    with pytest.raises(InputError, match="unknown network"):
+        benchmark_models(export, tmp_path / "b", ["unet", "vnet9"], size="tiny")
+    with pytest.raises(InputError, match="patch of at least 64"):
+        benchmark_models(export, tmp_path / "b", ["swinunetr"], size="tiny")
+    with pytest.raises(InputError, match="training and test"):
+        benchmark_models(tmp_path, tmp_path / "b", ["unet"], size="tiny")
+    assert not (tmp_path / "b").exists()
+
+
+def test_benchmark_summary_reads_the_result_files():
+    from benchmarks.run_all import summarise
+    summary, markdown = summarise("cpu")
+    assert "| BE |" in markdown and "| AFS |" in markdown
+    assert summary["bone"]["speedup_vs_fullgrid"] > 1 and "hard" in summary["accuracy"]
