@@ -1,14 +1,18 @@
 """Bone extraction benchmark: accuracy on phantoms, speed and memory against the full-grid cut.
 
-Run: ``.venv/bin/python -m benchmarks.bench_bone [--quick] [--device cpu|gpu]``; writes
+Run: ``.venv/bin/python -m benchmarks.bench_bone [--quick] [--device cpu|gpu] [--speed-only]``; writes
 ``benchmarks/results/bench_bone.json`` and ``.md``. Every measurement runs in its own process.
+``--speed-only`` re-measures the side-by-side speed rows and the 512 x 512 x 300 rows (on a quiet
+machine) and replaces them in the existing results.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks.common import machine, markdown_table, run_isolated, write_results
+import json
+
+from benchmarks.common import RESULTS, machine, markdown_table, run_isolated, write_results
 
 SPEED_SPACING = f"{380 / 300},{320 / 200},{230 / 160}"  # a 300 x 200 x 160 volume
 
@@ -17,19 +21,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer phantoms, no 512^2 x 300 run")
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--speed-only", action="store_true", help="re-measure only the speed and 512^2 x 300 rows")
     args = parser.parse_args(argv)
+    if args.speed_only:
+        previous = json.loads((RESULTS / "bench_bone.json").read_text())["rows"]
+        speed = _speed_rows(args.device) + _size_rows(args.device)
+        kept = [r for r in previous if not r["experiment"].startswith(("speed", "size"))]
+        _write(speed[:3] + kept + speed[3:])
+        return
     seeds = [2001, 2002] if args.quick else [2001, 2002, 2003]
-    rows = []
     # 1. Side by side on 300 x 200 x 160: the plain full-grid cut, ours exact, ours banded.
-    for method in ("fullgrid", "ours", "banded"):
-        row = run_isolated("benchmarks.bone_worker", method, "2000", "hard", SPEED_SPACING, args.device
-                           if method != "fullgrid" else "cpu")
-        row["experiment"] = "speed 300x200x160"
-        rows.append(row)
-    full = rows[0]
-    for row in rows[1:]:
-        row["speedup_vs_fullgrid"] = round(full["time_s"] / row["time_s"], 2)
-        row["energy_gap_rel"] = (row["cut_energy"] - full["cut_energy"]) / full["cut_energy"]
+    rows = _speed_rows(args.device)
     # 2. Accuracy: hard phantoms at 1 mm; osteoporotic at 0.8 x 0.8 x 3 mm.
     for seed in seeds:
         row = run_isolated("benchmarks.bone_worker", "ours", str(seed), "hard", "1.0,1.0,1.0", args.device)
@@ -50,10 +52,34 @@ def main(argv=None):
         rows.append(row)
     # 4. A 512 x 512 x 300 phantom: time per stage, exact and banded.
     if not args.quick:
-        for method in ("ours", "banded"):
-            row = run_isolated("benchmarks.bone_worker", method, "2100", "hard", "full", args.device)
-            row["experiment"] = "size 512x512x300"
-            rows.append(row)
+        rows += _size_rows(args.device)
+    _write(rows)
+
+
+def _speed_rows(device: str) -> list:
+    rows = []
+    for method in ("fullgrid", "ours", "banded"):
+        row = run_isolated("benchmarks.bone_worker", method, "2000", "hard", SPEED_SPACING,
+                           device if method != "fullgrid" else "cpu")
+        row["experiment"] = "speed 300x200x160"
+        rows.append(row)
+    full = rows[0]
+    for row in rows[1:]:
+        row["speedup_vs_fullgrid"] = round(full["time_s"] / row["time_s"], 2)
+        row["energy_gap_rel"] = (row["cut_energy"] - full["cut_energy"]) / full["cut_energy"]
+    return rows
+
+
+def _size_rows(device: str) -> list:
+    rows = []
+    for method in ("ours", "banded"):
+        row = run_isolated("benchmarks.bone_worker", method, "2100", "hard", "full", device)
+        row["experiment"] = "size 512x512x300"
+        rows.append(row)
+    return rows
+
+
+def _write(rows: list) -> None:
     columns = ["experiment", "method", "device", "seed", "shape", "time_s", "peak_rss_mb", "dice", "head_solid",
                "joint_space_mm", "gap_open", "joint_open", "graph_nodes", "speedup_vs_fullgrid", "energy_gap_rel", "stages_s"]
     table = "## Bone extraction\n\n" + markdown_table(rows, columns)

@@ -1,0 +1,81 @@
+"""BE + AFS on one 512 x 512 x 300 phantom: GPU time without file I/O, and CPU/GPU agreement.
+
+Run (on a GPU machine): ``python3 -m benchmarks.gpu_pipeline [--out DIR] [--repeats 3]``; prints one
+JSON line last and writes ``gpu_pipeline.json`` to ``--out`` (default ``benchmarks/results/gpu``).
+
+* ``gpu_s``: median over ``--repeats`` warm runs of ``segment_volume`` (bone extraction + hip
+  segmentation) on a volume already on the GPU, the labels back on the host; per-stage medians too.
+  Target: <= 1.5 s.
+* Parity with the CPU run of the same volume: voxels whose label differs (target: identical, or
+  within the tolerance documented in docs/architecture.md), and per side the head centre and
+  radius differences and both statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None):
+    from thagpu.config import Config
+    from thagpu.device import resolve_device, to_device
+    from thagpu.phantom import make_phantom
+    from thagpu.pipeline import segment_volume
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gpu")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=5400)
+    args = parser.parse_args(argv)
+    resolve_device("gpu")
+    import cupy
+
+    config = Config()
+    start = time.perf_counter()
+    case = make_phantom(args.seed, size="full", preset="hard")
+    volume = case.to_volume()
+    make_s = time.perf_counter() - start
+    on_gpu = volume.with_array(to_device(volume.array, "gpu"))
+    runs = []
+    for repeat in range(args.repeats + 1):  # the first run compiles the kernels
+        timings: dict = {}
+        cupy.cuda.Device().synchronize()
+        start = time.perf_counter()
+        gpu_labels, gpu_results = segment_volume(on_gpu, config, "gpu", timings)
+        total = time.perf_counter() - start
+        if repeat:
+            runs.append({"total_s": total, **timings})
+    start = time.perf_counter()
+    cpu_labels, cpu_results = segment_volume(volume, config, "cpu", {})
+    cpu_s = time.perf_counter() - start
+    sides = {}
+    for side in ("left", "right"):
+        g, c = gpu_results["sides"][side], cpu_results["sides"][side]
+        entry = {"status_gpu": g["status"], "status_cpu": c["status"]}
+        if g.get("head_center_mm") and c.get("head_center_mm"):
+            entry["centre_diff_mm"] = float(np.linalg.norm(np.subtract(g["head_center_mm"], c["head_center_mm"])))
+            entry["radius_diff_mm"] = abs(g["head_radius_mm"] - c["head_radius_mm"])
+        sides[side] = entry
+    differing = int(np.count_nonzero(gpu_labels != cpu_labels))
+    result = {
+        "shape": list(volume.shape), "phantom_s": round(make_s, 2), "repeats": args.repeats,
+        "gpu_s": round(statistics.median(r["total_s"] for r in runs), 3),
+        "gpu_stage_s": {k: round(statistics.median(r[k] for r in runs), 3) for k in ("bone", "afs")},
+        "cpu_s": round(cpu_s, 2), "labels_differing_voxels": differing,
+        "labels_differing_fraction": differing / gpu_labels.size,
+        "hip_voxels": int(np.count_nonzero((cpu_labels >= 1) & (cpu_labels <= 4))),
+        "sides": sides, "target_gpu_s": 1.5, "target_met": statistics.median(r["total_s"] for r in runs) <= 1.5,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "gpu_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
