@@ -26,7 +26,7 @@ from thagpu.dataset.engine import LEDGER_NAME, _plan
 from thagpu.dataset.export import mapping_path
 from thagpu.dataset.inputs import content_hash, unique_case_ids
 from thagpu.dataset.report import severity_key
-from thagpu.errors import InputError
+from thagpu.errors import InputError, OutputError
 from thagpu.geometry import Geometry
 from thagpu.io import load_ct, load_labels, write_image
 from thagpu.phantom import make_phantom, write_phantom
@@ -71,6 +71,27 @@ def test_discovery_finds_images_and_dicom_series_not_label_maps(tmp_path, tiny_c
 def _empty(tmp_path: Path) -> Path:
     folder = tmp_path / "empty"
     folder.mkdir()
+    return folder
+
+
+def test_scheduler_and_tls_mistakes_are_one_line_errors(tmp_path):
+    from thagpu.dataset.engine import TLSFiles, _start_client
+    with pytest.raises(InputError, match="--tls-ca-file"):
+        TLSFiles().security()
+    with pytest.raises(InputError, match="not a readable file"):
+        TLSFiles(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "k.pem").security()
+    with pytest.raises(InputError, match="use tls://"):
+        _start_client("tcp://127.0.0.1:1", None, TLSFiles(ca_file=tmp_path / "ca.pem"))
+    with pytest.raises(InputError, match="must be local, cuda"):
+        _start_client("127.0.0.1:8786", None, None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot be used as a dataset folder"):
+        build_dataset(_empty_with_input(tmp_path), tmp_path / "file" / "ds")
+
+
+def _empty_with_input(tmp_path):
+    folder = tmp_path / "one"
+    _write_ct(make_phantom(7299, size="tiny", preset="hard"), folder / "a.nii.gz")
     return folder
 
 
@@ -326,14 +347,16 @@ def test_cluster_build_survives_a_killed_worker_and_resume_does_nothing(tmp_path
         assert sqlite3.connect(dataset / LEDGER_NAME).execute(
             "SELECT case_id, finished_at FROM cases ORDER BY case_id").fetchall() == finished
     finally:
-        for process in processes:
+        # Workers first (a worker whose scheduler is gone keeps trying to reach it), and every process
+        # reaped, killed if it does not stop.
+        for process in reversed(processes):
             if process.poll() is None:
                 process.terminate()
-        for process in processes:
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
 
 # -- export --------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from typing import Callable, Optional
 
 from .._version import __version__
 from ..config import Config, config_hash
-from ..errors import DeviceError, InputError
+from ..errors import DeviceError, InputError, OutputError, ThagpuError
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger
 from .report import write_report
@@ -64,8 +64,10 @@ class TLSFiles:
     def security(self):
         from distributed.security import Security
         for name, path in (("--tls-ca-file", self.ca_file), ("--tls-cert", self.cert), ("--tls-key", self.key)):
-            if path is None or not Path(path).is_file():
-                raise InputError(path or name, f"{name} is needed for a tls:// scheduler and must be a readable file")
+            if path is None:
+                raise InputError(name, "is needed for a tls:// scheduler")
+            if not Path(path).is_file():
+                raise InputError(path, f"({name}) is not a readable file")
         return Security(tls_ca_file=str(self.ca_file), tls_client_cert=str(self.cert),
                         tls_client_key=str(self.key), require_encryption=True)
 
@@ -91,8 +93,11 @@ class BuildSummary:
 @contextlib.contextmanager
 def _exclusive(dataset_dir: Path):
     """One client per dataset folder: the ledger has exactly one writer."""
-    dataset_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(dataset_dir / ".build.lock", "w")
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(dataset_dir / ".build.lock", "w")
+    except OSError as error:
+        raise OutputError(dataset_dir, f"cannot be used as a dataset folder ({error.strerror or error})") from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,10 +122,17 @@ def _plan(ledger: Ledger, inputs, resume: bool) -> list:
         elif row["status"] in ("done", "skipped"):
             if row["input_signature"] == item.signature:
                 continue
+            if item.signature == "missing":
+                # An unmounted share must not turn finished cases into failures: keep them.
+                log.warning("%s: input missing; its finished case %s is kept", item.path, row["case_id"])
+                continue
             # Touched or rewritten: only a different content counts as a change.
-            current = content_hash(item.path) if item.signature != "missing" else None
-            if current is not None and current == row["input_hash"]:
-                ledger.set_input(row["case_id"], item.signature, current)
+            try:
+                current = content_hash(item.path)
+            except OSError as error:
+                raise InputError(item.path, f"cannot be read ({error.strerror or error})") from None
+            ledger.set_input(row["case_id"], item.signature, current if current == row["input_hash"] else None)
+            if current == row["input_hash"]:
                 continue
             ledger.mark_pending([row["case_id"]], "input changed since it was processed")
             todo.append(row["case_id"])
@@ -162,6 +174,10 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
         return Client(cluster), cluster
     if not scheduler.startswith(("tcp://", "tls://")):
         raise InputError(scheduler, "--scheduler must be local, cuda, or a tcp:// or tls:// address")
+    if workers:
+        log.warning("--workers is ignored with a scheduler address: the cluster has its own workers")
+    if scheduler.startswith("tcp://") and tls is not None and any((tls.ca_file, tls.cert, tls.key)):
+        raise InputError(scheduler, "--tls-* files were given for a tcp:// address; use tls://")
     security = (tls or TLSFiles()).security() if scheduler.startswith("tls://") else None
     try:
         client = Client(scheduler, security=security, timeout="20s")
@@ -266,6 +282,8 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
 def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
          timings) -> None:
     """Submit the cases with a bounded window and record each result as it arrives."""
+    from concurrent.futures import CancelledError
+
     from distributed import KilledWorker, as_completed
 
     rows = {row["case_id"]: row for row in ledger.rows()}
@@ -281,27 +299,33 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
         completed = as_completed()
 
         def submit_next():
-            case_id = queue.pop(0)
-            ledger.mark_running(case_id)
+            case_id = queue[0]
             future = client.submit(process_case, case_id, rows[case_id]["input_path"], str(dataset_dir),
                                    config, device, key=f"thagpu-case-{case_id}-{uuid.uuid4().hex[:8]}",
                                    pure=False, retries=0)
+            # Tracked before the ledger says "running", so an interrupt in between still resets it.
             in_flight[future] = case_id
+            queue.pop(0)
+            ledger.mark_running(case_id)
             completed.add(future)
 
         while queue and len(in_flight) < window:
             submit_next()
         finished = 0
         for future in completed:
-            case_id = in_flight.pop(future)
+            case_id = in_flight[future]
             try:
                 result = future.result()
             except KilledWorker:
                 result = {"status": "failed", "error": "the workers running this case died "
                                                        "(retried the allowed number of times)"}
+            except CancelledError:
+                raise ThagpuError(f"lost the scheduler while {len(in_flight)} case(s) ran; they are pending "
+                                  "again: run the build with --resume") from None
             except Exception as error:  # e.g. the task could not be unpickled on the worker
                 result = {"status": "failed", "error": f"task error: {_one_line(error)}"}
             ledger.record(case_id, result)
+            del in_flight[future]  # only once recorded: an interrupt before leaves it to be reset
             finished += 1
             finished_now[result["status"]] = finished_now.get(result["status"], 0) + 1
             if progress:
@@ -313,7 +337,7 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
         # Ctrl-C, or the client lost its scheduler: nothing in flight is left "running".
         for future in list(in_flight):
             future.cancel()
-        ledger.mark_pending(list(in_flight.values()), "interrupted before this case finished")
+        ledger.reset_running(list(in_flight.values()), "interrupted before this case finished")
         raise
     finally:
         with contextlib.suppress(Exception):

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,12 +95,6 @@ def content_hash(path) -> str:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def content_hashes(paths, max_workers: int = 4) -> list:
-    """:func:`content_hash` of many inputs, read in parallel (hashlib releases the GIL)."""
-    with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        return list(pool.map(content_hash, paths))
 
 
 def _search_folder(root: Path) -> list:

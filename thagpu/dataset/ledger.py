@@ -19,6 +19,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["STATUSES", "STAGES", "Ledger"]
 
 #: Every status a case can have.
@@ -64,12 +66,15 @@ class Ledger:
     def __init__(self, path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: autocommit, with explicit transactions in _transaction.
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            # isolation_level=None: autocommit, with explicit transactions in _transaction.
+            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise InputError(self.path, f"is not a usable ledger ({error})") from None
 
     def close(self) -> None:
         self._db.close()
@@ -85,10 +90,11 @@ class Ledger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # also when COMMIT itself failed (e.g. the disk is full)
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     # -- meta --------------------------------------------------------------
     def get_meta(self, key: str):
@@ -119,6 +125,18 @@ class Ledger:
             counts[row["status"]] = row["n"]
         return counts
 
+    def label_sources(self) -> dict:
+        """case_id -> (source, path) of the cases whose label is not the pipeline's pseudo label.
+
+        ``manual`` or ``model-refined`` labels recorded by the AAR rounds (:mod:`thagpu.aar.store`);
+        paths are absolute. Empty for a dataset that was never refined.
+        """
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'refine_labels'").fetchone()
+        if exists is None:
+            return {}
+        return {row["case_id"]: (row["source"], self.path.parent / row["path"])
+                for row in self._db.execute("SELECT case_id, source, path FROM refine_labels")}
+
     @staticmethod
     def _decode(row) -> dict:
         item = dict(row)
@@ -137,6 +155,12 @@ class Ledger:
         """Back to ``pending`` (to be processed again), keeping why in ``error``."""
         with self._transaction() as db:
             db.executemany("UPDATE cases SET status = 'pending', error = ? WHERE case_id = ?",
+                           [(reason, case_id) for case_id in case_ids])
+
+    def reset_running(self, case_ids, reason: str) -> None:
+        """Cases still ``running`` go back to ``pending`` (an interrupted build); others are left as they are."""
+        with self._transaction() as db:
+            db.executemany("UPDATE cases SET status = 'pending', error = ? WHERE case_id = ? AND status = 'running'",
                            [(reason, case_id) for case_id in case_ids])
 
     def set_input(self, case_id: str, signature: str, input_hash: str) -> None:

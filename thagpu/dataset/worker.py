@@ -27,7 +27,7 @@ from ..config import Config, config_hash
 from ..errors import ThagpuError
 from .inputs import content_hash
 
-__all__ = ["process_case", "side_summary", "STAGING", "CASES"]
+__all__ = ["process_case", "side_summary", "STAGING", "CASES", "LABELLED_SIDE_STATUSES"]
 
 #: Sub-folders of a dataset folder.
 STAGING = ".staging"
@@ -129,8 +129,9 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         result.update(status="failed", error=str(error))
     except MemoryError:
         result.update(status="failed", error="out of memory while processing this case")
-    except FileNotFoundError as error:
-        result.update(status="failed", error=f"{input_path}: {error.strerror or 'not found'}")
+    except OSError as error:  # unreadable input, full disk, permissions
+        where = error.filename or input_path
+        result.update(status="failed", error=f"{where}: {error.strerror or type(error).__name__}")
     except Exception as error:  # a bug: record it, the other cases go on
         first = str(error).splitlines()[0] if str(error) else ""
         result.update(status="failed", error=f"internal error: {type(error).__name__}: {first}")
