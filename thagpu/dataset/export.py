@@ -19,6 +19,9 @@ Layouts (``EXPORT`` is the folder given; for nnU-Net name it like
   ``imagesTs``/``labelsTs``, and ``dataset.json`` in the Medical Segmentation
   Decathlon form, which MONAI's ``load_decathlon_datalist`` reads.
 
+Each case's label is its current one: a ``manual`` or ``model-refined`` label recorded by the AAR
+rounds (:mod:`thagpu.aar`) when it has one, else the pipeline's pseudo label; the mapping says which.
+
 Manual test labels (``--test-labels FOLDER``, files named ``<case_id>.nii.gz``
 or ``<case_id>/labels.nii.gz`` by the case ids of ``dataset status``) are
 checked against their CT and replace the pseudo labels; the cases that have
@@ -46,6 +49,7 @@ from ..io import load_ct, load_labels, write_image
 from .engine import LEDGER_NAME
 from .inputs import content_hash
 from .ledger import Ledger
+from .worker import LABELLED_SIDE_STATUSES
 
 __all__ = ["FORMATS", "ExportSummary", "export_dataset", "mapping_path", "has_hip_labels"]
 
@@ -115,14 +119,12 @@ def _names(fmt: str, export_id: str) -> tuple:
     return image, f"{export_id}.nii.gz"
 
 
-def _write_case(row: dict, dataset_dir: Path, staged: Path, fmt: str, export_id: str, part: str,
-                manual_label) -> None:
+def _write_case(row: dict, staged: Path, fmt: str, export_id: str, part: str, label_file: Path) -> None:
     """Re-write one case's CT and labels from arrays and geometry into ``staged``."""
     volume = load_ct(row["input_path"])
     if row.get("input_hash") and content_hash(row["input_path"]) != row["input_hash"]:
         raise InputError(row["input_path"], f"changed since case {row['case_id']} was built; "
                                             "run 'thagpu dataset build --resume' first")
-    label_file = manual_label or dataset_dir / row["outputs"]["labels"]
     labels = load_labels(label_file, volume, allowed=schema.LABEL_NAMES)
     image_name, label_name = _names(fmt, export_id)
     suffix = "Tr" if part == "train" else "Ts"
@@ -134,7 +136,7 @@ def _write_case(row: dict, dataset_dir: Path, staged: Path, fmt: str, export_id:
 def has_hip_labels(row: dict, dataset_dir: Path) -> bool:
     """True when a ledger row's case has a hip side with labels and its label file exists."""
     sides = row.get("sides") or {}
-    if not any(s.get("status") in ("ok", "truncated", "low_confidence") for s in sides.values()):
+    if not any(s.get("status") in LABELLED_SIDE_STATUSES for s in sides.values()):
         return False
     return bool(row.get("outputs")) and (dataset_dir / row["outputs"]["labels"]).is_file()
 
@@ -204,6 +206,7 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
     with Ledger(dataset_dir / LEDGER_NAME) as ledger:
         rows = {row["case_id"]: row for row in ledger.rows()}
         config = ledger.get_meta("config_hash")
+        refined = ledger.label_sources()
     skipped = {case_id: f"status {row['status']}" for case_id, row in rows.items() if row["status"] != "done"}
     usable = []
     for case_id, row in rows.items():
@@ -221,6 +224,15 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
         raise InputError(test_labels, f"label file(s) for case(s) not exportable here: {', '.join(unknown[:5])}")
     train, test = _split(sorted(usable), set(manual), split, seed)
     export_ids = {case_id: f"hip_{i + 1:04d}" for i, case_id in enumerate(train + test)}
+    # Each case's label: --test-labels, else a manual or model-refined label from AAR, else the pseudo label.
+    sources = {}
+    for case_id in usable:
+        if case_id in manual:
+            sources[case_id] = ("manual (--test-labels)", manual[case_id])
+        elif case_id in refined:
+            sources[case_id] = refined[case_id]
+        else:
+            sources[case_id] = ("pseudo", dataset_dir / rows[case_id]["outputs"]["labels"])
 
     staged = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
     staged.mkdir(parents=True)
@@ -229,32 +241,39 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
         for part, cases in (("train", train), ("test", test)):
             for case_id in cases:
                 export_id = export_ids[case_id]
-                _write_case(rows[case_id], dataset_dir, staged, fmt, export_id, part, manual.get(case_id))
+                _write_case(rows[case_id], staged, fmt, export_id, part, sources[case_id][1])
                 image_name, label_name = _names(fmt, export_id)
                 suffix = "Tr" if part == "train" else "Ts"
                 entries[part].append({"image": f"./images{suffix}/{image_name}", "label": f"./labels{suffix}/{label_name}"})
         meta = {"version": __version__, "config_hash": config, "label_schema": schema.SCHEMA_VERSION,
                 "split": split, "seed": seed, "numTest": len(test),
-                "test_labels": "manual" if manual else "pseudo (thagpu BE + AFS)",
-                "numManualTest": len(manual)}
+                "test_labels": "manual" if manual else "current labels (manual, model-refined or pseudo)",
+                "numManualTest": len(manual),
+                "label_sources": {source: sum(1 for s, _ in sources.values() if s == source)
+                                  for source in sorted({s for s, _ in sources.values()})}}
         document = _dataset_json(fmt, entries["train"], entries["test"], meta)
         atomic_write_text(staged / "dataset.json", json.dumps(document, indent=2) + "\n")
         if fmt == "nnunet":
             datalist = {"training": entries["train"], "test": entries["test"],
                         "labels": {str(v): n for v, n in schema.LABEL_NAMES.items()}}
             atomic_write_text(staged / "datalist.json", json.dumps(datalist, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(staged, out)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["export_id", "split", "case_id", "input_path", "label_source"])
+        for case_id in train + test:
+            writer.writerow([export_ids[case_id], "train" if case_id in train else "test", case_id,
+                             rows[case_id]["input_path"], sources[case_id][0]])
+        # The mapping first: an export is never left without its way back to the cases.
+        mapping = atomic_write_text(mapping_path(out), buffer.getvalue())
+        try:
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            os.replace(staged, out)
+        except BaseException:
+            mapping.unlink(missing_ok=True)
+            raise
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         raise
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["export_id", "split", "case_id", "input_path", "label_source"])
-    for case_id in train + test:
-        writer.writerow([export_ids[case_id], "train" if case_id in train else "test", case_id,
-                         rows[case_id]["input_path"], "manual" if case_id in manual else "pseudo"])
-    mapping = atomic_write_text(mapping_path(out), buffer.getvalue())
     return ExportSummary(out=out, mapping=mapping, n_train=len(train), n_test=len(test),
                          n_manual_test=len(manual), skipped=skipped)
