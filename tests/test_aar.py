@@ -68,11 +68,28 @@ def test_uncertainty_is_zero_for_agreement_and_grows_with_disagreement():
     assert wrong["boundary_mm"] == TINY.boundary_mm
 
 
-@pytest.mark.parametrize("name", NETWORKS)
-def test_networks_give_six_class_logits(name):
+@pytest.mark.parametrize("name, width, patch", [(n, 4, 32) for n in NETWORKS] + [
+    ("attention_unet", 4, 32), ("segresnet", 12, 32), ("unetr", 8, 32), ("swinunetr", 12, 64)])
+def test_networks_give_six_class_logits(name, width, patch):
     import torch
-    model = make_network(name, width=4, patch_size=32)
-    assert tuple(model(torch.zeros(1, 1, 32, 32, 32)).shape) == (1, 6, 32, 32, 32)
+    model = make_network(name, width=width, patch_size=patch).eval()
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 1, patch, patch, patch)).shape) == (1, 6, patch, patch, patch)
+
+
+def test_merge_changes_touches_only_the_changed_voxels():
+    from thagpu.aar.roi import HipROI
+    from thagpu.aar.rounds import merge_changes
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, (20, 20, 20)).astype(np.uint8)
+    roi = HipROI(start=(2.0, 2.0, 2.0), step=(2.0, 2.0, 2.0), shape=(8, 8, 8), spacing_mm=2.0)
+    change = np.zeros(roi.shape, bool)
+    change[3, 4, 5] = True
+    prediction = np.full(roi.shape, 3, np.uint8)
+    fused = merge_changes(labels, roi, change, prediction)
+    differs = np.argwhere(fused != labels)
+    assert len(differs) <= 8 and np.all(np.abs(differs - np.array([8, 10, 12])) <= 1)
+    assert np.all(fused[tuple(differs.T)] == 3)
 
 
 def test_training_is_seeded_and_deterministic(fresh, tmp_path):
@@ -161,7 +178,13 @@ def test_queue_exports_the_most_uncertain_cases_in_their_own_geometry(fresh, tmp
     assert table[1:] == [f"{v} {n} " + " ".join(map(str, rounds_module.SLICER_COLOURS[v])) + f" {0 if v == 0 else 255}"
                          for v, n in schema.LABEL_NAMES.items()]
     assert '"acetabulum_right"' in (tmp_path / "queue" / "thagpu_labels.txt").read_text()
-    # Imported, the queued cases are manual and leave the next queue.
+    # Labels nobody corrected are not imported; corrected ones become manual and leave the next queue.
+    with pytest.raises(InputError, match="unchanged"):
+        import_labels(fresh, tmp_path / "queue")
+    for entry in entries:
+        volume = load_ct(rows[entry.case_id]["input_path"])
+        truth = load_labels(Path(rows[entry.case_id]["input_path"]).parent / "gt.nii.gz", volume)
+        write_image(volume.to_stored(truth), volume.original, tmp_path / "queue" / entry.folder / "label.nii.gz")
     assert sorted(import_labels(fresh, tmp_path / "queue")) == sorted(ranked[:2])
     later = make_queue(fresh, 4, tmp_path / "queue2", "cpu")
     assert {e.case_id for e in later} == set(ranked[2:])
@@ -240,6 +263,28 @@ def test_simulation_runs_tiny_and_resumes(tmp_path):
     assert (tmp_path / "sim" / "simulation.png").stat().st_size > 5000
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0 and json.loads((tmp_path / "sim" / "simulation.json").read_text())["strategies"] == curves
+
+
+def test_simulation_stopped_after_choosing_does_not_choose_again(tmp_path, monkeypatch):
+    import importlib
+    simulate_module = importlib.import_module("thagpu.aar.simulate")  # thagpu.aar.simulate is also the function
+    config = Config(aar=TINY)
+    real, calls = simulate_module._oracle, []
+
+    def stop_once(folder, case_ids):
+        calls.append(list(case_ids))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(folder, case_ids)
+
+    monkeypatch.setattr(simulate_module, "_oracle", stop_once)
+    with pytest.raises(KeyboardInterrupt):
+        simulate_module.simulate(tmp_path, cases=4, rounds=1, budget=1, size="tiny", config=config)
+    summary = simulate_module.simulate(tmp_path, cases=4, rounds=1, budget=1, size="tiny", config=config)
+    chosen = summary["rounds_detail"]["disagreement"][1]["chosen"]
+    assert calls[0] == calls[1] == chosen and len(chosen) == 1  # the same case, once
+    with pytest.raises(InputError, match="other settings"):
+        simulate_module.simulate(tmp_path, cases=4, rounds=1, budget=2, size="tiny", config=config)
 
 
 def test_refine_cli_errors_are_one_line(fresh, tmp_path):

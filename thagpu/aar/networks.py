@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = ["NETWORKS", "BENCHMARK_NETWORKS", "make_network", "N_CLASSES"]
 
 #: Output classes: the label schema's values 0-5.
@@ -18,9 +20,9 @@ def make_network(name: str, width: int = 16, patch_size: int = 64):
     Parameters
     ----------
     name : one of :data:`BENCHMARK_NETWORKS`
-        ``unetr`` and ``swinunetr`` are sized from ``width`` too (hidden size 8 x width rounded to
-        heads of 8 channels for UNETR; feature size a multiple of 12 for SwinUNETR), and need
-        ``patch_size`` divisible by 16 and 32 respectively.
+        ``unetr`` and ``swinunetr`` are sized from ``width`` too (UNETR: ``max(2, width // 4)`` heads of
+        32 channels; SwinUNETR: feature size ``width`` rounded to a multiple of 12); UNETR needs
+        ``patch_size`` divisible by 16, SwinUNETR at least 64 and divisible by 32.
     width : int
         Channels of the first level, doubled at each level down (capped at 16 x width).
     patch_size : int
@@ -36,8 +38,8 @@ def make_network(name: str, width: int = 16, patch_size: int = 64):
                        strides=strides, upsample_kernel_size=strides[1:], filters=filters, res_block=True)
     if name == "segresnet":
         return SegResNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, init_filters=width,
-                         norm=("GROUP", {"num_groups": min(8, width)}),
-                         blocks_down=tuple([1] + [2] * (levels - 1) + [2])[: levels + 1],
+                         norm=("GROUP", {"num_groups": math.gcd(8, width)}),
+                         blocks_down=tuple([1] + [2] * levels),
                          blocks_up=tuple([1] * levels))
     if name == "unet":
         return UNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, channels=tuple(filters),

@@ -15,6 +15,8 @@ out-of-fold prediction ``P`` on the hip region grid:
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 import io
 import shutil
 import uuid
@@ -35,8 +37,10 @@ from .roi import from_roi
 from .store import RefineStore
 from .train import checkpoint_path, load_model, load_sample, predict, train_fold
 
-__all__ = ["uncertainty", "train_round", "score_round", "make_queue", "import_labels",
+__all__ = ["uncertainty", "train_round", "score_round", "make_queue", "import_labels", "merge_changes",
            "SLICER_COLOURS", "write_slicer_table", "write_itksnap_labels"]
+
+log = logging.getLogger("thagpu.aar")
 
 HIP_CLASSES = (schema.FEMORAL_HEAD_LEFT, schema.ACETABULUM_LEFT, schema.FEMORAL_HEAD_RIGHT,
                schema.ACETABULUM_RIGHT)
@@ -155,11 +159,21 @@ def _fuse(store, row, sample, volume, labels, models, own_fold, own_prediction, 
     change = agree & (own_prediction != sample.label)
     if not change.any():
         return
-    fused_roi = np.where(change, own_prediction, sample.label)
-    fused = from_roi(fused_roi, sample.roi, labels.shape, outside=labels)
+    fused = merge_changes(labels, sample.roi, change, own_prediction)
     path = store.dataset_dir / "refine" / "labels" / f"{row['case_id']}.model-refined.nii.gz"
     save_labels(fused, volume, path)
     store.set_label(row["case_id"], "model-refined", path, round_)
+
+
+def merge_changes(labels: np.ndarray, roi, change: np.ndarray, prediction: np.ndarray) -> np.ndarray:
+    """``labels`` with the ROI voxels marked in ``change`` set to ``prediction``, on the case's grid.
+
+    Only the changed voxels leave the case's own grid: every other voxel keeps its label exactly
+    (a round trip through the coarser ROI grid would make the whole box blocky).
+    """
+    zeros = np.zeros(labels.shape, np.uint8)
+    changed = from_roi(change.astype(np.uint8), roi, labels.shape, outside=zeros).astype(bool)
+    return np.where(changed, from_roi(prediction, roi, labels.shape, outside=labels), labels).astype(np.uint8)
 
 
 def write_slicer_table(path: Path) -> Path:
@@ -183,10 +197,17 @@ def write_itksnap_labels(path: Path) -> Path:
 
 @dataclass
 class QueueEntry:
+    """One queued case."""
+
     rank: int
     case_id: str
     score: float
     folder: str
+    label_sha256: str  # of label.nii.gz as exported: an unchanged file was not corrected
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
@@ -204,15 +225,18 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(out, "already exists and is not empty; choose a new --out for the queue")
     with RefineStore(dataset_dir) as store:
-        latest = store.latest_round()
-        if latest is None or latest["scored_at"] is None:
+        scored = store.latest_round(scored=True)
+        if scored is None:
             raise InputError(dataset_dir, "has no scored round; run 'thagpu refine score' first")
-        round_, config = latest["round"], AARConfig(**latest["settings"])
+        round_, config = scored["round"], AARConfig(**scored["settings"])
         scores = store.scores(round_)
         manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
         rows = {row["case_id"]: row for row in store.cases()}
         ranked = sorted((c for c in scores if c not in manual and c in rows), key=lambda c: (-scores[c]["score"], c))
         chosen = ranked[:budget]
+        if not chosen:
+            raise InputError(dataset_dir, "has no case left to queue: every scored case has a manual label")
+        models = {}
         staged = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
         staged.mkdir(parents=True)
         entries = []
@@ -222,11 +246,14 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
                 row = rows[case_id]
                 source, path = store.current_label(row)
                 sample, volume, labels = load_sample(row, source, path, config)
-                model, checkpoint = load_model(checkpoint_path(dataset_dir, round_, scores[case_id]["fold"]), device)
+                fold = scores[case_id]["fold"]
+                if fold not in models:
+                    models[fold] = load_model(checkpoint_path(dataset_dir, round_, fold), device)
+                model, checkpoint = models[fold]
                 prediction = from_roi(predict(model, checkpoint, sample, device, config.sw_overlap), sample.roi,
                                       labels.shape, outside=labels)
                 save_volume(volume, folder / "ct.nii.gz")
-                save_labels(labels, volume, folder / "label.nii.gz")
+                label_file = save_labels(labels, volume, folder / "label.nii.gz")
                 save_labels(prediction, volume, folder / "prediction.nii.gz")
                 save_labels((prediction != labels).astype(np.uint8), volume, folder / "disagreement.nii.gz")
                 centre = np.argwhere(prediction != labels).mean(axis=0) if (prediction != labels).any() \
@@ -234,14 +261,16 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
                 save_slices_png(folder / "qc.png", volume.array, labels, volume.spacing,
                                 {"disagreement centre: current label": centre},
                                 title=f"{case_id}: score {scores[case_id]['score']:.3f} (current label)")
-                entries.append(QueueEntry(rank, case_id, scores[case_id]["score"], folder.name))
+                entries.append(QueueEntry(rank, case_id, scores[case_id]["score"], folder.name,
+                                          _sha256(label_file)))
             write_slicer_table(staged / "thagpu_labels.ctbl")
             write_itksnap_labels(staged / "thagpu_labels.txt")
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            writer.writerow(["rank", "case_id", "score", "folder", "round"])
+            writer.writerow(["rank", "case_id", "score", "folder", "round", "label_sha256"])
             for entry in entries:
-                writer.writerow([entry.rank, entry.case_id, f"{entry.score:.6f}", entry.folder, round_])
+                writer.writerow([entry.rank, entry.case_id, f"{entry.score:.6f}", entry.folder, round_,
+                                 entry.label_sha256])
             atomic_write_text(staged / "queue.csv", buffer.getvalue())
             if out.exists():
                 out.rmdir()
@@ -252,37 +281,50 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
     return entries
 
 
-def _corrected_files(folder: Path) -> dict:
-    """case_id -> corrected label file, from a queue folder (queue.csv) or ``<case_id>.nii.gz`` files."""
+def _corrected_files(folder: Path) -> tuple:
+    """(case_id -> corrected label file, case ids left as exported) of a queue folder or ``<case_id>.nii.gz`` files.
+
+    A queue's ``label.nii.gz`` whose SHA-256 still equals the exported one was not corrected: it is
+    left out (and reported), so it never becomes a manual label by mistake.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "must be a folder of corrected labels")
-    found = {}
+    found, untouched = {}, []
     if (folder / "queue.csv").is_file():
         with open(folder / "queue.csv", newline="") as handle:
             for entry in csv.DictReader(handle):
                 path = folder / entry["folder"] / "label.nii.gz"
-                if path.is_file():
+                if not path.is_file():
+                    continue
+                if entry.get("label_sha256") and _sha256(path) == entry["label_sha256"]:
+                    untouched.append(entry["case_id"])
+                else:
                     found[entry["case_id"]] = path
     for path in sorted(folder.glob("*.nii.gz")):
         found[path.name[: -len(".nii.gz")]] = path
     if not found:
-        raise InputError(folder, "holds no corrected label (a queue folder, or <case_id>.nii.gz files)")
-    return found
+        hint = f" ({len(untouched)} queued label(s) are unchanged)" if untouched else ""
+        raise InputError(folder, "holds no corrected label (a corrected queue folder, or <case_id>.nii.gz "
+                                 f"files){hint}")
+    return found, untouched
 
 
 def import_labels(dataset_dir, folder) -> list:
     """Validate corrected labels and record them as ``manual`` (all or nothing).
 
     Each must be on its case's grid, hold only schema values (0-5), and not be empty of hip labels
-    where the pipeline found a hip. Returns the imported case ids.
+    where the pipeline found a hip. Queue labels left unchanged are skipped (logged). Returns the
+    imported case ids.
 
     Raises
     ------
     InputError
         One line naming the first file refused; nothing is imported then.
     """
-    files = _corrected_files(folder)
+    files, untouched = _corrected_files(folder)
+    if untouched:
+        log.warning("not imported, unchanged since queued: %s", ", ".join(untouched))
     with RefineStore(dataset_dir) as store:
         rows = {row["case_id"]: row for row in store.cases()}
         sources = store.label_sources()
@@ -298,9 +340,16 @@ def import_labels(dataset_dir, folder) -> list:
             if not np.isin(labels, HIP_CLASSES).any():
                 raise InputError(path, f"has no hip label (1-4) although the pipeline found a hip in '{case_id}'")
             checked.append((case_id, volume, labels))
-        for case_id, volume, labels in checked:
-            target = store.dataset_dir / "refine" / "labels" / f"{case_id}.manual.nii.gz"
-            save_labels(labels, volume, target)
-            store.set_label(case_id, "manual", target, latest["round"] if latest else None)
+        written = []
+        try:
+            for case_id, volume, labels in checked:
+                target = store.dataset_dir / "refine" / "labels" / f"{case_id}.manual.nii.gz"
+                written.append((case_id, save_labels(labels, volume, target)))
+            store.set_labels([(case_id, "manual", target) for case_id, target in written],
+                             latest["round"] if latest else None)  # one transaction
+        except BaseException:
+            for _, target in written:
+                target.unlink(missing_ok=True)
+            raise
     return [case_id for case_id, _, _ in checked]
 

@@ -19,6 +19,7 @@ continues where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ import numpy as np
 from .. import labels as schema
 from .._atomic import atomic_path, atomic_write_text
 from ..config import Config
+from ..errors import InputError
 from ..io import load_ct, load_labels, write_image
 from ..metrics import dice
 from .rounds import HIP_CLASSES, import_labels, score_round, train_round
@@ -94,34 +96,47 @@ def _run_strategy(strategy: str, folder: Path, rounds: int, budget: int, config:
         _save_state(state_path, state)
     for round_ in range(len(state["rounds"]), rounds + 1):
         before = state["rounds"][-1]["per_case_dice"]
+        record = state.get("pending")
+        if record is None or record["round"] != round_:
+            record = _choose(strategy, folder, round_, before, budget, config, device, seed, fuse, progress)
+            state["pending"] = record  # saved before the oracle: a stop after it never chooses again
+            _save_state(state_path, state)
         with RefineStore(folder) as store:
             manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
-        candidates = sorted(c for c in before if c not in manual)
-        record = {"round": round_}
-        if strategy == "disagreement":
-            train_round(folder, config.aar, device,
-                        progress=(lambda what, i, n: progress(f"{strategy} round {round_}: {what}", i, n))
-                        if progress else None)
-            scores = score_round(folder, device, fuse=fuse)
-            ranked = sorted(candidates, key=lambda c: (-scores[c]["score"], c))
-            chosen = ranked[:budget]
-            record["scores"] = {c: scores[c]["score"] for c in candidates}
-            record["spearman_score_vs_error"] = _spearman([scores[c]["score"] for c in candidates],
-                                                          [1.0 - before[c] for c in candidates])
-        else:
-            rng = np.random.default_rng(seed * 1000 + round_)
-            chosen = sorted(rng.choice(candidates, size=min(budget, len(candidates)), replace=False).tolist())
-        record["chosen"] = chosen
-        record["chosen_dice_before"] = {c: before[c] for c in chosen}
-        if chosen:
-            _oracle(folder, chosen)
+        remaining = [c for c in record["chosen"] if c not in manual]
+        if remaining:
+            _oracle(folder, remaining)
         record["per_case_dice"] = _dataset_dice(folder)
         record["mean_dice"] = float(np.mean(list(record["per_case_dice"].values())))
         state["rounds"].append(record)
+        del state["pending"]
         _save_state(state_path, state)
         if progress:
             progress(f"{strategy} round {round_}", round_, rounds)
     return state
+
+
+def _choose(strategy, folder, round_, before, budget, config, device, seed, fuse, progress) -> dict:
+    """The cases a strategy sends to the oracle in one round (with the scores it ranked them by)."""
+    with RefineStore(folder) as store:
+        manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
+    candidates = sorted(c for c in before if c not in manual)
+    record = {"round": round_}
+    if strategy == "disagreement":
+        train_round(folder, config.aar, device,
+                    progress=(lambda what, i, n: progress(f"{strategy} round {round_}: {what}", i, n))
+                    if progress else None)
+        scores = score_round(folder, device, fuse=fuse)
+        chosen = sorted(candidates, key=lambda c: (-scores[c]["score"], c))[:budget]
+        record["scores"] = {c: scores[c]["score"] for c in candidates}
+        record["spearman_score_vs_error"] = _spearman([scores[c]["score"] for c in candidates],
+                                                      [1.0 - before[c] for c in candidates])
+    else:
+        rng = np.random.default_rng(seed * 1000 + round_)
+        chosen = sorted(rng.choice(candidates, size=min(budget, len(candidates)), replace=False).tolist())
+    record["chosen"] = chosen
+    record["chosen_dice_before"] = {c: before[c] for c in chosen}
+    return record
 
 
 def _plot(path: Path, curves: dict, budget: int) -> None:
@@ -176,7 +191,18 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
     config = config or Config()
     out = Path(out)
     if cases < config.aar.folds or budget < 1 or rounds < 1:
-        raise ValueError(f"need cases >= folds ({config.aar.folds}), budget >= 1 and rounds >= 1")
+        raise InputError("simulate", f"needs --cases >= the folds ({config.aar.folds}), --budget >= 1 and --rounds >= 1")
+    params = {"cases": cases, "budget": budget, "size": size, "seed": seed, "fuse": fuse,
+              "aar": dataclasses.asdict(config.aar)}
+    if (out / "params.json").is_file():
+        previous = json.loads((out / "params.json").read_text())
+        if previous != params:
+            changed = sorted(k for k in params if previous.get(k) != params[k])
+            raise InputError(out, f"holds a simulation with other settings ({', '.join(changed)}); "
+                                  "use the same ones (only --rounds may grow) or a new --out")
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "params.json", json.dumps(params, indent=2) + "\n")
     phantoms, base = out / "phantoms", out / "pseudo"
     if not (base / "ledger.sqlite").is_file():
         shutil.rmtree(phantoms, ignore_errors=True)

@@ -14,6 +14,7 @@ The current label of a case is its manual label, else its model-refined one, els
 
 from __future__ import annotations
 
+import fcntl
 import json
 import time
 from pathlib import Path
@@ -25,9 +26,7 @@ from ..dataset.export import has_hip_labels
 from ..dataset.ledger import Ledger
 from ..errors import InputError
 
-__all__ = ["RefineStore", "LABEL_SOURCES"]
-
-LABEL_SOURCES = ("pseudo", "manual", "model-refined")
+__all__ = ["RefineStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS refine_folds (case_id TEXT PRIMARY KEY, fold INTEGER NOT NULL);
@@ -56,18 +55,24 @@ class RefineStore(Ledger):
         self.dataset_dir = Path(dataset_dir)
         if not (self.dataset_dir / LEDGER_NAME).is_file():
             raise InputError(dataset_dir, "is not a dataset folder (no ledger.sqlite); run 'thagpu dataset build' first")
+        # The ledger has one writer: a refinement step and a build never write it at the same time.
+        self._lock = open(self.dataset_dir / ".build.lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise InputError(dataset_dir, "a thagpu build or refinement step is writing this dataset folder") from None
         super().__init__(self.dataset_dir / LEDGER_NAME)
         self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        super().close()
+        self._lock.close()
 
     # -- cases and their current labels ------------------------------------------------------
     def cases(self) -> list:
         """Ledger rows of the ``done`` cases with hip labels, in case id order."""
         return [row for row in self.rows("done") if has_hip_labels(row, self.dataset_dir)]
-
-    def label_sources(self) -> dict:
-        """case_id -> (source, path) of every case whose label is not the pseudo label."""
-        return {row["case_id"]: (row["source"], self.dataset_dir / row["path"])
-                for row in self._db.execute("SELECT case_id, source, path FROM refine_labels")}
 
     def current_label(self, row: dict) -> tuple:
         """(source, path) of a case's current label."""
@@ -79,22 +84,30 @@ class RefineStore(Ledger):
 
     def set_label(self, case_id: str, source: str, path: Path, round_: int | None) -> None:
         """Record a manual or model-refined label; a manual label is never replaced."""
+        self.set_labels([(case_id, source, path)], round_)
+
+    def set_labels(self, labels, round_: int | None) -> None:
+        """Record several ``(case_id, source, path)`` labels in one transaction (all or none)."""
         with self._transaction() as db:
-            current = db.execute("SELECT source FROM refine_labels WHERE case_id = ?", (case_id,)).fetchone()
-            if current is not None and current["source"] == "manual":
-                raise InputError(case_id, "already has a manual label; it is never overwritten")
-            db.execute("INSERT INTO refine_labels (case_id, source, path, round, recorded_at) VALUES (?, ?, ?, ?, ?) "
-                       "ON CONFLICT(case_id) DO UPDATE SET source = excluded.source, path = excluded.path, "
-                       "round = excluded.round, recorded_at = excluded.recorded_at",
-                       (case_id, source, str(Path(path).relative_to(self.dataset_dir)), round_, time.time()))
+            for case_id, source, path in labels:
+                current = db.execute("SELECT source FROM refine_labels WHERE case_id = ?", (case_id,)).fetchone()
+                if current is not None and current["source"] == "manual":
+                    raise InputError(case_id, "already has a manual label; it is never overwritten")
+                db.execute("INSERT INTO refine_labels (case_id, source, path, round, recorded_at) VALUES (?, ?, ?, ?, ?) "
+                           "ON CONFLICT(case_id) DO UPDATE SET source = excluded.source, path = excluded.path, "
+                           "round = excluded.round, recorded_at = excluded.recorded_at",
+                           (case_id, source, str(Path(path).relative_to(self.dataset_dir)), round_, time.time()))
 
     # -- folds --------------------------------------------------------------------------------
     def folds(self, case_ids: list, n_folds: int, seed: int) -> dict:
         """case_id -> fold; assigns a seeded random fold to cases that have none yet."""
         known = {row["case_id"]: row["fold"] for row in self._db.execute("SELECT case_id, fold FROM refine_folds")}
-        if known and max(known.values()) >= n_folds:
-            raise InputError(self.dataset_dir, f"folds were assigned for {max(known.values()) + 1} folds, "
-                                               f"not {n_folds}; keep --folds as it was")
+        assigned = self.get_meta("refine_folds")
+        if assigned is not None and int(assigned) != n_folds:
+            raise InputError(self.dataset_dir, f"its cases were split into {assigned} folds, not {n_folds}; "
+                                               "keep --folds as it was")
+        if assigned is None:
+            self.set_meta("refine_folds", str(n_folds))
         new = [c for c in case_ids if c not in known]
         if new:
             counts = np.bincount(list(known.values()), minlength=n_folds) if known else np.zeros(n_folds, int)
@@ -108,8 +121,10 @@ class RefineStore(Ledger):
         return {c: known[c] for c in case_ids}
 
     # -- rounds and scores ------------------------------------------------------------------------
-    def latest_round(self) -> dict | None:
-        row = self._db.execute("SELECT * FROM refine_rounds ORDER BY round DESC LIMIT 1").fetchone()
+    def latest_round(self, scored: bool = False) -> dict | None:
+        """The newest round (with ``scored``: the newest scored round), its settings decoded."""
+        where = " WHERE scored_at IS NOT NULL" if scored else ""
+        row = self._db.execute(f"SELECT * FROM refine_rounds{where} ORDER BY round DESC LIMIT 1").fetchone()
         if row is None:
             return None
         item = dict(row)

@@ -19,10 +19,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from .. import labels as schema
+from .._atomic import atomic_path
 from ..config import AARConfig
 from ..io import load_ct, load_labels
 from .networks import make_network
-from .roi import HipROI, hip_roi, normalise_hu, to_roi
+from .roi import HipROI, hip_roi, normalise_hu, to_roi, whole_roi
 
 __all__ = ["Sample", "sample_from_files", "load_sample", "train_fold", "load_model", "predict", "checkpoint_path"]
 
@@ -38,11 +39,16 @@ class Sample:
     label_source: str
 
 
-def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, label_source: str = ""):
-    """(Sample, Volume, canonical label) of a CT and its label map: the hip region on the fixed grid."""
+def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, label_source: str = "",
+                      region: str = "hip"):
+    """(Sample, Volume, canonical label) of a CT and its label map on the fixed grid.
+
+    ``region`` "hip": the hip box of :func:`~thagpu.aar.roi.hip_roi`; "whole": the whole volume.
+    """
     volume = load_ct(image_path)
     labels = load_labels(label_path, volume, allowed=schema.LABEL_NAMES)
-    roi = hip_roi(labels, volume.spacing, config)
+    roi = (hip_roi(labels, volume.spacing, config) if region == "hip"
+           else whole_roi(volume.shape, volume.spacing, config.spacing_mm))
     image = normalise_hu(to_roi(volume.array, roi, order=1, cval=-1000.0))
     label = to_roi(labels, roi, order=0, cval=0).astype(np.uint8)
     return Sample(case_id, image, label, roi, label_source), volume, labels
@@ -90,7 +96,7 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     from monai.losses import DiceCELoss
     from monai.transforms import Compose, RandCropByPosNegLabeld, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd
 
-    seed = config.seed * 1000 + round_ * 10 + fold
+    seed = int(np.random.SeedSequence([config.seed, round_, fold]).generate_state(1)[0])
     _seed_everything(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     torch_device = _torch_device(device)
@@ -138,10 +144,8 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
         "final_loss": float(np.mean(losses[-max(1, len(loader)):])) if losses else None,
         "train_s": round(time.perf_counter() - start, 2), "complete": True,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.partial")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save(checkpoint, tmp)
     return out
 
 
