@@ -54,6 +54,8 @@ def test_four_networks_train_evaluate_and_resume(export, tmp_path):
     stamps = {m: (tmp_path / "bench" / m / "result.json").stat().st_mtime_ns for m in MODELS}
     benchmark_models(export, tmp_path / "bench", MODELS, size="tiny", epochs=1, device="cpu")
     assert stamps == {m: (tmp_path / "bench" / m / "result.json").stat().st_mtime_ns for m in MODELS}
+    with pytest.raises(InputError, match="other settings"):  # results of another budget are not mixed in
+        benchmark_models(export, tmp_path / "bench", MODELS, size="tiny", epochs=2, device="cpu")
 
 
 def test_bad_requests_are_refused_before_training(export, tmp_path):

@@ -295,7 +295,10 @@ def refine_train(
     progress, report = _stage_progress()
     with progress:
         round_ = train_round(dataset_dir, config.aar, resolve_device(device), progress=report)
-    out.print(f"round {round_}: {config.aar.folds} fold models trained under {dataset_dir}/refine/round_{round_:03d}")
+    from .aar import RefineStore
+    with RefineStore(dataset_dir) as store:
+        folds = store.latest_round()["folds"]  # a continued round keeps the settings it began with
+    out.print(f"round {round_}: {folds} fold models trained under {dataset_dir}/refine/round_{round_:03d}")
 
 
 @refine_app.command("score")

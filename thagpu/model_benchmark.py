@@ -9,14 +9,17 @@ volume resampled to the benchmark's spacing, maps the prediction back to the vol
 scores it there with MONAI's metrics and the voxel spacing: Dice, HD95 and ASSD per class.
 
 Each network runs in a fresh process, so its peak memory (peak resident memory on the CPU, peak
-allocated CUDA memory on a GPU) is its own, and a crash in one does not stop the others. Results are
-kept per network in ``OUT/<model>/result.json``: a stopped benchmark resumes with the networks not
-yet measured.
+allocated CUDA memory on a GPU) is its own, and a crash in one does not stop the others (the command
+fails at the end, naming them). Results are kept per network in ``OUT/<model>/result.json``: a stopped
+benchmark resumes with the networks not yet measured, and refuses results made with other settings.
+Networks train on whole volumes resampled to the size's spacing (balanced random crops), as they are
+evaluated.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import resource
 import time
@@ -105,6 +108,7 @@ def _metrics(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict:
 
 
 def _nanmean_per_class(cases: list) -> dict:
+    """Mean per class over the cases where the value is finite (see :func:`_misses` for the others)."""
     names = cases[0].keys()
     out = {}
     for name in names:
@@ -128,7 +132,9 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
     config = AARConfig(**settings, model=model)
     training, test = read_split(export_dir)
     folder = Path(out_dir) / model
-    samples = [sample_from_files(item["id"], item["image"], item["label"], config)[0] for item in training]
+    # Whole volumes, as at evaluation: a network must also learn where there is no hip.
+    samples = [sample_from_files(item["id"], item["image"], item["label"], config, region="whole")[0]
+               for item in training]
     start = time.perf_counter()
     checkpoint_file = train_fold(samples, 0, 0, config, device, folder / "model.pt")
     train_s = time.perf_counter() - start
@@ -155,11 +161,16 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
         "dice": _nanmean_per_class([c["dice"] for c in per_case]),
         "hd95": _nanmean_per_class([c["hd95"] for c in per_case]),
         "assd": _nanmean_per_class([c["assd"] for c in per_case]),
+        # Surface distances are infinite where a class is in the truth and missed (or the reverse);
+        # the means above leave those cases out, so they are counted here.
+        "missed": {name: sum(1 for c in per_case if c["hd95"][name] is not None and math.isinf(c["hd95"][name]))
+                   for name in per_case[0]["hd95"]},
         "train_s": round(train_s, 2),
         "infer_s_per_case": round(float(np.mean(infer_s)), 3),
         "peak_mem_mb": round(_peak_memory_mb(device), 1),
         "parameters": int(sum(p.numel() for p in network.parameters())),
         "n_train": len(training), "n_test": len(test), "device": device, "settings": asdict(config),
+        "export": export_dir,
         "per_case": per_case,
     }
     atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
@@ -245,22 +256,33 @@ def benchmark_models(export_dir, out, models, *, size: str = "small", epochs: Op
     replace(AARConfig(), **settings)  # validate the settings here, not in every child process
     read_split(export_dir)  # refuse a bad export before starting any process
     context = multiprocessing.get_context("spawn")
-    results = []
+    export_dir = str(Path(export_dir).resolve())
+    results, failed = [], []
     for i, model in enumerate(models):
         result_file = out / model / "result.json"
-        if not result_file.is_file():
-            process = context.Process(target=_run_one, args=(model, str(Path(export_dir).resolve()), str(out),
-                                                             settings, device))
+        if result_file.is_file():
+            kept = json.loads(result_file.read_text())
+            same = (kept.get("settings") == asdict(AARConfig(**settings, model=model))
+                    and kept.get("device") == device and kept.get("export") == export_dir)
+            if not same:
+                raise InputError(out, f"holds a {model} result made with other settings, device or export; "
+                                      "use a new --out")
+        else:
+            process = context.Process(target=_run_one, args=(model, export_dir, str(out), settings, device))
             process.start()
             process.join()
             if process.exitcode != 0 or not result_file.is_file():
-                raise ThagpuError(f"{model}: training or evaluation failed (exit status {process.exitcode}); "
-                                  "see the messages above")
+                failed.append(f"{model} (exit status {process.exitcode})")  # the others still run
+                continue
         results.append(json.loads(result_file.read_text()))
         if progress:
             progress("models", i + 1, len(models))
+    if not results:
+        raise ThagpuError(f"every network failed: {', '.join(failed)}; see the messages above")
     summary = [{key: r[key] for key in RESULT_KEYS} for r in results]
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(out / "results.md", f"## Model benchmark ({size}, {device}, seed {seed})\n\n" + _table(results) + "\n")
     _plot(out / "results.png", results)
+    if failed:
+        raise ThagpuError(f"failed: {', '.join(failed)} (see the messages above); the others are in {out}")
     return results
