@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python -m benchmarks.bench_kernels [--device cpu|gpu] [--out DIR]``; writes
 ``bench_kernels.json`` and ``.md`` (``bench_kernels_gpu.*`` with ``--device gpu``). Median of 5 timed
-runs after one warm-up (JIT compilation excluded), on AFS-sized inputs:
+runs (3 for the slower NumPy references) after one warm-up (JIT compilation excluded), on AFS-sized
+inputs:
 
 * ``radial_profiles``: 400 lines x 161 samples (0-40 mm every 0.25 mm) through a 160^3 CT. Library
   equivalent: trilinear sampling with ``scipy.ndimage.map_coordinates`` (``cupyx`` on the GPU), then
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, markdown_table, write_results
+from thagpu._atomic import atomic_write_text
 
 
 def _timed(function, repeats: int = 5, sync=None) -> float:
@@ -43,7 +45,6 @@ def _timed(function, repeats: int = 5, sync=None) -> float:
 
 
 def _inputs(rng):
-    from thagpu.kernels.sphere_voting import sphere_votes_reference  # noqa: F401 (import check)
     x, y, z = np.meshgrid(*[np.arange(160)] * 3, indexing="ij")
     distance = np.sqrt((x - 80.0) ** 2 + (y - 80.0) ** 2 + (z - 80.0) ** 2)
     image = np.where(distance < 50, 900.0, 40.0).astype(np.float32) + rng.normal(0, 20, (160,) * 3).astype(np.float32)
@@ -136,13 +137,13 @@ def main(argv=None):
         out = sphere_voting.sphere_votes_cuda(points_d, normals_d, vote_radii, spacing, shape)
         add("sphere_votes", "numba-cuda", _timed(lambda: sphere_voting.sphere_votes_cuda(
             points_d, normals_d, vote_radii, spacing, shape), sync=sync), ref, cupy.asnumpy(out))
-    table = "## Kernels (median of 5, ms)\n\n" + markdown_table(rows, ["kernel", "form", "median_ms", "max_abs_diff"])
+    table = "## Kernels (median ms; 5 runs, 3 for NumPy references)\n\n" + markdown_table(rows, ["kernel", "form", "median_ms", "max_abs_diff"])
     name = "bench_kernels_gpu" if args.device == "gpu" else "bench_kernels"
     payload = {"machine": machine(), "device": args.device, "rows": rows}
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
-        (args.out / f"{name}.md").write_text(table + "\n")
+        atomic_write_text(args.out / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+        atomic_write_text(args.out / f"{name}.md", table + "\n")
     else:
         write_results(name, payload, table)
     print(table)

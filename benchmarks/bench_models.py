@@ -25,19 +25,23 @@ def prepare(work: Path, cases: int, device: str) -> Path:
     """Phantoms -> dataset -> export with ground-truth test labels; returns the export folder."""
     from thagpu.dataset import Ledger, build_dataset, export_dataset
     from thagpu.dataset.engine import LEDGER_NAME
+    from thagpu.dataset.export import has_hip_labels
     from thagpu.phantom import make_phantom, write_phantom
 
+    work = work / f"cases-{cases}"
     export = work / "export"
     if (export / "dataset.json").is_file():
         return export
-    shutil.rmtree(work, ignore_errors=True)
+    for name in ("phantoms", "dataset", "truth", "export"):  # only what this script makes
+        shutil.rmtree(work / name, ignore_errors=True)
     for i in range(cases):
         write_phantom(make_phantom(9000 + i, size="small", preset="hard"), work / "phantoms")
     build_dataset(work / "phantoms", work / "dataset", workers=2, device=device)
-    done = [row for row in Ledger(work / "dataset" / LEDGER_NAME).rows("done")]
+    with Ledger(work / "dataset" / LEDGER_NAME) as ledger:
+        usable = [row for row in ledger.rows("done") if has_hip_labels(row, work / "dataset")]
     truth = work / "truth"
     truth.mkdir()
-    for row in done[: max(1, len(done) // 4)]:
+    for row in usable[: max(1, len(usable) // 4)]:
         shutil.copyfile(Path(row["input_path"]).parent / "gt.nii.gz", truth / f"{row['case_id']}.nii.gz")
     export_dataset(work / "dataset", export, fmt="nnunet", split=0.75, seed=0, test_labels=truth)
     return export
@@ -55,7 +59,7 @@ def main(argv=None):
     parser.add_argument("--work", type=Path, default=Path("/tmp/thagpu-bench-models"))
     args = parser.parse_args(argv)
     export = prepare(args.work, args.cases, args.device)
-    out = args.work / f"results-{args.size}-{args.device}-{args.epochs}"
+    out = args.work / f"cases-{args.cases}" / f"results-{args.size}-{args.device}-{args.epochs}"
     results = benchmark_models(export, out, args.models.split(","), size=args.size, epochs=args.epochs,
                                device=args.device)
     name = "bench_models_gpu" if args.device == "gpu" else "bench_models"

@@ -23,6 +23,7 @@ import numpy as np
 
 
 def main(argv=None):
+    from thagpu._atomic import atomic_write_text
     from thagpu.config import Config
     from thagpu.device import resolve_device, to_device
     from thagpu.phantom import make_phantom
@@ -73,7 +74,7 @@ def main(argv=None):
         "sides": sides, "target_gpu_s": 1.5, "target_met": statistics.median(r["total_s"] for r in runs) <= 1.5,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_pipeline.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(args.out / "gpu_pipeline.json", json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 
 

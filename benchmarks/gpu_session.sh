@@ -23,32 +23,40 @@ export PYTHONUNBUFFERED=1
 nvidia-smi -L | tee "$OUT/gpu.txt"
 python3 -c "import numpy, numba, cupy, scipy, skimage; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__, 'scipy', scipy.__version__, 'skimage', skimage.__version__)" | tee -a "$OUT/gpu.txt"
 status=0
+# One deadline for the whole script (a device command may run 600 s at most): each step gets at most
+# what is left, and a step that no longer fits is skipped and says so.
+TOTAL=${TOTAL:-540}
+budget() {  # wanted seconds -> seconds this step may take (0: skip it)
+    local left=$(( TOTAL - SECONDS - 10 ))
+    if [ "$left" -lt 30 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
+}
 run() {  # name, timeout, command...: stdout's last line is the JSON
-    local name=$1 limit=$2; shift 2
+    local name=$1 limit; limit=$(budget "$2"); shift 2
     echo "== $name"
+    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$OUT/$name.log"; status=1; return; fi
     if timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; then tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"; cat "$OUT/$name.json"
     else status=1; tail -n 30 "$OUT/$name.log"; fi
 }
-echo "== gpu tests"
-timeout 180 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py 2>&1 | tail -n 25 | tee "$OUT/gpu_tests.log"
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-run bone_parity 80 python3 -m benchmarks.bone_parity 7 hard small
-run bone_gpu_speed 80 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
+step() {  # name, timeout, command...: output kept in $OUT/name.log, its tail shown
+    local name=$1 limit; limit=$(budget "$2"); shift 2
+    echo "== $name"
+    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$OUT/$name.log"; status=1; return; fi
+    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || status=1
+    tail -n 14 "$OUT/$name.log"
+}
+step gpu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py
+run bone_parity 60 python3 -m benchmarks.bone_parity 7 hard small
+run bone_gpu_speed 60 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
 # BE + AFS on 512 x 512 x 300 without file I/O (target <= 1.5 s), and CPU/GPU label agreement.
-run gpu_pipeline 150 python3 -m benchmarks.gpu_pipeline --out "$OUT"
-echo "== kernels (gpu) side by side with cupyx"
-timeout 90 python3 -m benchmarks.bench_kernels --device gpu --out "$OUT" > "$OUT/kernels_gpu.log" 2>&1 || status=1
-tail -n 12 "$OUT/kernels_gpu.log"
-echo "== afs accuracy (gpu, quick)"
-timeout 150 python3 -m benchmarks.bench_accuracy --device gpu --quick > "$OUT/afs_gpu.log" 2>&1 || status=1
-tail -n 12 "$OUT/afs_gpu.log"
+run gpu_pipeline 120 python3 -m benchmarks.gpu_pipeline --out "$OUT"
+step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$OUT"
+step afs_gpu 120 python3 -m benchmarks.bench_accuracy --device gpu --quick
 cp benchmarks/results/bench_accuracy_gpu.json benchmarks/results/bench_accuracy_gpu.md "$OUT/" 2>/dev/null || status=1
-echo "== dataset build, --scheduler cuda, I/O included (target >= 60 cases/min)"
+# Dataset build with --scheduler cuda, I/O included (target >= 60 cases/min).
 if python3 -c "import SimpleITK, dask, distributed, dask_cuda" 2>/dev/null; then
-    timeout 150 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 \
-        --out "$OUT" > "$OUT/dataset_gpu.log" 2>&1 || status=1
-    tail -n 8 "$OUT/dataset_gpu.log"
+    step dataset_gpu 120 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 --out "$OUT"
 else
-    echo "skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry their wheels)" | tee "$OUT/dataset_gpu.log"
+    echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry their wheels)" | tee "$OUT/dataset_gpu.log"
 fi
+echo "== done in $SECONDS s (status $status)"
 exit $status

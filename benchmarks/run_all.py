@@ -137,6 +137,9 @@ def main(argv=None):
     parser.add_argument("--summary-only", action="store_true", help="only summarise the latest results")
     args = parser.parse_args(argv)
     runs = {}
+    unknown = [n for n in args.only.split(",") if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     if not args.summary_only:
         for name in args.only.split(","):
             module, full, quick = BENCHMARKS[name]
@@ -151,6 +154,9 @@ def main(argv=None):
             print(f"== {name}: exit {code} in {runs[name]['wall_s']} s", flush=True)
     summary, markdown = summarise(args.device)
     summary["runs"] = runs
+    failed = [name for name, run in runs.items() if run["returncode"]]
+    if failed:  # their lines above come from older result files
+        markdown += f"\n**Failed in this run (older results shown):** {', '.join(failed)}\n"
     suffix = "_gpu" if args.device == "gpu" else ""
     atomic_write_text(RESULTS / f"summary{suffix}.json", json.dumps(summary, indent=2) + "\n")
     atomic_write_text(RESULTS / f"summary{suffix}.md", "## Benchmark summary\n\n" + markdown)
