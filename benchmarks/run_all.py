@@ -105,7 +105,8 @@ def summarise(device: str) -> tuple:
     models = _load("bench_models_gpu" if gpu else "bench_models")
     if models:
         summary["models"] = models["results"]
-        lines += [f"| models | {r['model']} | Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
+        budget = f"{models.get('size')}, {models.get('epochs') or 'preset'} epochs"
+        lines += [f"| models ({budget}) | {r['model']} | Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
                   f"train {_fmt(r['train_s'], 0)} s, infer {_fmt(r['infer_s_per_case'], 2)} s/case, {_fmt(r['peak_mem_mb'], 0)} MB |"
                   for r in models["results"]]
     aar = _load("bench_aar")
