@@ -95,6 +95,18 @@ def _empty_with_input(tmp_path):
     return folder
 
 
+def test_detached_headers_are_fingerprinted_with_their_own_data_file(tmp_path, tiny_cases):
+    from thagpu.dataset.inputs import _files_of
+    for name in ("scan.mhd", "scan.nii.gz", "other.nhdr"):
+        _write_ct(tiny_cases[0], tmp_path / name)
+    assert [p.name for p in _files_of(tmp_path / "scan.mhd")] == ["scan.mhd", "scan.raw"]
+    assert [p.name for p in _files_of(tmp_path / "other.nhdr")] == ["other.nhdr", "other.raw"]
+    before = content_hash(tmp_path / "scan.mhd")
+    data = tmp_path / "scan.raw"
+    data.write_bytes(data.read_bytes()[::-1])
+    assert content_hash(tmp_path / "scan.mhd") != before
+
+
 def test_case_ids_are_safe_and_unique():
     ids = unique_case_ids([Path("/a/x y.nii.gz"), Path("/b/x y.nii.gz"), Path("/c/ct.nii.gz")], taken={"x_y-2"})
     assert ids == ["x_y", "x_y-3", "c"]

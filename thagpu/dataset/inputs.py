@@ -73,8 +73,24 @@ def _files_of(path: Path) -> list:
         return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     files = [path]
     if path.suffix.lower() in (".mhd", ".nhdr"):
-        files += [p for p in path.parent.glob(path.stem + ".*") if p != path and p.suffix.lower() in (".raw", ".zraw", ".gz")]
+        data = _detached_data_file(path)
+        if data is not None and data.is_file():
+            files.append(data)
     return files
+
+
+def _detached_data_file(header: Path):
+    """The data file a ``.mhd`` (``ElementDataFile = ...``) or ``.nhdr`` (``data file: ...``) header names."""
+    try:
+        text = header.read_text(encoding="latin-1", errors="replace")
+    except OSError:
+        return None
+    pattern = r"^\s*ElementDataFile\s*=\s*(.+?)\s*$" if header.suffix.lower() == ".mhd" \
+        else r"^\s*data ?file\s*:\s*(.+?)\s*$"
+    match = re.search(pattern, text, flags=re.IGNORECASE | re.MULTILINE)
+    if match is None or match.group(1).upper() in ("LOCAL", "LIST") or match.group(1).startswith("LIST"):
+        return None
+    return header.parent / match.group(1)
 
 
 def input_signature(path) -> str:
