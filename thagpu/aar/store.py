@@ -14,7 +14,6 @@ The current label of a case is its manual label, else its model-refined one, els
 
 from __future__ import annotations
 
-import fcntl
 import json
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..dataset.engine import LEDGER_NAME
 from ..dataset.export import has_hip_labels
-from ..dataset.ledger import Ledger
+from ..dataset.ledger import Ledger, lock_dataset
 from ..errors import InputError
 
 __all__ = ["RefineStore"]
@@ -56,14 +55,13 @@ class RefineStore(Ledger):
         if not (self.dataset_dir / LEDGER_NAME).is_file():
             raise InputError(dataset_dir, "is not a dataset folder (no ledger.sqlite); run 'thagpu dataset build' first")
         # The ledger has one writer: a refinement step and a build never write it at the same time.
-        self._lock = open(self.dataset_dir / ".build.lock", "w")
+        self._lock = lock_dataset(self.dataset_dir)
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            super().__init__(self.dataset_dir / LEDGER_NAME)
+            self._db.executescript(_SCHEMA)
+        except BaseException:
             self._lock.close()
-            raise InputError(dataset_dir, "a thagpu build or refinement step is writing this dataset folder") from None
-        super().__init__(self.dataset_dir / LEDGER_NAME)
-        self._db.executescript(_SCHEMA)
+            raise
 
     def close(self) -> None:
         super().close()

@@ -24,7 +24,6 @@ here), after which the case is recorded ``failed``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -36,9 +35,9 @@ from typing import Callable, Optional
 
 from .._version import __version__
 from ..config import Config, config_hash
-from ..errors import DeviceError, InputError, OutputError, ThagpuError
+from ..errors import DeviceError, InputError, ThagpuError
 from .inputs import content_hash, discover_inputs, unique_case_ids
-from .ledger import Ledger
+from .ledger import Ledger, lock_dataset
 from .report import write_report
 from .worker import STAGING, process_case
 
@@ -93,16 +92,8 @@ class BuildSummary:
 @contextlib.contextmanager
 def _exclusive(dataset_dir: Path):
     """One client per dataset folder: the ledger has exactly one writer."""
+    handle = lock_dataset(dataset_dir)
     try:
-        dataset_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(dataset_dir / ".build.lock", "w")
-    except OSError as error:
-        raise OutputError(dataset_dir, f"cannot be used as a dataset folder ({error.strerror or error})") from None
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise InputError(dataset_dir, "another thagpu build is writing this dataset folder") from None
         yield
     finally:
         handle.close()

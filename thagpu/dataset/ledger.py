@@ -13,15 +13,16 @@ dataset, so a build with a different configuration is refused.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 
-__all__ = ["STATUSES", "STAGES", "Ledger"]
+__all__ = ["STATUSES", "STAGES", "Ledger", "lock_dataset"]
 
 #: Every status a case can have.
 STATUSES = ("pending", "running", "done", "failed", "skipped")
@@ -52,6 +53,33 @@ CREATE TABLE IF NOT EXISTS cases (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+def lock_dataset(dataset_dir):
+    """Take the dataset folder's writer lock (``DIR/.build.lock``); returns the open file holding it.
+
+    Builds and refinement steps both take it, so the ledger only ever has one writer. Close the
+    returned file to release it.
+
+    Raises
+    ------
+    OutputError
+        The folder cannot be made or written.
+    InputError
+        Another build or refinement step holds the lock.
+    """
+    dataset_dir = Path(dataset_dir)
+    try:
+        dataset_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(dataset_dir / ".build.lock", "w")
+    except OSError as error:
+        raise OutputError(dataset_dir, f"cannot be used as a dataset folder ({error.strerror or error})") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(dataset_dir, "another thagpu build or refinement step is writing this dataset folder") from None
+    return handle
 
 
 class Ledger:
