@@ -122,12 +122,8 @@ def _nanmean_per_class(cases: list) -> dict:
 
 def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: str) -> None:
     """Train and evaluate one network (in its own process); write ``out_dir/<model>/result.json``."""
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    from .aar.roi import from_roi, normalise_hu, to_roi, whole_roi
-    from .aar.train import load_model, sample_from_files, train_fold
-    from .io import load_ct, load_labels
+    from .aar.roi import from_roi
+    from .aar.train import load_model, sample_from_files, segment, train_fold
 
     config = AARConfig(**settings, model=model)
     training, test = read_split(export_dir)
@@ -139,22 +135,13 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
     checkpoint_file = train_fold(samples, 0, 0, config, device, folder / "model.pt")
     train_s = time.perf_counter() - start
     network, _ = load_model(checkpoint_file, device)
-    torch_device = torch.device("cuda" if device == "gpu" else "cpu")
     per_case, infer_s = [], []
     for item in test:
-        volume = load_ct(item["image"])
-        truth = load_labels(item["label"], volume, allowed=schema.LABEL_NAMES)
-        roi = whole_roi(volume.shape, volume.spacing, config.spacing_mm)
-        image = torch.from_numpy(normalise_hu(to_roi(volume.array, roi, order=1, cval=-1000.0))[None, None])
+        sample, volume, truth = sample_from_files(item["id"], item["image"], item["label"], config, region="whole")
         begin = time.perf_counter()
-        with torch.no_grad(), (torch.autocast("cuda", dtype=torch.bfloat16) if device == "gpu"
-                               else torch.autocast("cpu", enabled=False)):
-            logits = sliding_window_inference(image.to(torch_device), roi_size=(config.patch_size,) * 3,
-                                              sw_batch_size=2, predictor=network, overlap=config.sw_overlap,
-                                              mode="gaussian")
-        predicted = logits.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
+        predicted = segment(network, sample.image, config.patch_size, device, config.sw_overlap)
         infer_s.append(time.perf_counter() - begin)
-        prediction = from_roi(predicted, roi, volume.shape, outside=np.zeros(volume.shape, np.uint8))
+        prediction = from_roi(predicted, sample.roi, volume.shape, outside=np.zeros(volume.shape, np.uint8))
         per_case.append({"id": item["id"], **_metrics(prediction, truth, volume.spacing)})
     result = {
         "model": model,

@@ -25,7 +25,8 @@ from ..io import load_ct, load_labels
 from .networks import make_network
 from .roi import HipROI, hip_roi, normalise_hu, to_roi, whole_roi
 
-__all__ = ["Sample", "sample_from_files", "load_sample", "train_fold", "load_model", "predict", "checkpoint_path"]
+__all__ = ["Sample", "sample_from_files", "load_sample", "train_fold", "load_model", "predict", "segment",
+           "checkpoint_path"]
 
 
 @dataclass
@@ -167,15 +168,22 @@ def predict(model, checkpoint: dict, sample: Sample, device: str, overlap: float
     RuntimeError
         The model trained on this case (out-of-fold prediction would be violated).
     """
+    if sample.case_id in checkpoint["train_cases"]:
+        raise RuntimeError(f"fold {checkpoint['fold']} trained on {sample.case_id}; it must not predict it")
+    return segment(model, sample.image, checkpoint["patch_size"], device, overlap)
+
+
+def segment(model, image: np.ndarray, patch_size: int, device: str, overlap: float) -> np.ndarray:
+    """uint8 labels of a normalised (X, Y, Z) image: sliding-window inference, Gaussian blending.
+
+    On a GPU the forward passes run under bf16 autocast.
+    """
     import torch
     from monai.inferers import sliding_window_inference
 
-    if sample.case_id in checkpoint["train_cases"]:
-        raise RuntimeError(f"fold {checkpoint['fold']} trained on {sample.case_id}; it must not predict it")
     torch_device = _torch_device(device)
-    image = torch.from_numpy(sample.image[None, None]).to(torch_device)
-    patch = (checkpoint["patch_size"],) * 3
+    tensor = torch.from_numpy(image[None, None]).to(torch_device)
     with torch.no_grad(), _autocast(torch_device):
-        logits = sliding_window_inference(image, roi_size=patch, sw_batch_size=2, predictor=model,
+        logits = sliding_window_inference(tensor, roi_size=(patch_size,) * 3, sw_batch_size=2, predictor=model,
                                           overlap=overlap, mode="gaussian")
     return logits.float().argmax(dim=1)[0].cpu().numpy().astype(np.uint8)
