@@ -258,7 +258,10 @@ app.add_typer(refine_app, name="refine")
 
 def _aar_config(config_file: Optional[Path], **overrides):
     """The configuration with ``[aar]`` overrides from the command line (None: keep the file's/default)."""
+    from .aar.networks import NETWORKS
     from .config import load_config
+    if overrides.get("model") is not None:
+        _choice(overrides["model"], NETWORKS, "--model")
     values = {key: value for key, value in overrides.items() if value is not None}
     return load_config(config_file, overrides={"aar": values} if values else None)
 
@@ -289,8 +292,6 @@ def refine_train(
     from .aar import train_round
     from .device import resolve_device
     _choice(device, ("auto", "cpu", "gpu"), "--device")
-    if model is not None:
-        _choice(model, ("dynunet", "segresnet", "unet"), "--model")
     config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
     progress, report = _stage_progress()
     with progress:
@@ -375,8 +376,6 @@ def refine_simulate(
     from .device import resolve_device
     _choice(size, ("tiny", "small"), "--size")
     _choice(device, ("auto", "cpu", "gpu"), "--device")
-    if model is not None:
-        _choice(model, ("dynunet", "segresnet", "unet"), "--model")
     config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
     progress, report = _stage_progress()
     with progress:
