@@ -29,6 +29,7 @@ import numpy as np
 from .. import labels as schema
 from .._atomic import atomic_write_text
 from ..config import AARConfig
+from ..dataset.inputs import label_files_by_case
 from ..errors import InputError
 from ..io import load_ct, load_labels, save_labels, save_volume
 from ..metrics import assd, dice
@@ -282,7 +283,9 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
 
 
 def _corrected_files(folder: Path) -> tuple:
-    """(case_id -> corrected label file, case ids left as exported) of a queue folder or ``<case_id>.nii.gz`` files.
+    """(case_id -> corrected label file, case ids left as exported) of a queue folder or label files.
+
+    Label files are those of :func:`thagpu.dataset.inputs.label_files_by_case`.
 
     A queue's ``label.nii.gz`` whose SHA-256 still equals the exported one was not corrected: it is
     left out (and reported), so it never becomes a manual label by mistake.
@@ -301,8 +304,7 @@ def _corrected_files(folder: Path) -> tuple:
                     untouched.append(entry["case_id"])
                 else:
                     found[entry["case_id"]] = path
-    for path in sorted(folder.glob("*.nii.gz")):
-        found[path.name[: -len(".nii.gz")]] = path
+    found.update(label_files_by_case(folder))
     if not found:
         hint = f" ({len(untouched)} queued label(s) are unchanged)" if untouched else ""
         raise InputError(folder, "holds no corrected label (a corrected queue folder, or <case_id>.nii.gz "

@@ -47,7 +47,7 @@ from .._version import __version__
 from ..errors import InputError
 from ..io import load_ct, load_labels, write_image
 from .engine import LEDGER_NAME
-from .inputs import content_hash
+from .inputs import content_hash, label_files_by_case
 from .ledger import Ledger
 from .worker import LABELLED_SIDE_STATUSES
 
@@ -81,16 +81,7 @@ def _manual_labels(folder) -> dict:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "--test-labels must be a folder of label files")
-    found = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_dir() and (path / "labels.nii.gz").is_file():
-            found[path.name] = path / "labels.nii.gz"
-        elif path.is_file() and path.name.lower().endswith((".nii.gz", ".nii", ".nrrd", ".mha")):
-            name = path.name
-            for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-                if name.lower().endswith(suffix):
-                    found[name[: -len(suffix)]] = path
-                    break
+    found = label_files_by_case(folder)
     if not found:
         raise InputError(folder, "holds no label file (<case_id>.nii.gz or <case_id>/labels.nii.gz)")
     return found

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io import SUPPORTED_SUFFIXES
 from ..pipeline import case_id_for
 
-__all__ = ["CaseInput", "discover_inputs", "input_signature", "content_hash", "unique_case_ids"]
+__all__ = ["CaseInput", "discover_inputs", "label_files_by_case", "input_signature", "content_hash", "unique_case_ids"]
 
 #: Stems (lower case) of files that are label maps, not CT.
 _LABEL_STEMS = {"gt", "label", "labels", "seg", "segmentation", "mask", "truth"}
@@ -45,11 +45,25 @@ class CaseInput:
 
 
 def _image_stem(name: str) -> str | None:
+    """The file name without its image suffix (case kept), or None for a non-image file."""
     lower = name.lower()
     for suffix in sorted(SUPPORTED_SUFFIXES, key=len, reverse=True):
         if lower.endswith(suffix):
-            return lower[: -len(suffix)]
+            return name[: -len(suffix)]
     return None
+
+
+def label_files_by_case(folder) -> dict:
+    """case_id -> label file in ``folder``: ``<case_id>.nii.gz`` (any image suffix) or ``<case_id>/labels.nii.gz``."""
+    found = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_dir() and (path / "labels.nii.gz").is_file():
+            found[path.name] = path / "labels.nii.gz"
+        elif path.is_file() and not path.name.startswith("."):
+            stem = _image_stem(path.name)
+            if stem:
+                found[stem] = path
+    return found
 
 
 def _is_label_name(stem: str) -> bool:
@@ -124,7 +138,7 @@ def _search_folder(root: Path) -> list:
                 continue
             stem = _image_stem(name)
             if stem is not None:
-                if not _is_label_name(stem):
+                if not _is_label_name(stem.lower()):
                     found.append(folder / name)
             elif not name.lower().endswith(_DATA_ONLY) and not dicom and _is_dicom_file(folder / name):
                 dicom = True
