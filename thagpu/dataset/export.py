@@ -47,7 +47,7 @@ from .._version import __version__
 from ..errors import InputError
 from ..io import load_ct, load_labels, write_image
 from .engine import LEDGER_NAME
-from .inputs import content_hash, label_files_by_case
+from .inputs import content_hash, input_signature, label_files_by_case
 from .ledger import Ledger
 from .worker import LABELLED_SIDE_STATUSES
 
@@ -113,7 +113,9 @@ def _names(fmt: str, export_id: str) -> tuple:
 def _write_case(row: dict, staged: Path, fmt: str, export_id: str, part: str, label_file: Path) -> None:
     """Re-write one case's CT and labels from arrays and geometry into ``staged``."""
     volume = load_ct(row["input_path"])
-    if row.get("input_hash") and content_hash(row["input_path"]) != row["input_hash"]:
+    # Read the whole input a second time (its hash) only when its size or mtime changed: the ledger's rule.
+    unchanged = input_signature(row["input_path"]) == row.get("input_signature")
+    if row.get("input_hash") and not unchanged and content_hash(row["input_path"]) != row["input_hash"]:
         raise InputError(row["input_path"], f"changed since case {row['case_id']} was built; "
                                             "run 'thagpu dataset build --resume' first")
     labels = load_labels(label_file, volume, allowed=schema.LABEL_NAMES)
