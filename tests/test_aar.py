@@ -13,17 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import build_tiny_dataset
 from thagpu import labels as schema
 from thagpu.aar import RefineStore, import_labels, make_queue, score_round, train_round, uncertainty
 from thagpu.aar import rounds as rounds_module
 from thagpu.aar.networks import NETWORKS, make_network
 from thagpu.aar.train import checkpoint_path, load_model, load_sample, predict, train_fold
 from thagpu.config import AARConfig, Config
-from thagpu.dataset import build_dataset
 from thagpu.errors import InputError
 from thagpu.geometry import Geometry
 from thagpu.io import load_ct, load_labels, write_image
-from thagpu.phantom import make_phantom, write_phantom
 
 TINY = AARConfig(model="unet", width=8, spacing_mm=4.5, patch_size=32, folds=2, epochs=2, samples_per_case=2,
                  batch_size=2)
@@ -40,9 +39,7 @@ epochs = 2
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("aar")
-    for i in range(4):
-        write_phantom(make_phantom(7500 + i, size="tiny", preset="hard"), root / "in")
-    build_dataset(root / "in", root / "built", workers=2, device="cpu")
+    build_tiny_dataset(root, 7500)
     return root
 
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from thagpu.dataset import build_dataset, export_dataset
+from conftest import build_tiny_dataset
+from thagpu.dataset import export_dataset
 from thagpu.errors import InputError
 from thagpu.model_benchmark import RESULT_KEYS, benchmark_models, read_split
-from thagpu.phantom import make_phantom, write_phantom
 
 MODELS = ["unet", "attention_unet", "segresnet", "dynunet"]
 
@@ -18,10 +18,7 @@ MODELS = ["unet", "attention_unet", "segresnet", "dynunet"]
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    for i in range(4):
-        write_phantom(make_phantom(7600 + i, size="tiny", preset="hard"), root / "in")
-    build_dataset(root / "in", root / "ds", workers=2, device="cpu")
-    export_dataset(root / "ds", root / "export", fmt="msd", split=0.5, seed=0)
+    export_dataset(build_tiny_dataset(root, 7600), root / "export", fmt="msd", split=0.5, seed=0)
     return root / "export"
 
 
