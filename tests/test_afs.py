@@ -1,6 +1,7 @@
 """AFS: each step on small phantoms, the fits and angles on synthetic data, the whole stage end to end."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from thagpu import labels as schema
 from thagpu.afs import segment_hips
 from thagpu.afs.angles import center_edge_angle, radiographic_angles, rim_plane
-from thagpu.afs.boundary import fibonacci_directions, locate_boundary
+from thagpu.afs.boundary import _peak_table, fibonacci_directions, locate_boundary, row_nanmedian
 from thagpu.afs.candidates import head_candidates
 from thagpu.afs.fit import fit_sphere
 from thagpu.bone import extract_bone
@@ -54,6 +55,50 @@ def test_concentric_fit_keeps_the_centre():
     d = fibonacci_directions(100)
     fit = fit_sphere(np.array([1.0, 2.0, 3.0]) + 30.0 * d, center=[1.0, 2.0, 3.0], fixed_center=True)
     assert fit.radius == pytest.approx(30.0) and np.allclose(fit.center, [1.0, 2.0, 3.0])
+
+
+def test_sphere_fit_from_a_cap_and_a_far_start():
+    """A third of a sphere (a head seen only where it is uncovered), started 3 mm and 4 mm off."""
+    rng = np.random.default_rng(1)
+    d = fibonacci_directions(400)
+    d = d[d[:, 2] > 0.35]
+    centre, radius = np.array([-5.0, 3.0, 2.0]), 22.0
+    points = centre + (radius + rng.normal(0, 0.1, len(d)))[:, None] * d
+    fit = fit_sphere(points, center=centre + [3.0, 0.0, 0.0], radius=radius - 4.0, scale_mm=6.0)
+    assert np.linalg.norm(fit.center - centre) < 0.1 and fit.radius == pytest.approx(radius, abs=0.1)
+    assert fit.rms < 0.2 and fit.inliers.all()
+    with pytest.raises(ValueError, match="outlier"):
+        fit_sphere(points, center=centre, radius=radius + 10.0, scale_mm=2.0)  # no point within 2 mm
+
+
+def test_row_nanmedian_is_numpys_nanmedian():
+    rng = np.random.default_rng(2)
+    for width in (1, 2, 5, 8, 9):
+        values = rng.normal(size=(500, width))
+        values[rng.random(values.shape) < 0.4] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # numpy warns of all-NaN rows
+            expected = np.nanmedian(values, axis=1)
+        np.testing.assert_array_equal(row_nanmedian(values), expected)
+
+
+def test_peak_table_chooses_what_the_dense_score_chooses():
+    """The fit rounds score only each line's kept maxima; the choice is the dense argmax's."""
+    rng = np.random.default_rng(3)
+    response = rng.uniform(0, 100, size=(200, 120))
+    keep = rng.random(response.shape) < 0.05
+    keep[:5] = False  # lines without any maximum
+    radii = np.arange(120) * 0.25
+    index, strength = _peak_table(keep, response)
+    rows = np.arange(200)
+    for expected in (rng.uniform(0, 30, 200), np.full(200, 12.0)):
+        window = np.exp(-0.5 * ((radii[None, :] - expected[:, None]) / 2.0) ** 2)
+        dense = np.where(keep, response, 0.0) * window
+        sparse = strength * np.exp(-0.5 * ((radii[index] - expected[:, None]) / 2.0) ** 2)
+        chosen = index[rows, np.argmax(sparse, axis=1)]
+        found = sparse.max(axis=1) > 0
+        np.testing.assert_array_equal(found, dense.max(axis=1) > 0)
+        np.testing.assert_array_equal(chosen[found], np.argmax(dense, axis=1)[found])
 
 
 @pytest.mark.parametrize("sign,inclination,anteversion", [(1.0, 40.0, 15.0), (-1.0, 50.0, 25.0), (1.0, 35.0, 5.0)])

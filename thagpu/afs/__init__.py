@@ -14,14 +14,15 @@ them. Per side (patient left and right from the image's direction cosines):
 5. femur split from pelvis across the joint space, labels 1-4 (:mod:`.split`).
 
 Heavy array work (voting, profile sampling, line NMS) runs where the volume
-is (NumPy or CuPy); fits and the watershed in the small region around each
-head run on the host.
+is (NumPy or CuPy); fits (compiled) and the watershed in the small region
+around each head run on the host, the two sides' watersheds in two threads.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -35,7 +36,7 @@ from .boundary import RadialBoundary, locate_boundary
 from .candidates import head_candidates
 from .fit import fit_sphere
 from .implant import find_metal
-from .split import SurfaceField, split_and_label
+from .split import SurfaceField, hip_region, split_hip
 
 __all__ = ["segment_hips", "SIDES", "MIN_LATERAL_MM"]
 
@@ -251,6 +252,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
     timings["boundary"] = round(time.perf_counter() - t, 4)
 
     t = time.perf_counter()
+    splits = {}
     for side in SIDES:
         if side in implants:
             sides[side] = {"status": "implant", "confidence": 1.0,
@@ -267,7 +269,16 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                                    sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm) or first
         field = SurfaceField(boundary)
         sides[side] = _side_measurements(boundary, field, volume, side, cfg)
-        split_and_label(image, bone, spacing, boundary, side, labels)
+        region = hip_region(image, bone, spacing, field)  # device -> host here, in this thread
+        if region is not None:
+            splits[side] = (region, field, spacing, side)
+    # The two splits are host work on disjoint boxes; scikit-image's watershed releases the GIL,
+    # so they run side by side.
+    with ThreadPoolExecutor(max_workers=max(len(splits), 1)) as pool:
+        done = {side: pool.submit(split_hip, *job) for side, job in splits.items()}
+        for side in SIDES:
+            if side in done:
+                done[side].result().write(labels)
     timings["split"] = round(time.perf_counter() - t, 4)
     timings["total"] = round(time.perf_counter() - start, 4)
     return labels, {"sides": sides, "afs": report}

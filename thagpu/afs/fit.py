@@ -8,11 +8,13 @@ few millimetres off the sphere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
-__all__ = ["SphereFit", "fit_sphere", "algebraic_sphere", "tukey_weights"]
+__all__ = ["SphereFit", "fit_sphere", "algebraic_sphere"]
 
 
 @dataclass(frozen=True)
@@ -53,10 +55,67 @@ def algebraic_sphere(points, weights=None):
     return center, float(np.sqrt(max(solution[3] + center @ center, 0.0)))
 
 
-def tukey_weights(residuals, scale: float) -> np.ndarray:
-    """Tukey's biweight: ``(1 - (e / scale)^2)^2`` inside ``scale``, 0 outside."""
-    u = np.asarray(residuals) / scale
-    return np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+@numba.njit(cache=True)
+def _irls_sphere(points, center, radius, scale, fixed_center, iterations):
+    """IRLS core of :func:`fit_sphere`: returns ``(center, radius, ok)``; ``ok`` is False when
+    the weights vanish (too few points within ``scale`` of the sphere).
+
+    Compiled: a fit takes up to ``iterations`` reweighting steps over a few hundred points, and a
+    volume fits a few hundred spheres (each head candidate, from several starting spheres), so
+    the per-step overhead of NumPy calls would dominate. Gauss-Newton on (cx, cy, cz, r) with the
+    Jacobian J = [-u, -1] (u: unit offsets from the centre), solved from the 4 x 4 normal equations
+    J'WJ delta = -J'W e = [u'We, sum(We)] (e: signed distances to the sphere).
+    """
+    n = points.shape[0]
+    center = center.copy()
+    minimum_weight = 1.0 if fixed_center else 4.0
+    unit = np.empty(3)
+    for _ in range(iterations):
+        normal = np.zeros((4, 4))
+        rhs = np.zeros(4)
+        weighted_dist = 0.0
+        for i in range(n):
+            ox = points[i, 0] - center[0]
+            oy = points[i, 1] - center[1]
+            oz = points[i, 2] - center[2]
+            d = math.sqrt(ox * ox + oy * oy + oz * oz)
+            u = (d - radius) / scale
+            if abs(u) >= 1.0:
+                continue
+            w = (1.0 - u * u) ** 2  # Tukey's biweight
+            inv = 1.0 / max(d, 1e-9)
+            unit[0], unit[1], unit[2] = ox * inv, oy * inv, oz * inv
+            weighted_dist += w * d
+            we = w * (d - radius)
+            for a in range(3):
+                for b in range(3):
+                    normal[a, b] += w * unit[a] * unit[b]
+                normal[a, 3] += w * unit[a]
+                rhs[a] += we * unit[a]
+            normal[3, 3] += w
+            rhs[3] += we
+        total = normal[3, 3]
+        if total < minimum_weight:
+            return center, radius, False
+        if fixed_center:
+            new_radius = weighted_dist / total
+            step = abs(new_radius - radius)
+            radius = new_radius
+        else:
+            for a in range(3):
+                normal[3, a] = normal[a, 3]
+            if abs(np.linalg.det(normal)) > 1e-12:
+                delta = np.linalg.solve(normal, rhs)
+            else:  # points on a plane or a line: the minimum-norm step
+                delta = np.linalg.lstsq(normal, rhs)[0]
+            for a in range(3):
+                center[a] += delta[a]
+            radius += delta[3]
+            step = math.sqrt(delta[0] ** 2 + delta[1] ** 2 + delta[2] ** 2 + delta[3] ** 2)
+        if step < 1e-4:
+            break
+    return center, radius, True
+
 
 
 def fit_sphere(points, *, center=None, radius=None, scale_mm: float = 2.0, fixed_center: bool = False,
@@ -90,28 +149,9 @@ def fit_sphere(points, *, center=None, radius=None, scale_mm: float = 2.0, fixed
         center, _ = algebraic_sphere(points)
     center = np.asarray(center, dtype=np.float64).copy()
     r = float(np.median(np.linalg.norm(points - center, axis=1))) if radius is None else float(radius)
-    for _ in range(iterations):
-        offsets = points - center
-        dist = np.linalg.norm(offsets, axis=1)
-        residual = dist - r
-        w = tukey_weights(residual, scale_mm)
-        if w.sum() < (1 if fixed_center else 4):
-            raise ValueError("every boundary point is an outlier of the sphere fit")
-        if fixed_center:
-            new_r = float((w * dist).sum() / w.sum())
-            step = abs(new_r - r)
-            r = new_r
-        else:
-            # Gauss-Newton on (cx, cy, cz, r): d(residual)/dc = -(p - c)/|p - c|, d/dr = -1.
-            unit = offsets / np.maximum(dist, 1e-9)[:, None]
-            jac = np.column_stack([-unit, -np.ones(len(points))])
-            sw = np.sqrt(w)
-            delta, *_ = np.linalg.lstsq(jac * sw[:, None], -residual * sw, rcond=None)
-            center += delta[:3]
-            r += float(delta[3])
-            step = float(np.linalg.norm(delta))
-        if step < 1e-4:
-            break
+    center, r, weighted = _irls_sphere(points, center, r, float(scale_mm), bool(fixed_center), int(iterations))
+    if not weighted:
+        raise ValueError("every boundary point is an outlier of the sphere fit")
     residual = np.linalg.norm(points - center, axis=1) - r
     inliers = np.abs(residual) < scale_mm
     rms = float(np.sqrt(np.mean(residual[inliers] ** 2))) if inliers.any() else float("inf")

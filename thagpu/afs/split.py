@@ -13,7 +13,7 @@ reached is assigned by that surface.
 
 from __future__ import annotations
 
-import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -22,9 +22,9 @@ from scipy.spatial import cKDTree
 from .. import labels as schema
 from ..device import to_host
 from .angles import rim_plane
-from .boundary import RadialBoundary
+from .boundary import RadialBoundary, row_nanmedian
 
-__all__ = ["SurfaceField", "split_and_label"]
+__all__ = ["SurfaceField", "HipRegion", "HipLabels", "hip_region", "split_hip"]
 
 #: Height (HU) of the prior ridge on the mid-joint surface in the watershed elevation.
 PRIOR_RIDGE_HU = 400.0
@@ -59,9 +59,7 @@ class SurfaceField:
         self.tree = cKDTree(self.directions)
         _, near = self.tree.query(self.directions, k=neighbours + 1)
         head = np.where(has_head, norms, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # lines with no measured neighbour
-            fill = np.nanmedian(head[near[:, 1:]], axis=1)
+        fill = row_nanmedian(head[near[:, 1:]])  # NaN where no neighbour was measured
         head = np.where(has_head, head, fill)
         self.head = np.where(np.isfinite(head), head, self.radius)
         socket = boundary.origin + np.nan_to_num(boundary.socket_t)[:, None] * boundary.directions
@@ -81,9 +79,7 @@ class SurfaceField:
         gaps = (socket_r - self.head)[has_socket]
         #: Mean joint space where the socket's surface was seen (0 when it never was).
         self.mean_gap = float(np.mean(gaps)) if gaps.size else 0.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # lines with no measured neighbour
-            socket_fill = np.nanmedian(socket_r[near], axis=1)
+        socket_fill = row_nanmedian(socket_r[near])
         socket_fill = np.where(np.isfinite(socket_fill), socket_fill, self.head + self.mean_gap)
         self.socket = np.where(self.covered, np.where(has_socket, socket_r, socket_fill), np.nan)
         self.measured_socket = has_socket & self.covered
@@ -94,40 +90,91 @@ class SurfaceField:
         return self.head[index], self.socket[index], self.covered[index]
 
 
-def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, labels):
-    """Split femur from pelvis around one head and write labels 1-4 of ``side`` into ``labels``.
+@dataclass(frozen=True)
+class HipRegion:
+    """The box around one head, copied to the host: where its femur and pelvis are split.
+
+    Attributes
+    ----------
+    box : tuple of 3 slices
+        The box in the volume's array.
+    image : (X, Y, Z) float32 ndarray
+        CT (HU) in the box.
+    bone : (X, Y, Z) bool ndarray
+        Bone mask in the box.
+    """
+
+    box: tuple
+    image: np.ndarray
+    bone: np.ndarray
+
+
+@dataclass(frozen=True)
+class HipLabels:
+    """One side's labels 1-4, as voxel indices into the volume's array."""
+
+    head: tuple
+    acetabulum: tuple
+    head_label: int
+    acetabulum_label: int
+
+    def write(self, labels: np.ndarray) -> None:
+        """Write the labels into a host label map (already holding ``OTHER_BONE`` on the bone)."""
+        labels[self.head] = self.head_label
+        labels[self.acetabulum] = self.acetabulum_label
+
+
+def _reach(field: SurfaceField) -> float:
+    """Radius (mm) of the ball around the head that the split covers: the acetabulum's reach and 2 mm."""
+    return schema.ACETABULUM_RADIUS_FACTOR * field.radius + 2.0
+
+
+def hip_region(image, bone, spacing, field: SurfaceField) -> HipRegion | None:
+    """Copy the box around a fitted head to the host (None when it lies outside the volume).
 
     Parameters
     ----------
     image, bone : (R, A, S) arrays
-        CT (HU) and bone mask; NumPy or CuPy (the region of interest is
-        copied to the host).
+        CT (HU) and bone mask; NumPy or CuPy.
     spacing : tuple of 3 float
-    boundary : RadialBoundary
-        Cast from the fitted centre, in the array's millimetre frame.
-    side : {"left", "right"}
-    labels : (R, A, S) uint8 ndarray
-        Host label map, already holding ``OTHER_BONE`` on the bone; modified in place.
+    field : SurfaceField
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    reach = _reach(field)
+    centre_index = field.center / spacing
+    lo = np.maximum(np.floor(centre_index - reach / spacing).astype(int), 0)
+    hi = np.minimum(np.ceil(centre_index + reach / spacing).astype(int) + 1, bone.shape)
+    if np.any(hi <= lo):
+        return None
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return HipRegion(box=box, image=np.asarray(to_host(image[box]), dtype=np.float32),
+                     bone=np.asarray(to_host(bone[box]), dtype=bool))
 
+
+def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> HipLabels:
+    """Split femur from pelvis around one head; the labels 1-4 of ``side``.
+
+    Host work only (no device arrays), so the two sides may run in threads:
+    scikit-image's watershed releases the GIL.
+
+    Parameters
+    ----------
+    region : HipRegion
+        From :func:`hip_region`.
+    field : SurfaceField
+        The head and socket surfaces, from lines cast from (about) the fitted centre.
+    spacing : tuple of 3 float
+    side : {"left", "right"}
     """
     from skimage.segmentation import watershed
 
     spacing = np.asarray(spacing, dtype=np.float64)
-    field = SurfaceField(boundary)
     center, radius = field.center, field.radius
-    reach = schema.ACETABULUM_RADIUS_FACTOR * radius + 2.0
-    centre_index = center / spacing
-    lo = np.maximum(np.floor(centre_index - reach / spacing).astype(int), 0)
-    hi = np.minimum(np.ceil(centre_index + reach / spacing).astype(int) + 1, labels.shape)
-    if np.any(hi <= lo):
-        return
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    bone_roi = np.asarray(to_host(bone[box]), dtype=bool)
-    image_roi = np.asarray(to_host(image[box]), dtype=np.float32)
-    grids = np.meshgrid(*[(np.arange(a, b) * s - c) for a, b, s, c in zip(lo, hi, spacing, center)],
+    reach = _reach(field)
+    grids = np.meshgrid(*[(np.arange(b.start, b.stop) * s - c) for b, s, c in zip(region.box, spacing, center)],
                         indexing="ij", sparse=True)
     rho = np.sqrt(grids[0] ** 2 + grids[1] ** 2 + grids[2] ** 2)
-    inside = bone_roi & (rho <= reach)
+    inside = region.bone & (rho <= reach)
     where = np.nonzero(inside)
     offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
     r = rho[where]
@@ -135,7 +182,7 @@ def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, l
     head_r, socket_r, covered = field.lookup(unit)
     mid = np.where(covered, 0.5 * (head_r + socket_r), head_r + 0.5 * field.mean_gap)
 
-    smooth = ndi.gaussian_filter(image_roi, 0.5 / spacing)
+    smooth = ndi.gaussian_filter(region.image, 0.5 / spacing)
     elevation = np.full(rho.shape, np.float32(smooth.max() + PRIOR_RIDGE_HU), dtype=np.float32)
     elevation[where] = -smooth[where] + PRIOR_RIDGE_HU * np.exp(-0.5 * ((r - mid) / PRIOR_RIDGE_MM) ** 2)
     markers = np.zeros(rho.shape, dtype=np.int32)
@@ -144,15 +191,13 @@ def split_and_label(image, bone, spacing, boundary: RadialBoundary, side: str, l
     markers[tuple(w[femur_seed] for w in where)] = 1
     markers[tuple(w[pelvis_seed] for w in where)] = 2
     regions = watershed(elevation, markers, mask=inside)
-    region = regions[where]
-    unreached = region == 0
-    region[unreached] = np.where(covered[unreached] & (r[unreached] > mid[unreached]), 2, 1)
+    region_of = regions[where]
+    unreached = region_of == 0
+    region_of[unreached] = np.where(covered[unreached] & (r[unreached] > mid[unreached]), 2, 1)
 
+    is_head = (region_of == 1) & (r <= radius + schema.HEAD_MARGIN_MM)
+    is_cup = (region_of == 2) & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius)
     head_label, cup_label = schema.SIDE_LABELS[side]
-    femur = region == 1
-    pelvis = region == 2
-    is_head = femur & (r <= radius + schema.HEAD_MARGIN_MM)
-    is_cup = pelvis & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius)
-    roi_labels = labels[box]
-    roi_labels[tuple(w[is_head] for w in where)] = head_label
-    roi_labels[tuple(w[is_cup] for w in where)] = cup_label
+    return HipLabels(head=tuple(w[is_head] + b.start for w, b in zip(where, region.box)),
+                     acetabulum=tuple(w[is_cup] + b.start for w, b in zip(where, region.box)),
+                     head_label=head_label, acetabulum_label=cup_label)
