@@ -2,10 +2,13 @@
 
 Run (on a GPU machine): ``python3 -m benchmarks.gpu_pipeline [--out DIR] [--repeats 3]``; prints one
 JSON line last and writes ``gpu_pipeline.json`` to ``--out`` (default ``benchmarks/results/gpu``).
+``--device cpu --size small`` is a dry run of the same script without a GPU (the tests use it): the
+"GPU" figures are then the CPU's and parity compares the CPU with itself.
 
 * ``gpu_s``: median over ``--repeats`` warm runs of ``segment_volume`` (bone extraction + hip
   segmentation) on a volume already on the GPU, the labels back on the host; per-stage medians too.
-  Target: <= 1.5 s.
+  Target: <= 1.5 s. ``gpu_substage_s``: the medians of each stage's own steps (``bone.energy``,
+  ``afs.boundary``, ...), to show where the time goes.
 * Parity with the CPU run of the same volume: voxels whose label differs (target: identical, or
   within the tolerance documented in docs/architecture.md), and per side the head centre and
   radius differences and both statuses.
@@ -33,25 +36,34 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=5400)
+    parser.add_argument("--size", choices=("tiny", "small", "full"), default="full")
+    parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu")
     args = parser.parse_args(argv)
-    resolve_device("gpu")
-    import cupy
+    device = resolve_device(args.device)
+
+    def synchronize():
+        if device == "gpu":
+            import cupy
+
+            cupy.cuda.Device().synchronize()
 
     config = Config()
     start = time.perf_counter()
-    case = make_phantom(args.seed, size="full", preset="hard")
+    case = make_phantom(args.seed, size=args.size, preset="hard")
     volume = case.to_volume()
     make_s = time.perf_counter() - start
-    on_gpu = volume.with_array(to_device(volume.array, "gpu"))
+    on_gpu = volume.with_array(to_device(volume.array, device))
     runs = []
     for repeat in range(args.repeats + 1):  # the first run compiles the kernels
         timings: dict = {}
-        cupy.cuda.Device().synchronize()
+        synchronize()
         start = time.perf_counter()
-        gpu_labels, gpu_results = segment_volume(on_gpu, config, "gpu", timings)
+        gpu_labels, gpu_results = segment_volume(on_gpu, config, device, timings)
         total = time.perf_counter() - start
         if repeat:
-            runs.append({"total_s": total, **timings})
+            stages = {f"bone.{k}": v for k, v in gpu_results["bone"].get("timings_s", {}).items()}
+            stages.update({f"afs.{k}": v for k, v in gpu_results["afs"]["timings_s"].items() if k != "total"})
+            runs.append({"total_s": total, **timings, "stages": stages})
     start = time.perf_counter()
     cpu_labels, cpu_results = segment_volume(volume, config, "cpu", {})
     cpu_s = time.perf_counter() - start
@@ -65,9 +77,10 @@ def main(argv=None):
         sides[side] = entry
     differing = int(np.count_nonzero(gpu_labels != cpu_labels))
     result = {
-        "shape": list(volume.shape), "phantom_s": round(make_s, 2), "repeats": args.repeats,
+        "device": device, "shape": list(volume.shape), "phantom_s": round(make_s, 2), "repeats": args.repeats,
         "gpu_s": round(statistics.median(r["total_s"] for r in runs), 3),
         "gpu_stage_s": {k: round(statistics.median(r[k] for r in runs), 3) for k in ("bone", "afs")},
+        "gpu_substage_s": {k: round(statistics.median(r["stages"][k] for r in runs), 4) for k in runs[0]["stages"]},
         "cpu_s": round(cpu_s, 2), "labels_differing_voxels": differing,
         "labels_differing_fraction": differing / gpu_labels.size,
         "hip_voxels": int(np.count_nonzero((cpu_labels >= 1) & (cpu_labels <= 4))),

@@ -77,7 +77,8 @@ def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -
     with _timed(timings, "bone"):
         bone = extract_bone(on_device, config)
     diagnostics = bone.diagnostics
-    summary = {key: diagnostics[key] for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy")
+    summary = {key: diagnostics[key]
+               for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy", "timings_s")
                if key in diagnostics}
     summary["warnings"] = list(diagnostics.get("warnings", []))
     with _timed(timings, "afs"):
