@@ -1,27 +1,41 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine (no network there, minutes counted; the whole script is
-# planned for under 10 minutes): install the carried wheels (.whl/: PyMaxflow, and numpy<2.5 for
-# numba-cuda; SimpleITK is not needed by the in-memory benchmarks, thagpu imports it lazily), run the
-# gpu-marked tests, then the GPU benchmarks on 512 x 512 x 300 phantoms, JSON into $OUT.
-# The dataset build with --scheduler cuda (I/O included) runs only where SimpleITK, dask, distributed
-# and dask-cuda import: carry their wheels (SimpleITK's is about 50 MB, so in a run without the numpy
-# wheel, or in a second call); the step says so when they are missing.
-# Usage there: OUT=/some/folder bash benchmarks/gpu_session.sh
+# planned for under 10 minutes): install the carried wheels, run the gpu-marked tests, then the GPU
+# benchmarks on 512 x 512 x 300 phantoms; logs and JSON come back packed in $OUT/gpu_session.tgz.
+# Wheels (fetch them here with benchmarks/gpu_wheels.sh): .whl/ holds PyMaxflow, numpy<2.5 for
+# numba-cuda and the Dask stack; .whl-sitk/ holds SimpleITK, which the dataset build needs for its
+# I/O and which does not fit in the same 64 MiB carry. So a session makes two calls, the second while
+# the machine is still warm (it keeps /tmp/site from the first):
+#   1. carry .whl:       OUT=$OUT bash benchmarks/gpu_session.sh          (everything but the dataset build)
+#   2. carry .whl-sitk:  OUT=$OUT bash benchmarks/gpu_session.sh dataset  (dataset build, --scheduler cuda)
+# "all" runs both parts in one call, for a machine that has every package already.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-benchmarks/results/gpu}
-mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
+PART=${1:-core}
+case "$PART" in core|dataset|all) ;; *) echo "usage: gpu_session.sh [core|dataset|all]" >&2; exit 2;; esac
+# On the device machine $OUT comes back, but at most 8 files: every log and JSON goes to $WORK, and
+# $OUT/gpu_session.tgz, packed again after each step, carries them all (what a timeout leaves too).
+# Without OUT (a local run), $WORK is benchmarks/results/gpu and nothing is packed.
+if [ -n "${OUT:-}" ]; then WORK=${WORK:-/tmp/gpu_session}; mkdir -p "$OUT"; else WORK=benchmarks/results/gpu; fi
+mkdir -p "$WORK"
+pack() {
+    [ -n "${OUT:-}" ] || return 0
+    tar czf "$OUT/gpu_session.tgz.part" -C "$WORK" . && mv "$OUT/gpu_session.tgz.part" "$OUT/gpu_session.tgz"
+}
+for folder in .whl .whl-sitk; do
+    if ls "$folder"/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            "$folder"/*.whl || exit 1
+    fi
+done
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site
 # Run from the source tree: kernels/ is installed as thagpu.kernels by pip (package-dir); here a link
 # stands in for that mapping (this tree is the machine's own copy).
 [ -e thagpu/kernels ] || ln -s ../kernels thagpu/kernels
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export PYTHONUNBUFFERED=1
-nvidia-smi -L | tee "$OUT/gpu.txt"
-python3 -c "import numpy, numba, cupy, scipy, skimage; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__, 'scipy', scipy.__version__, 'skimage', skimage.__version__)" | tee -a "$OUT/gpu.txt"
+nvidia-smi -L | tee "$WORK/gpu.txt"
+python3 -c "import numpy, numba, cupy, scipy, skimage; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__, 'scipy', scipy.__version__, 'skimage', skimage.__version__)" | tee -a "$WORK/gpu.txt"
 status=0
 # One deadline for the whole script (a device command may run 600 s at most): each step gets at most
 # what is left, and a step that no longer fits is skipped and says so.
@@ -33,30 +47,37 @@ budget() {  # wanted seconds -> seconds this step may take (0: skip it)
 run() {  # name, timeout, command...: stdout's last line is the JSON
     local name=$1 limit; limit=$(budget "$2"); shift 2
     echo "== $name"
-    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$OUT/$name.log"; status=1; return; fi
-    if timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; then tail -n 1 "$OUT/$name.log" > "$OUT/$name.json"; cat "$OUT/$name.json"
-    else status=1; tail -n 30 "$OUT/$name.log"; fi
+    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return; fi
+    if timeout "$limit" "$@" > "$WORK/$name.log" 2>&1; then tail -n 1 "$WORK/$name.log" > "$WORK/$name.json"; cat "$WORK/$name.json"
+    else status=1; tail -n 30 "$WORK/$name.log"; fi
+    pack
 }
-step() {  # name, timeout, command...: output kept in $OUT/name.log, its tail shown
+step() {  # name, timeout, command...: output kept in $WORK/name.log, its tail shown
     local name=$1 limit; limit=$(budget "$2"); shift 2
     echo "== $name"
-    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$OUT/$name.log"; status=1; return; fi
-    timeout "$limit" "$@" > "$OUT/$name.log" 2>&1 || status=1
-    tail -n 14 "$OUT/$name.log"
+    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return; fi
+    timeout "$limit" "$@" > "$WORK/$name.log" 2>&1 || status=1
+    tail -n 14 "$WORK/$name.log"
+    pack
 }
-step gpu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py
-run bone_parity 60 python3 -m benchmarks.bone_parity 7 hard small
-run bone_gpu_speed 60 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
-# BE + AFS on 512 x 512 x 300 without file I/O (target <= 1.5 s), and CPU/GPU label agreement.
-run gpu_pipeline 120 python3 -m benchmarks.gpu_pipeline --out "$OUT"
-step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$OUT"
-step afs_gpu 120 python3 -m benchmarks.bench_accuracy --device gpu --quick
-cp benchmarks/results/bench_accuracy_gpu.json benchmarks/results/bench_accuracy_gpu.md "$OUT/" 2>/dev/null || status=1
-# Dataset build with --scheduler cuda, I/O included (target >= 60 cases/min).
-if python3 -c "import SimpleITK, dask, distributed, dask_cuda" 2>/dev/null; then
-    step dataset_gpu 120 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 --out "$OUT"
-else
-    echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry their wheels)" | tee "$OUT/dataset_gpu.log"
+if [ "$PART" != dataset ]; then
+    step gpu_tests 150 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py
+    run bone_parity 60 python3 -m benchmarks.bone_parity 7 hard small
+    run bone_gpu_speed 60 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
+    # BE + AFS on 512 x 512 x 300 without file I/O (target <= 1.5 s), and CPU/GPU label agreement.
+    run gpu_pipeline 120 python3 -m benchmarks.gpu_pipeline --out "$WORK"
+    step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$WORK"
+    step afs_gpu 120 python3 -m benchmarks.bench_accuracy --device gpu --quick
+    cp benchmarks/results/bench_accuracy_gpu.json benchmarks/results/bench_accuracy_gpu.md "$WORK/" 2>/dev/null || status=1
 fi
-echo "== done in $SECONDS s (status $status)"
+if [ "$PART" != core ]; then
+    # Dataset build with --scheduler cuda, I/O included (target >= 60 cases/min).
+    if python3 -c "import SimpleITK, dask, distributed, dask_cuda" 2>/dev/null; then
+        step dataset_gpu 120 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 --out "$WORK"
+    else
+        echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry .whl and .whl-sitk: benchmarks/gpu_wheels.sh)" | tee "$WORK/dataset_gpu.log"
+    fi
+fi
+echo "== done in $SECONDS s (status $status)" | tee "$WORK/done.txt"
+pack
 exit $status
