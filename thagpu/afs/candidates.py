@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bone.morphology import block_reduce_mean, ndimage_for
+from ..bone.morphology import block_reduce_mean, bounding_box, ndimage_for
 from ..device import get_array_module
 from ..kernels.sphere_voting import sphere_votes
 
@@ -28,6 +28,8 @@ MIN_DEPTH_MM = 8.0
 SEPARATION_MM = 20.0
 #: Votes scatter by a few mm (edge position and normal errors): the accumulator is smoothed by this (voxels).
 VOTE_SMOOTH = 1.5
+#: The smoothing's Gaussian is cut at this many standard deviations (SciPy's default).
+SMOOTH_TRUNCATE = 4.0
 
 
 @dataclass(frozen=True)
@@ -99,17 +101,33 @@ def head_candidates(image, bone, spacing, *, radii_mm, vote_spacing_mm: float = 
     behind = ndi.map_coordinates(magnitude, (points - step).T, order=1, mode="nearest")
     crest = (magnitude[idx] >= ahead) & (magnitude[idx] >= behind)
     points, normals = points[crest], normals[crest]
-    votes = sphere_votes(points, normals, radii, coarse_spacing, tuple(small.shape))
+    # Centres must lie deep in bone, so only that region's box (grown by the vote smoothing's reach,
+    # so the smoothing there is the same as over the whole grid) collects and smooths votes.
+    # The depth, too, only in the bone's box grown by one voxel: that background layer holds the
+    # nearest background of every bone voxel and joins all background outside the bone, so hole
+    # filling and distances there are those of the whole grid.
+    bone_box = bounding_box(small_bone, 1)
+    if bone_box is None:
+        return []
+    depth = ndi.distance_transform_edt(ndi.binary_fill_holes(small_bone[bone_box]), sampling=tuple(coarse_spacing))
+    allowed = xp.zeros(small_bone.shape, dtype=bool)
+    allowed[bone_box] = depth >= MIN_DEPTH_MM
+    if small_excl is not None:
+        allowed &= ~small_excl
+    reach = int(SMOOTH_TRUNCATE * VOTE_SMOOTH + 0.5)  # the Gaussian's radius in voxels (SciPy's rule)
+    box = bounding_box(allowed, reach)
+    if box is None:
+        return []
+    origin = np.array([b.start for b in box])
+    votes = sphere_votes(points - xp.asarray(origin, dtype=points.dtype), normals, radii, coarse_spacing,
+                         tuple(b.stop - b.start for b in box))
     # A sphere of radius r offers about 4 pi r^2 / a of surface voxels (a: mean voxel face area).
     face = float(np.mean([coarse_spacing[0] * coarse_spacing[1], coarse_spacing[1] * coarse_spacing[2],
                           coarse_spacing[0] * coarse_spacing[2]]))
     expected = xp.asarray(4.0 * np.pi * radii ** 2 / face, dtype=xp.float32)
-    votes = ndi.gaussian_filter(votes, (1.0, VOTE_SMOOTH, VOTE_SMOOTH, VOTE_SMOOTH)) / expected[:, None, None, None]
-    depth = ndi.distance_transform_edt(ndi.binary_fill_holes(small_bone), sampling=tuple(coarse_spacing))
-    allowed = depth >= MIN_DEPTH_MM
-    if small_excl is not None:
-        allowed &= ~small_excl
-    votes *= allowed[None]
+    votes = ndi.gaussian_filter(votes, (1.0, VOTE_SMOOTH, VOTE_SMOOTH, VOTE_SMOOTH),
+                                truncate=SMOOTH_TRUNCATE) / expected[:, None, None, None]
+    votes *= allowed[box][None]
     best_over_radii = votes.max(axis=0)
     best_radius = votes.argmax(axis=0)
     found = []
@@ -123,7 +141,7 @@ def head_candidates(image, bone, spacing, *, radii_mm, vote_spacing_mm: float = 
             break
         i, j, k = np.unravel_index(flat, best_over_radii.shape)
         r = float(radii[int(best_radius[i, j, k])])
-        center = (np.array([i, j, k], dtype=np.float64) + 0.5) * factors - 0.5
+        center = (np.array([i, j, k], dtype=np.float64) + origin + 0.5) * factors - 0.5
         found.append(HeadCandidate(center_index=center, radius_mm=r, score=score))
         centre = np.array([i, j, k])
         lo, hi = centre - suppress_vox, centre + suppress_vox + 1

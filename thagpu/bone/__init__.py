@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import BoneConfig, Config
-from ..device import get_array_module, to_host
+from ..device import get_array_module
 from ..volume import Volume
 from .cleanup import fill_cavities, remove_non_skeletal
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels
-from .morphology import block_reduce_mean, ndimage_for
+from .morphology import block_reduce_mean, bounding_box, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
 from .seeds import body_mask, bone_interior, seeds
 from .sheets import dark_sheets
@@ -149,7 +149,7 @@ def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfi
     exact when the solution keeps off the box's sides.
     """
     evidence = (image >= thresholds.bone_evidence_hu) & body & (image < config.metal_hu)
-    return _bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
+    return bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
 
 
 def _inner_sides(box, shape) -> list:
@@ -222,19 +222,6 @@ def minimum_cut(energy: Energy, image, spacing, config: BoneConfig) -> tuple:
     return labels, stats
 
 
-def _bounding_box(mask, margin):
-    """Slices around the ``True`` voxels of ``mask`` grown by ``margin`` voxels per axis; ``None`` if empty."""
-    xp = get_array_module(mask)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(to_host(xp.any(mask, axis=other)))
-        if idx.size == 0:
-            return None
-        box.append(slice(max(0, int(idx[0]) - margin[axis]), min(mask.shape[axis], int(idx[-1]) + margin[axis] + 1)))
-    return tuple(box)
-
-
 def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> BoneResult:
     """Extract the bone mask of a CT volume by an exact graph cut.
 
@@ -269,7 +256,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     timings, warnings = {}, []
     start = time.perf_counter()
     body = body_mask(image, spacing, config.body_threshold_hu)
-    box = _bounding_box(body, (1, 1, 1))
+    box = bounding_box(body, (1, 1, 1))
     mask = xp.zeros(image.shape, dtype=bool)
     cut = xp.zeros(image.shape, dtype=bool)
     diagnostics = {"shape": list(image.shape), "mode": config.mode, "connectivity": config.connectivity,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..device import get_array_module
+from ..device import get_array_module, to_host
 
-__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_opening"]
+__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_opening",
+           "bounding_box"]
 
 
 def ndimage_for(array):
@@ -16,6 +17,33 @@ def ndimage_for(array):
         return ndimage
     from cupyx.scipy import ndimage
     return ndimage
+
+
+def bounding_box(mask, margin):
+    """Slices around the ``True`` voxels of a 3-D ``mask``, grown by ``margin`` voxels and kept in the array.
+
+    Parameters
+    ----------
+    mask : (X, Y, Z) bool array
+        NumPy or CuPy.
+    margin : int or sequence of 3 int
+        Voxels added on both sides, per axis.
+
+    Returns
+    -------
+    tuple of 3 slices, or None when ``mask`` is empty.
+    """
+    xp = get_array_module(mask)
+    margin = np.broadcast_to(np.asarray(margin, dtype=int), (3,))
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        where = np.flatnonzero(to_host(xp.any(mask, axis=other)))
+        if where.size == 0:
+            return None
+        box.append(slice(max(0, int(where[0]) - int(margin[axis])),
+                         min(mask.shape[axis], int(where[-1]) + int(margin[axis]) + 1)))
+    return tuple(box)
 
 
 def ball(radius_vox) -> np.ndarray:
