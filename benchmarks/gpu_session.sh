@@ -3,11 +3,12 @@
 # planned for under 10 minutes): install the carried wheels, run the gpu-marked tests, then the GPU
 # benchmarks on 512 x 512 x 300 phantoms; logs and JSON come back packed in $OUT/gpu_session.tgz.
 # Wheels (fetch them here with benchmarks/gpu_wheels.sh): .whl/ holds PyMaxflow, numpy<2.5 for
-# numba-cuda and the Dask stack; .whl-sitk/ holds SimpleITK, which the dataset build needs for its
-# I/O and which does not fit in the same 64 MiB carry. So a session makes two calls, the second while
-# the machine is still warm (it keeps /tmp/site from the first):
-#   1. carry .whl:       OUT=$OUT bash benchmarks/gpu_session.sh          (everything but the dataset build)
-#   2. carry .whl-sitk:  OUT=$OUT bash benchmarks/gpu_session.sh dataset  (dataset build, --scheduler cuda)
+# numba-cuda and the Dask stack; .whl-dataset/ holds SimpleITK (the dataset build's I/O) and MONAI
+# (the model benchmark), which do not fit in the same 64 MiB carry. So a session makes two calls,
+# the second while the machine is still warm (it keeps /tmp/site from the first):
+#   1. carry .whl:          OUT=$OUT bash benchmarks/gpu_session.sh          (BE, AFS, kernels)
+#   2. carry .whl-dataset:  OUT=$OUT bash benchmarks/gpu_session.sh dataset  (dataset build with
+#                           --scheduler cuda, then the six networks of the model benchmark)
 # "all" runs both parts in one call, for a machine that has every package already.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ pack() {
     [ -n "${OUT:-}" ] || return 0
     tar czf "$OUT/gpu_session.tgz.part" -C "$WORK" . && mv "$OUT/gpu_session.tgz.part" "$OUT/gpu_session.tgz"
 }
-for folder in .whl .whl-sitk; do
+for folder in .whl .whl-dataset; do
     if ls "$folder"/*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             "$folder"/*.whl || exit 1
@@ -75,7 +76,19 @@ if [ "$PART" != core ]; then
     if python3 -c "import SimpleITK, dask, distributed, dask_cuda" 2>/dev/null; then
         step dataset_gpu 120 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 --out "$WORK"
     else
-        echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry .whl and .whl-sitk: benchmarks/gpu_wheels.sh)" | tee "$WORK/dataset_gpu.log"
+        echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry .whl and .whl-dataset: benchmarks/gpu_wheels.sh)" | tee "$WORK/dataset_gpu.log"
+    fi
+    # The six networks at the "small" preset (30 epochs), trained on pseudo labels, tested on the truth.
+    # Resumable per network: what finishes in time is kept (each network's result.json).
+    if python3 -c "import SimpleITK, monai" 2>/dev/null; then
+        step models_gpu 380 python3 -m benchmarks.bench_models --device gpu --work /tmp/bench-models
+        mkdir -p "$WORK/models"
+        (cd /tmp/bench-models && find . \( -name result.json -o -name 'results.*' \) -print0 | tar cf - --null -T -) \
+            | tar xf - -C "$WORK/models" 2>/dev/null
+        cp benchmarks/results/bench_models_gpu.json benchmarks/results/bench_models_gpu.md "$WORK/" 2>/dev/null
+        pack
+    else
+        echo "== models_gpu skipped: SimpleITK or MONAI is not importable here (carry .whl-dataset)" | tee "$WORK/models_gpu.log"
     fi
 fi
 echo "== done in $SECONDS s (status $status)" | tee "$WORK/done.txt"

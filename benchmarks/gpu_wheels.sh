@@ -4,8 +4,9 @@
 #   .whl/          PyMaxflow (bone graph cut), numpy<2.5 (numba 0.68 there needs it), and the Dask
 #                  stack for --scheduler cuda (dask, distributed, dask-cuda and what the image lacks
 #                  of their needs): about 21 MB, carried by the first device call;
-#   .whl-sitk/     SimpleITK (image I/O of the dataset build): about 51 MB, carried by a second call,
-#                  since both together pass the 64 MiB a call may carry.
+#   .whl-dataset/  SimpleITK (image I/O of the dataset build and export) and MONAI (the model
+#                  benchmark's networks): about 54 MB, carried by a second call, since both folders
+#                  together pass the 64 MiB a call may carry.
 # Both folders are ignored by git (.git/info/exclude). Usage: bash benchmarks/gpu_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +18,11 @@ download() {  # folder, requirement...
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 \
         -d "$folder" "$@"
 }
-for folder in .whl .whl-sitk; do
+for folder in .whl .whl-dataset; do
     grep -qx "/$folder/" .git/info/exclude 2>/dev/null || echo "/$folder/" >> .git/info/exclude
 done
 download .whl PyMaxflow==1.3.2 numpy==2.4.6 \
     dask==2026.8.0 distributed==2026.8.0 dask-cuda==26.10.0 rapids-dask-dependency==26.10.0 \
     tornado==6.6.1 zict==3.0.0 tblib==3.2.2 partd==1.4.2 locket==1.0.0
-download .whl-sitk SimpleITK==2.5.3
-du -sh .whl .whl-sitk
+download .whl-dataset SimpleITK==2.5.3 monai==1.6.1
+du -sh .whl .whl-dataset
