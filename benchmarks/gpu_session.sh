@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One prepared run for a lent GPU machine (no network there, minutes counted; the whole script is
-# planned for under 10 minutes): install the carried wheels, run the gpu-marked tests, then the GPU
+# One prepared run for a lent GPU machine (no network there, minutes counted; each part keeps to a
+# deadline, TOTAL below): install the carried wheels, run the gpu-marked tests, then the GPU
 # benchmarks on 512 x 512 x 300 phantoms; logs and JSON come back packed in $OUT/gpu_session.tgz.
 # Wheels (fetch them here with benchmarks/gpu_wheels.sh): .whl/ holds PyMaxflow, numpy<2.5 for
 # numba-cuda and the Dask stack; .whl-dataset/ holds SimpleITK (the dataset build's I/O) and MONAI
@@ -10,6 +10,11 @@
 #   2. carry .whl-dataset:  OUT=$OUT bash benchmarks/gpu_session.sh dataset  (dataset build with
 #                           --scheduler cuda, then the six networks of the model benchmark)
 # "all" runs both parts in one call, for a machine that has every package already.
+# Time: a session has 15 minutes of device time in all, the machine's start (1-2 min) included, and a
+# call may be cut short when less is left. The script keeps to its own deadline, TOTAL seconds
+# (default 300), and packs after every step: pass TOTAL a little under each call's real limit
+# (timeout_s, or the budget_left_s that status reports minus the start), e.g.
+#   run(command="TOTAL=280 OUT=$OUT bash benchmarks/gpu_session.sh", timeout_s=300).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:-core}
@@ -35,12 +40,19 @@ done
 [ -e thagpu/kernels ] || ln -s ../kernels thagpu/kernels
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export PYTHONUNBUFFERED=1
+# A second call that lands on a fresh machine lacks what the first installed: say so and stop.
+if ! python3 -c "import maxflow, numba, cupy" 2>/dev/null; then
+    echo "PyMaxflow, numba or CuPy does not import here: carry .whl (a fresh machine needs the core part first)" \
+        | tee "$WORK/missing.txt"
+    pack
+    exit 1
+fi
 nvidia-smi -L | tee "$WORK/gpu.txt"
 python3 -c "import numpy, numba, cupy, scipy, skimage; print('numpy', numpy.__version__, 'numba', numba.__version__, 'cupy', cupy.__version__, 'scipy', scipy.__version__, 'skimage', skimage.__version__)" | tee -a "$WORK/gpu.txt"
 status=0
 # One deadline for the whole script (a device command may run 600 s at most): each step gets at most
 # what is left, and a step that no longer fits is skipped and says so.
-TOTAL=${TOTAL:-540}
+TOTAL=${TOTAL:-300}
 budget() {  # wanted seconds -> seconds this step may take (0: skip it)
     local left=$(( TOTAL - SECONDS - 10 ))
     if [ "$left" -lt 30 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
@@ -70,6 +82,7 @@ if [ "$PART" != dataset ]; then
     step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$WORK"
     step afs_gpu 120 python3 -m benchmarks.bench_accuracy --device gpu --quick
     cp benchmarks/results/bench_accuracy_gpu.json benchmarks/results/bench_accuracy_gpu.md "$WORK/" 2>/dev/null || status=1
+    pack
 fi
 if [ "$PART" != core ]; then
     # Dataset build with --scheduler cuda, I/O included (target >= 60 cases/min).
@@ -81,7 +94,7 @@ if [ "$PART" != core ]; then
     # The six networks at the "small" preset (30 epochs), trained on pseudo labels, tested on the truth.
     # Resumable per network: what finishes in time is kept (each network's result.json).
     if python3 -c "import SimpleITK, monai" 2>/dev/null; then
-        step models_gpu 380 python3 -m benchmarks.bench_models --device gpu --work /tmp/bench-models
+        step models_gpu 400 python3 -m benchmarks.bench_models --device gpu --work /tmp/bench-models
         mkdir -p "$WORK/models"
         (cd /tmp/bench-models && find . \( -name result.json -o -name 'results.*' \) -print0 | tar cf - --null -T -) \
             | tar xf - -C "$WORK/models" 2>/dev/null

@@ -18,8 +18,10 @@ download() {  # folder, requirement...
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64 \
         -d "$folder" "$@"
 }
+exclude=$(git rev-parse --git-path info/exclude)  # also right in a worktree
+mkdir -p "$(dirname "$exclude")"
 for folder in .whl .whl-dataset; do
-    grep -qx "/$folder/" .git/info/exclude 2>/dev/null || echo "/$folder/" >> .git/info/exclude
+    grep -qx "/$folder/" "$exclude" 2>/dev/null || echo "/$folder/" >> "$exclude"
 done
 download .whl PyMaxflow==1.3.2 numpy==2.4.6 \
     dask==2026.8.0 distributed==2026.8.0 dask-cuda==26.10.0 rapids-dask-dependency==26.10.0 \

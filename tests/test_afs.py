@@ -140,6 +140,29 @@ def test_sphere_voting_finds_both_heads(hard_case):
         assert min(np.linalg.norm(f - truth) for f in found) < 6.0
 
 
+
+def test_candidates_do_not_depend_on_the_air_around_the_body(hard_case):
+    """Votes are collected only in the box of allowed centres: air added around the volume (a wider
+    field of view) moves the candidates by the padding and changes nothing else."""
+    _, volume, bone, _, _ = hard_case
+    factors = [max(1, int(round(2.0 / s))) for s in volume.spacing]
+
+    def with_air(image, mask, blocks):  # whole blocks of the vote grid, so that it stays aligned
+        pad = [(blocks[0] * f, blocks[1] * f) for f in factors]
+        return np.pad(image, pad, constant_values=-1000.0), np.pad(mask, pad, constant_values=False), pad
+
+    # The phantom's body reaches the sides of its array: first give it air all round, as a scan has.
+    image, mask, _ = with_air(np.asarray(volume.array), np.asarray(bone), (2, 2))
+    wide_image, wide_mask, pad = with_air(image, mask, (3, 5))
+    radii = np.arange(18.0, 31.0)
+    plain = head_candidates(image, mask, volume.spacing, radii_mm=radii)
+    wider = head_candidates(wide_image, wide_mask, volume.spacing, radii_mm=radii)
+    assert len(plain) == len(wider) >= 2
+    shift = np.array([before for before, _ in pad], dtype=float)
+    for a, b in zip(plain, wider):
+        np.testing.assert_allclose(b.center_index, a.center_index + shift)
+        assert b.radius_mm == a.radius_mm and b.score == pytest.approx(a.score, rel=1e-5)
+
 def test_radial_boundary_converges_from_a_rough_start(hard_case):
     case, volume, _, _, _ = hard_case
     truth = case.truth["sides"]["right"]

@@ -272,8 +272,8 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         region = hip_region(image, bone, spacing, field)  # device -> host here, in this thread
         if region is not None:
             splits[side] = (region, field, spacing, side)
-    # The two splits are host work on disjoint boxes; scikit-image's watershed releases the GIL,
-    # so they run side by side.
+    # The two splits are host work that only reads shared arrays (labels are written afterwards,
+    # side by side in a fixed order); scikit-image's watershed releases the GIL, so they run at once.
     with ThreadPoolExecutor(max_workers=max(len(splits), 1)) as pool:
         done = {side: pool.submit(split_hip, *job) for side, job in splits.items()}
         for side in SIDES:

@@ -80,7 +80,7 @@ def _irls_sphere(points, center, radius, scale, fixed_center, iterations):
             oz = points[i, 2] - center[2]
             d = math.sqrt(ox * ox + oy * oy + oz * oz)
             u = (d - radius) / scale
-            if abs(u) >= 1.0:
+            if not abs(u) < 1.0:  # beyond the scale, or NaN: no weight
                 continue
             w = (1.0 - u * u) ** 2  # Tukey's biweight
             inv = 1.0 / max(d, 1e-9)
