@@ -32,8 +32,8 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     spacing : tuple of 3 float
         Needed when ``closing_mm`` or ``max_slice_hole_mm2`` is set.
     closing_mm : float
-        After the cavities of the mask itself (repeated up to
-        :data:`FILL_PASSES` times while it adds voxels), also those of the mask closed
+        After the cavities of the mask itself (repeated, up to
+        :data:`FILL_PASSES` times, while a pass fills slice holes), also those of the mask closed
         by about this much (a thin cortex with gaps still encloses its marrow);
         the closing itself is never added.
     max_slice_hole_mm2 : float
@@ -47,21 +47,30 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
         # closing would swallow), then those that only a closed shell encloses.
-        # Repeated until nothing changes: the slice holes one pass fills can seal the leak of a 3-D
-        # cavity (an osteoporotic hip bone whose blurred cortex reads low in isolated voxels).
+        # Repeated while a pass fills slice holes: they can seal the leak of a 3-D cavity (an
+        # osteoporotic hip bone whose blurred cortex reads low in isolated voxels). A pass that fills
+        # 3-D cavities alone leaves nothing for the next: each slice region lies wholly inside or
+        # outside a 3-D cavity, so the other slice regions, and their verdicts, stay as they were.
         for _ in range(FILL_PASSES):
-            filled = fill_cavities(mask, spacing, max_slice_hole_mm2=max_slice_hole_mm2)
-            if not bool((filled != mask).any()):
+            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2)
+            if not sealed:
                 break
-            mask = filled
+    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2)[0]
+
+
+def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float):
+    """One pass of :func:`fill_cavities`: the filled mask, and whether it filled any slice hole."""
     shell = box_closing(mask, closing_mm, spacing) | mask if closing_mm > 0 else mask
     extra = _enclosed(shell)
+    sealed = False
     if max_slice_hole_mm2 > 0:
         width = [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
         holes = fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
                               min_width_vox=width) & ~shell & ~extra
-        extra |= holes & ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
-    return mask | (extra & ~shell)
+        holes &= ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
+        sealed = bool(holes.any())
+        extra |= holes
+    return mask | (extra & ~shell), sealed
 
 
 def thin_along_slices(mask, slice_mm: float, max_mm: float):
