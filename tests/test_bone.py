@@ -164,7 +164,7 @@ def test_bad_bone_settings_are_refused():
 def test_box_morphology_matches_scipy_away_from_the_border():
     from scipy import ndimage
 
-    from thagpu.bone.morphology import box_closing, box_opening
+    from thagpu.bone.morphology import box_closing, box_erosion, box_opening
     rng = np.random.default_rng(3)
     mask = np.zeros((30, 30, 30), bool)
     mask[8:22, 8:22, 8:22] = rng.uniform(size=(14, 14, 14)) > 0.6
@@ -172,6 +172,24 @@ def test_box_morphology_matches_scipy_away_from_the_border():
     spacing = (1.0, 1.0, 2.0)
     np.testing.assert_array_equal(box_closing(mask, 2.0, spacing), ndimage.binary_closing(mask, box))
     np.testing.assert_array_equal(box_opening(mask, 2.0, spacing), ndimage.binary_opening(mask, box))
+    # Erosion treats outside the array as background, also at the border.
+    mask[:12, :12, :6] = True
+    np.testing.assert_array_equal(box_erosion(mask, 2.0, spacing), ndimage.binary_erosion(mask, box, border_value=0))
+
+
+def test_body_mask_keeps_thick_large_regions_and_fills_slice_holes():
+    """The body is what is thick and large (a region the erosion leaves something of); the scanner
+    table (a thin plate) and a small blob go; gas inside the body is part of it."""
+    from thagpu.bone.seeds import body_mask
+    image = np.full((60, 60, 20), -1000.0, dtype=np.float32)
+    image[10:50, 10:45, :] = 40.0  # the trunk, 40 x 35 mm
+    image[25:30, 20:25, 5:15] = -900.0  # bowel gas inside it
+    image[5:55, 50:52, :] = 40.0  # the table: 2 mm thick
+    image[2:6, 2:6, 2:6] = 40.0  # a small dense blob (a marker)
+    body = body_mask(image, (1.0, 1.0, 1.0), -400.0, min_thickness_mm=10.0, min_volume_ml=1.0)
+    expected = np.zeros(image.shape, bool)
+    expected[10:50, 10:45, :] = True
+    np.testing.assert_array_equal(body, expected)
 
 
 def test_slice_holes_thin_rings_stay_open_wide_holes_fill():

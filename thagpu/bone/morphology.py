@@ -7,7 +7,7 @@ import numpy as np
 from ..device import get_array_module, to_host
 
 __all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_opening",
-           "bounding_box"]
+           "box_erosion", "bounding_box"]
 
 
 def ndimage_for(array):
@@ -83,7 +83,6 @@ def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
     labels, count = ndi.label(background, structure=xp.asarray(structure) if xp is not np else structure)
     if count == 0:
         return mask.copy()
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1)
     # Regions touching the slice border are outside, whatever their size.
     border = xp.zeros(count + 1, dtype=bool)
     for a in range(3):
@@ -93,7 +92,9 @@ def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
             face = [slice(None)] * 3
             face[a] = index
             border[labels[tuple(face)].ravel()] = True
-    fill = (sizes <= max_area_vox) & ~border
+    fill = ~border
+    if np.isfinite(max_area_vox):  # (the body's outline fills every enclosed hole: no sizes needed)
+        fill &= xp.bincount(labels.ravel(), minlength=count + 1) <= max_area_vox
     fill[0] = False
     if min_width_vox is not None:
         holes = fill[labels].view(xp.uint8)
@@ -160,12 +161,12 @@ def block_reduce_mean(image, factor):
     return (total / np.float32(factors[0] * factors[1] * factors[2])).astype(xp.float32)
 
 
-def _box_filters(mask, radius_mm: float, spacing, first: str, then: str):
-    """Apply 1-D ``first`` filters along every axis, then ``then`` filters (a box operation)."""
+def _box_filters(mask, radius_mm: float, spacing, first: str, *then: str):
+    """Apply 1-D ``first`` filters along every axis, then those of ``then`` (a box operation)."""
     ndi = ndimage_for(mask)
     radius = [max(1, int(round(radius_mm / s))) for s in spacing]
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
-    for name in (first, then):
+    for name in (first, *then):
         filter1d = getattr(ndi, f"{name}_filter1d")
         # Dilation: outside is background. Erosion: closing ignores the border (edge mode), while
         # opening treats outside as background so thin structures at the border go too.
@@ -184,6 +185,11 @@ def box_closing(mask, radius_mm: float, spacing):
     nothing grows in from the borders.
     """
     return _box_filters(mask, radius_mm, spacing, "maximum", "minimum")
+
+
+def box_erosion(mask, radius_mm: float, spacing):
+    """Erosion by a box of half-width about ``radius_mm`` per axis; outside the array counts as background."""
+    return _box_filters(mask, radius_mm, spacing, "minimum")
 
 
 def box_opening(mask, radius_mm: float, spacing):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from .morphology import box_closing, box_opening, fill_holes_2d, ndimage_for
+from .morphology import box_closing, box_erosion, fill_holes_2d, ndimage_for
 
 __all__ = ["body_mask", "seeds", "bone_interior"]
 
@@ -14,8 +14,10 @@ def body_mask(image, spacing, threshold_hu: float = -400.0, *, min_thickness_mm:
               min_volume_ml: float = 50.0):
     """The patient: regions above ``threshold_hu`` that are thick and large, holes filled per axial slice.
 
-    A region counts when something of it survives an opening by a box of
-    half-width ``min_thickness_mm / 2`` and it holds at least ``min_volume_ml``:
+    A region counts when something of it survives an erosion by a box of
+    half-width ``min_thickness_mm / 2`` (as an opening would: what the opening
+    keeps of a region grows back from what the erosion kept of it) and it
+    holds at least ``min_volume_ml``:
     the trunk and the arms do, the scanner table (thin carbon skins around
     foam) and the blankets do not. Gas inside the bowel is part of the body.
     """
@@ -25,7 +27,7 @@ def body_mask(image, spacing, threshold_hu: float = -400.0, *, min_thickness_mm:
     labels, count = ndi.label(dense)
     if count == 0:
         return dense
-    thick = box_opening(dense, min_thickness_mm / 2.0, spacing)
+    thick = box_erosion(dense, min_thickness_mm / 2.0, spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = xp.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
     has_core = xp.zeros(count + 1, dtype=bool)
