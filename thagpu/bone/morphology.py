@@ -96,15 +96,19 @@ def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
     if np.isfinite(max_area_vox):  # (the body's outline fills every enclosed hole: no sizes needed)
         fill &= xp.bincount(labels.ravel(), minlength=count + 1) <= max_area_vox
     fill[0] = False
+    holes = fill[labels]
     if min_width_vox is not None:
-        holes = fill[labels].view(xp.uint8)
+        core = holes.view(xp.uint8)
         for a, width in enumerate(min_width_vox):
             if a != axis and width > 1:
-                holes = ndi.minimum_filter1d(holes, int(width), axis=a, mode="constant", cval=0)
+                core = ndi.minimum_filter1d(core, int(width), axis=a, mode="constant", cval=0)
         wide = xp.zeros(count + 1, dtype=bool)
-        wide[labels[holes.astype(bool)]] = True
-        fill &= wide
-    return mask | fill[labels]
+        wide[labels[core.astype(bool)]] = True
+        # Keep the wide regions' voxels, looked up at the (few) hole voxels rather than over the grid.
+        where = xp.flatnonzero(holes)
+        holes = xp.zeros(mask.shape, dtype=bool)
+        holes.ravel()[where[wide[labels.ravel()[where]]]] = True
+    return mask | holes
 
 
 def coarse_dilate(mask, radius_mm: float, spacing, *, block_mm: float = 4.0):
