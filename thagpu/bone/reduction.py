@@ -48,14 +48,20 @@ class Reduction:
         return self.fixed == FREE
 
 
-def _link_sums(fixed, links, value, xp):
-    """Per voxel, the summed weights of its links to voxels whose label is ``value``."""
-    total = xp.zeros(fixed.shape, dtype=xp.float32)
+def _link_sums(fixed, links, value, out, scratch):
+    """Per voxel, the summed weights of its links to voxels whose label is ``value``, into ``out``.
+
+    ``scratch`` is a flat float32 buffer of the grid's size for the products: each pass sweeps the
+    grid a dozen times, and fresh temporaries of that size would cost more than the arithmetic.
+    """
+    xp = get_array_module(out)
+    out.fill(0)
     hit = fixed == value
     for nb, w in links:
-        total[nb.src] += w * hit[nb.dst]
-        total[nb.dst] += w * hit[nb.src]
-    return total
+        product = scratch[: w.size].reshape(w.shape)
+        for here, there in ((nb.src, nb.dst), (nb.dst, nb.src)):
+            out[here] += xp.multiply(w, hit[there], out=product)
+    return out
 
 
 def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01, fixed=None) -> Reduction:
@@ -85,10 +91,13 @@ def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01
         total[nb.src] += w
         total[nb.dst] += w
     bias = energy.cost_bone - energy.cost_background
+    to_bone = xp.empty(energy.shape, dtype=xp.float32)
+    to_background = xp.empty(energy.shape, dtype=xp.float32)
+    scratch = xp.empty(to_bone.size, dtype=xp.float32)
     passes = 0
     while True:
-        to_bone = _link_sums(fixed, energy.links, BONE, xp)
-        to_background = _link_sums(fixed, energy.links, BACKGROUND, xp)
+        _link_sums(fixed, energy.links, BONE, to_bone, scratch)
+        _link_sums(fixed, energy.links, BACKGROUND, to_background, scratch)
         if passes >= max_passes:
             break
         free = fixed == FREE
