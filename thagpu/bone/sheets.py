@@ -26,10 +26,23 @@ _DIRECTIONS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, -1, 0), (1, 0, 1)
                (0, 1, -1), (1, 1, 1), (1, 1, -1), (1, -1, 1), (1, -1, -1)]
 
 
-def _gather(image, coords, offset):
-    """``image`` at ``coords + offset`` (clipped to the array)."""
+def _sampler(image, coords, reach: int):
+    """A function ``offset -> image at coords + offset`` (positions clipped to the array), for offsets
+    of at most ``reach`` voxels per axis.
+
+    The image is padded once by edge replication (the same values as clipping each position) and
+    read through flat indices: one addition and one gather per offset.
+    """
     xp = get_array_module(image)
-    return image[tuple(xp.clip(c + o, 0, n - 1) for c, o, n in zip(coords, offset, image.shape))]
+    padded = xp.pad(image, reach, mode="edge")
+    stride_i, stride_j = padded.shape[1] * padded.shape[2], padded.shape[2]
+    flat = padded.ravel()
+    base = (coords[0] + reach) * stride_i + (coords[1] + reach) * stride_j + (coords[2] + reach)
+
+    def at(offset):
+        return flat[base + (offset[0] * stride_i + offset[1] * stride_j + offset[2])]
+
+    return at
 
 
 def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: float = 2.0,
@@ -69,16 +82,17 @@ def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: f
     coords = xp.nonzero((image < np.float32(dark_hu)) & near.astype(bool))
     if int(coords[0].size) == 0:
         return out
+    steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
+    at = _sampler(image, coords, max(steps.values()))
     between = xp.zeros(coords[0].shape, dtype=bool)
     for d in _DIRECTIONS:
-        steps = int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9))
-        if steps < 1:
+        if steps[d] < 1:
             continue
         sides = []
         for sign in (1, -1):
-            side = _gather(image, coords, tuple(sign * x for x in d))
-            for k in range(2, steps + 1):
-                side = xp.maximum(side, _gather(image, coords, tuple(sign * k * x for x in d)))
+            side = at(tuple(sign * x for x in d))
+            for k in range(2, steps[d] + 1):
+                side = xp.maximum(side, at(tuple(sign * k * x for x in d)))
             sides.append(side)
         between |= xp.minimum(sides[0], sides[1]) >= np.float32(bright_hu)
     coords = tuple(c[between] for c in coords)
@@ -88,18 +102,19 @@ def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: f
     for axis in range(3):
         smooth = ndi.correlate1d(smooth, xp.asarray([0.25, 0.5, 0.25], dtype=xp.float32), axis=axis, mode="nearest")
     hessian = xp.zeros((coords[0].size, 3, 3), dtype=xp.float32)
-    centre = _gather(smooth, coords, (0, 0, 0))
+    at = _sampler(smooth, coords, 1)
+    centre = at((0, 0, 0))
     for i in range(3):
         e = [0, 0, 0]
         e[i] = 1
         plus, minus = tuple(e), tuple(-x for x in e)
-        hessian[:, i, i] = (_gather(smooth, coords, plus) - 2 * centre + _gather(smooth, coords, minus)) / spacing[i] ** 2
+        hessian[:, i, i] = (at(plus) - 2 * centre + at(minus)) / spacing[i] ** 2
         for j in range(i + 1, 3):
-            def at(a, b):
+            def at_ij(a, b):
                 offset = [0, 0, 0]
                 offset[i], offset[j] = a, b
-                return _gather(smooth, coords, tuple(offset))
-            cross = (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1)) / (4 * spacing[i] * spacing[j])
+                return at(tuple(offset))
+            cross = (at_ij(1, 1) - at_ij(1, -1) - at_ij(-1, 1) + at_ij(-1, -1)) / (4 * spacing[i] * spacing[j])
             hessian[:, i, j] = cross
             hessian[:, j, i] = cross
     eigen = xp.linalg.eigvalsh(hessian)  # ascending
