@@ -23,6 +23,7 @@ from thagpu.config import AARConfig, Config
 from thagpu.errors import InputError
 from thagpu.geometry import Geometry
 from thagpu.io import load_ct, load_labels, write_image
+from thagpu.qc import LABEL_COLOURS
 
 TINY = AARConfig(model="unet", width=8, spacing_mm=4.5, patch_size=32, folds=2, epochs=2, samples_per_case=2,
                  batch_size=2)
@@ -92,7 +93,7 @@ def test_merge_changes_touches_only_the_changed_voxels():
 def test_training_is_seeded_and_deterministic(fresh, tmp_path):
     with RefineStore(fresh) as store:
         rows = store.cases()
-        samples = [load_sample(row, *store.current_label(row), TINY)[0] for row in rows[:2]]
+        samples = [load_sample(row, store.current_label(row)[1], TINY)[0] for row in rows[:2]]
     first = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "a.pt")
     second = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "b.pt")
     import torch
@@ -122,7 +123,7 @@ def test_folds_never_predict_their_own_training_cases(fresh):
     model, checkpoint = load_model(checkpoint_path(fresh, round_, 0), "cpu")
     with RefineStore(fresh) as store:
         row = next(r for r in store.cases() if r["case_id"] == trained_on)
-        sample = load_sample(row, *store.current_label(row), TINY)[0]
+        sample = load_sample(row, store.current_label(row)[1], TINY)[0]
     with pytest.raises(RuntimeError, match="must not predict"):
         predict(model, checkpoint, sample, "cpu", 0.25)
 
@@ -172,8 +173,9 @@ def test_queue_exports_the_most_uncertain_cases_in_their_own_geometry(fresh, tmp
         assert np.array_equal(disagreement, (label != prediction).astype(np.uint8))
         assert (folder / "qc.png").stat().st_size > 1000
     table = (tmp_path / "queue" / "thagpu_labels.ctbl").read_text().splitlines()
-    assert table[1:] == [f"{v} {n} " + " ".join(map(str, rounds_module.SLICER_COLOURS[v])) + f" {0 if v == 0 else 255}"
+    assert table[1:] == [f"{v} {n} " + " ".join(map(str, rounds_module.TABLE_COLOURS[v])) + f" {0 if v == 0 else 255}"
                          for v, n in schema.LABEL_NAMES.items()]
+    assert table[4].split()[2:5] == [str(c) for c in LABEL_COLOURS[3]]  # the QC picture's colours
     assert '"acetabulum_right"' in (tmp_path / "queue" / "thagpu_labels.txt").read_text()
     # Labels nobody corrected are not imported; corrected ones become manual and leave the next queue.
     with pytest.raises(InputError, match="unchanged"):

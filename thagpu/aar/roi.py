@@ -31,10 +31,6 @@ class HipROI:
     shape: tuple  # ROI grid shape
     spacing_mm: float  # ROI voxel size
 
-    @property
-    def voxel_ml(self) -> float:
-        return self.spacing_mm ** 3 / 1000.0
-
 
 def hip_roi(labels: np.ndarray, spacing, config: AARConfig) -> HipROI:
     """The hip box of a canonical label map with voxel ``spacing`` (mm)."""

@@ -33,21 +33,21 @@ from ..dataset.inputs import label_files_by_case
 from ..errors import InputError
 from ..io import load_ct, load_labels, save_labels, save_volume
 from ..metrics import assd, dice
-from ..qc import save_slices_png
+from ..qc import LABEL_COLOURS, save_slices_png
 from .roi import from_roi
 from .store import RefineStore
-from .train import checkpoint_path, load_model, load_sample, predict, train_fold
+from .train import checkpoint_path, load_model, load_sample, predict, segment, train_fold
 
 __all__ = ["uncertainty", "train_round", "score_round", "make_queue", "import_labels", "merge_changes",
-           "SLICER_COLOURS", "write_slicer_table", "write_itksnap_labels"]
+           "TABLE_COLOURS", "write_slicer_table", "write_itksnap_labels"]
 
 log = logging.getLogger("thagpu.aar")
 
 HIP_CLASSES = (schema.FEMORAL_HEAD_LEFT, schema.ACETABULUM_LEFT, schema.FEMORAL_HEAD_RIGHT,
                schema.ACETABULUM_RIGHT)
-#: Display colours of the schema (RGB 0-255), shared by the Slicer and ITK-SNAP tables.
-SLICER_COLOURS = {0: (0, 0, 0), 1: (230, 25, 75), 2: (60, 180, 75), 3: (0, 130, 200), 4: (245, 130, 48),
-                  5: (220, 220, 220)}
+#: Display colours of the schema (RGB 0-255) in the Slicer and ITK-SNAP tables: those of the QC
+#: pictures, so a queued case looks the same in the viewer as in its qc.png.
+TABLE_COLOURS = {0: (0, 0, 0), **LABEL_COLOURS}
 Progress = Optional[Callable[[str, int, int], None]]
 
 
@@ -71,12 +71,11 @@ def uncertainty(label: np.ndarray, prediction: np.ndarray, spacing_mm: float, co
             "boundary_mm": boundary, "disagree_ml": disagree_ml}
 
 
-def _samples(store: RefineStore, config: AARConfig, rows=None) -> dict:
-    rows = rows if rows is not None else store.cases()
+def _samples(store: RefineStore, config: AARConfig, rows) -> dict:
     samples = {}
     for row in rows:
-        source, path = store.current_label(row)
-        samples[row["case_id"]], _, _ = load_sample(row, source, path, config)
+        _, path = store.current_label(row)
+        samples[row["case_id"]], _, _ = load_sample(row, path, config)
     return samples
 
 
@@ -133,7 +132,7 @@ def score_round(dataset_dir, device: str = "cpu", fuse: bool = False, progress: 
         for i, row in enumerate(todo):
             case_id = row["case_id"]
             source, path = store.current_label(row)
-            sample, volume, labels = load_sample(row, source, path, config)
+            sample, volume, labels = load_sample(row, path, config)
             model, checkpoint = models[folds[case_id]]
             prediction = predict(model, checkpoint, sample, device, config.sw_overlap)
             if case_id not in done:
@@ -154,8 +153,7 @@ def _fuse(store, row, sample, volume, labels, models, own_fold, own_prediction, 
     for fold, (model, checkpoint) in enumerate(models):
         if fold != own_fold:
             # These models trained on this case: they vote only on agreement, never alone.
-            checkpoint = {**checkpoint, "train_cases": []}
-            predictions.append(predict(model, checkpoint, sample, device, config.sw_overlap))
+            predictions.append(segment(model, sample.image, checkpoint["patch_size"], device, config.sw_overlap))
     agree = np.all([p == own_prediction for p in predictions[1:]], axis=0)
     change = agree & (own_prediction != sample.label)
     if not change.any():
@@ -181,7 +179,7 @@ def write_slicer_table(path: Path) -> Path:
     """A 3D Slicer colour table (``.ctbl``: ``value name R G B A``) of the schema."""
     lines = ["# thagpu label schema v1 (3D Slicer colour table)"]
     lines += [f"{value} {name} {r} {g} {b} {0 if value == 0 else 255}"
-              for value, name in schema.LABEL_NAMES.items() for r, g, b in [SLICER_COLOURS[value]]]
+              for value, name in schema.LABEL_NAMES.items() for r, g, b in [TABLE_COLOURS[value]]]
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -190,7 +188,7 @@ def write_itksnap_labels(path: Path) -> Path:
     lines = ["################################################", "# ITK-SnAP Label Description File",
              "# Columns: IDX -R- -G- -B- -A-- VIS MSH LABEL", "################################################"]
     for value, name in schema.LABEL_NAMES.items():
-        r, g, b = SLICER_COLOURS[value]
+        r, g, b = TABLE_COLOURS[value]
         alpha, visible = (0, 0) if value == 0 else (1, 1)
         lines.append(f'{value:5d} {r:5d} {g:5d} {b:5d} {alpha:8d} {visible:2d} {visible:2d}    "{name}"')
     return atomic_write_text(path, "\n".join(lines) + "\n")
@@ -245,8 +243,8 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
             for rank, case_id in enumerate(chosen, start=1):
                 folder = staged / f"{rank:03d}_{case_id}"
                 row = rows[case_id]
-                source, path = store.current_label(row)
-                sample, volume, labels = load_sample(row, source, path, config)
+                _, path = store.current_label(row)
+                sample, volume, labels = load_sample(row, path, config)
                 fold = scores[case_id]["fold"]
                 if fold not in models:
                     models[fold] = load_model(checkpoint_path(dataset_dir, round_, fold), device)

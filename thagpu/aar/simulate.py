@@ -32,7 +32,7 @@ from .. import labels as schema
 from .._atomic import atomic_path, atomic_write_text
 from ..config import Config
 from ..errors import InputError
-from ..io import load_ct, load_labels, write_image
+from ..io import load_ct, load_labels
 from ..metrics import dice
 from .rounds import HIP_CLASSES, import_labels, score_round, train_round
 from .store import RefineStore
@@ -66,11 +66,8 @@ def _oracle(dataset_dir: Path, case_ids: list) -> None:
     with RefineStore(dataset_dir) as store:
         rows = {row["case_id"]: row for row in store.cases()}
     with tempfile.TemporaryDirectory(prefix="thagpu-oracle-") as tmp:
-        for case_id in case_ids:
-            row = rows[case_id]
-            volume = load_ct(row["input_path"])
-            truth = load_labels(_truth_path(row), volume)
-            write_image(volume.to_stored(truth), volume.original, Path(tmp) / f"{case_id}.nii.gz")
+        for case_id in case_ids:  # the truth is on the CT's grid already; import_labels checks it
+            shutil.copyfile(_truth_path(rows[case_id]), Path(tmp) / f"{case_id}.nii.gz")
         import_labels(dataset_dir, tmp)
 
 

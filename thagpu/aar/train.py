@@ -37,11 +37,9 @@ class Sample:
     image: np.ndarray  # (X, Y, Z) float32 in [0, 1]
     label: np.ndarray  # (X, Y, Z) uint8, current label
     roi: HipROI
-    label_source: str
 
 
-def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, label_source: str = "",
-                      region: str = "hip"):
+def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, region: str = "hip"):
     """(Sample, Volume, canonical label) of a CT and its label map on the fixed grid.
 
     ``region`` "hip": the hip box of :func:`~thagpu.aar.roi.hip_roi`; "whole": the whole volume.
@@ -52,12 +50,12 @@ def sample_from_files(case_id: str, image_path, label_path, config: AARConfig, l
            else whole_roi(volume.shape, volume.spacing, config.spacing_mm))
     image = normalise_hu(to_roi(volume.array, roi, order=1, cval=-1000.0))
     label = to_roi(labels, roi, order=0, cval=0).astype(np.uint8)
-    return Sample(case_id, image, label, roi, label_source), volume, labels
+    return Sample(case_id, image, label, roi), volume, labels
 
 
-def load_sample(row: dict, label_source: str, label_path: Path, config: AARConfig):
-    """(Sample, Volume, canonical current label) of a ledger row."""
-    return sample_from_files(row["case_id"], row["input_path"], label_path, config, label_source)
+def load_sample(row: dict, label_path: Path, config: AARConfig):
+    """(Sample, Volume, canonical label) of a ledger row with the label map at ``label_path``."""
+    return sample_from_files(row["case_id"], row["input_path"], label_path, config)
 
 
 def checkpoint_path(dataset_dir, round_: int, fold: int) -> Path:
@@ -120,9 +118,10 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * len(loader))
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     model.train()
-    losses = []
     start = time.perf_counter()
     for epoch in range(config.epochs):
+        # Summed where the loss is: reading it back each step would wait for the GPU every step.
+        epoch_loss = torch.zeros((), device=torch_device)
         for batch in loader:
             image = batch["image"].to(torch_device)
             label = batch["label"].to(torch_device).long()
@@ -135,14 +134,14 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
             loss.backward()
             optimiser.step()
             scheduler.step()
-            losses.append(float(loss.detach()))
+            epoch_loss += loss.detach()
         if progress:
             progress(epoch + 1, config.epochs)
     checkpoint = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model": config.model, "width": config.width, "patch_size": config.patch_size,
         "fold": fold, "round": round_, "seed": seed, "train_cases": sorted(s.case_id for s in samples),
-        "final_loss": float(np.mean(losses[-max(1, len(loader)):])) if losses else None,
+        "final_loss": float(epoch_loss) / max(1, len(loader)) if config.epochs else None,  # last epoch's mean
         "train_s": round(time.perf_counter() - start, 2), "complete": True,
     }
     with atomic_path(out) as tmp:
