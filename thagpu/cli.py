@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ._version import __version__
+from .device import DEVICES
 from .errors import ThagpuError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -55,8 +56,9 @@ def _choice(value: str, allowed, what: str) -> str:
     return value
 
 
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+def _progress(*extra_columns) -> Progress:
+    """A progress bar with done / total, elapsed time and ETA, and ``extra_columns`` after the count."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
                     transient=False)
 
@@ -93,7 +95,7 @@ def run(
     from .config import load_config
     from .device import resolve_device
     from .pipeline import run_case
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     config = load_config(config_file)
     device = resolve_device(device)
     failures = []
@@ -133,7 +135,7 @@ def demo(
     from .demo import run_demo
     _choice(size, SIZES, "--size")
     _choice(preset, PRESETS, "--preset")
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     rows, summary = run_demo(out_dir, size=size, device=device, n=n, seed=seed, preset=preset,
                              progress_factory=_progress)
     table = Table(title=f"thagpu demo: {n} {preset} phantom(s), size {size}, device {summary['device']}",
@@ -157,13 +159,6 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Build, inspect and export 
 app.add_typer(dataset_app, name="dataset")
 
 
-def _rate_progress(description: str):
-    """A progress bar with cases done, cases/min and ETA."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("eta"),
-                    TimeRemainingColumn(), console=console, transient=False)
-
-
 @dataset_app.command("build")
 def dataset_build(
     source: Path = typer.Argument(..., help="Folder searched recursively, or a CSV/JSON manifest."),
@@ -182,10 +177,10 @@ def dataset_build(
 
     from .config import load_config
     from .dataset import TLSFiles, build_dataset
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     config = load_config(config_file)
     started = time.perf_counter()
-    with _rate_progress("cases") as progress:
+    with _progress(TextColumn("{task.fields[rate]}")) as progress:  # cases/min
         task = progress.add_task("cases", total=None, rate="")
 
         def report(finished: int, total: int, case_id: str, status: str) -> None:
@@ -291,7 +286,7 @@ def refine_train(
     """Train one round of K fold models on the current labels (continues a stopped round)."""
     from .aar import train_round
     from .device import resolve_device
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
     progress, report = _stage_progress()
     with progress:
@@ -312,7 +307,7 @@ def refine_score(
     """Predict every case out of fold and store its uncertainty score."""
     from .aar import score_round
     from .device import resolve_device
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     progress, report = _stage_progress()
     with progress:
         scores = score_round(dataset_dir, resolve_device(device), fuse=fuse, progress=report)
@@ -336,7 +331,7 @@ def refine_queue(
     """Export the most uncertain cases without a manual label for correction."""
     from .aar import make_queue
     from .device import resolve_device
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     entries = make_queue(dataset_dir, budget, out_dir, resolve_device(device))
     for entry in entries:
         out.print(f"{entry.rank:3d}. {entry.case_id} (score {entry.score:.3f}) -> {out_dir / entry.folder}")
@@ -375,7 +370,7 @@ def refine_simulate(
     from .aar import simulate
     from .device import resolve_device
     _choice(size, ("tiny", "small"), "--size")
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
     progress, report = _stage_progress()
     with progress:
@@ -405,7 +400,7 @@ def benchmark_models_command(
     from .device import resolve_device
     from .model_benchmark import SIZES, benchmark_models
     _choice(size, tuple(SIZES), "--size")
-    _choice(device, ("auto", "cpu", "gpu"), "--device")
+    _choice(device, DEVICES, "--device")
     names = [m.strip() for m in models.split(",") if m.strip()]
     progress, report = _stage_progress()
     with progress:

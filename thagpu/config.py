@@ -20,6 +20,10 @@ from typing import Optional
 
 from .errors import InputError
 
+#: The segmentation networks thagpu builds (:func:`thagpu.aar.networks.make_network`): convolutional,
+#: attention-gated and transformer-based.
+NETWORK_NAMES = ("unet", "attention_unet", "segresnet", "dynunet", "unetr", "swinunetr")
+
 __all__ = ["IOConfig", "BoneConfig", "AFSConfig", "AARConfig", "Config", "load_config", "config_hash"]
 
 
@@ -184,9 +188,8 @@ class AARConfig:
     volume_ml: float = 20.0
 
     def __post_init__(self):
-        known = ("dynunet", "segresnet", "unet", "attention_unet", "unetr", "swinunetr")
-        if self.model not in known:
-            raise ValueError(f"aar.model must be one of {', '.join(known)}, not {self.model!r}")
+        if self.model not in NETWORK_NAMES:
+            raise ValueError(f"aar.model must be one of {', '.join(NETWORK_NAMES)}, not {self.model!r}")
         if self.folds < 2:
             raise ValueError("aar.folds must be at least 2 (out-of-fold prediction)")
         if self.patch_size < 16 or self.patch_size % 16:

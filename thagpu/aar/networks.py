@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 
+from ..config import NETWORK_NAMES
+
 __all__ = ["NETWORKS", "BENCHMARK_NETWORKS", "make_network", "N_CLASSES"]
 
 #: Output classes: the label schema's values 0-5.
 N_CLASSES = 6
 #: Networks AAR trains.
 NETWORKS = ("dynunet", "segresnet", "unet")
-#: Networks the model benchmark compares (convolutional, attention-gated, transformer-based).
-BENCHMARK_NETWORKS = ("unet", "attention_unet", "segresnet", "dynunet", "unetr", "swinunetr")
+#: Networks the model benchmark compares: every network thagpu builds.
+BENCHMARK_NETWORKS = NETWORK_NAMES
 
 
 def make_network(name: str, width: int = 16, patch_size: int = 64):

@@ -89,16 +89,6 @@ class BuildSummary:
         return 60.0 * self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-@contextlib.contextmanager
-def _exclusive(dataset_dir: Path):
-    """One client per dataset folder: the ledger has exactly one writer."""
-    handle = lock_dataset(dataset_dir)
-    try:
-        yield
-    finally:
-        handle.close()
-
-
 def _plan(ledger: Ledger, inputs, resume: bool) -> list:
     """Add new inputs to the ledger and return the case ids to process now."""
     known = ledger.by_input()
@@ -243,7 +233,8 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
         device = resolve_device(device)  # fail here, not in every worker
     inputs = discover_inputs(source)
     start = time.perf_counter()
-    with _exclusive(dataset_dir), Ledger(dataset_dir / LEDGER_NAME) as ledger:
+    # One client per dataset folder (the lock's file closes with the block): the ledger has one writer.
+    with lock_dataset(dataset_dir), Ledger(dataset_dir / LEDGER_NAME) as ledger:
         wanted = config_hash(config)
         built_with = ledger.get_meta("config_hash")
         if built_with is not None and built_with != wanted and ledger.rows():

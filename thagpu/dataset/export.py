@@ -45,7 +45,7 @@ from .. import labels as schema
 from .._atomic import atomic_write_text
 from .._version import __version__
 from ..errors import InputError
-from ..io import load_ct, load_labels, write_image
+from ..io import load_ct, load_labels, save_labels, save_volume
 from .engine import LEDGER_NAME
 from .inputs import content_hash, input_signature, label_files_by_case
 from .ledger import Ledger
@@ -54,8 +54,6 @@ from .worker import LABELLED_SIDE_STATUSES
 __all__ = ["FORMATS", "ExportSummary", "export_dataset", "mapping_path", "has_hip_labels"]
 
 FORMATS = ("nnunet", "msd")
-_HIP_LABELS = (schema.FEMORAL_HEAD_LEFT, schema.ACETABULUM_LEFT, schema.FEMORAL_HEAD_RIGHT,
-               schema.ACETABULUM_RIGHT)
 
 
 @dataclass
@@ -110,8 +108,8 @@ def _names(fmt: str, export_id: str) -> tuple:
     return image, f"{export_id}.nii.gz"
 
 
-def _write_case(row: dict, staged: Path, fmt: str, export_id: str, part: str, label_file: Path) -> None:
-    """Re-write one case's CT and labels from arrays and geometry into ``staged``."""
+def _write_case(row: dict, staged: Path, fmt: str, export_id: str, part: str, label_file: Path) -> dict:
+    """Re-write one case's CT and labels from arrays and geometry into ``staged``; its dataset.json entry."""
     volume = load_ct(row["input_path"])
     # Read the whole input a second time (its hash) only when its size or mtime changed: the ledger's rule.
     unchanged = input_signature(row["input_path"]) == row.get("input_signature")
@@ -121,9 +119,9 @@ def _write_case(row: dict, staged: Path, fmt: str, export_id: str, part: str, la
     labels = load_labels(label_file, volume, allowed=schema.LABEL_NAMES)
     image_name, label_name = _names(fmt, export_id)
     suffix = "Tr" if part == "train" else "Ts"
-    hu = np.clip(np.rint(volume.array), np.iinfo(np.int16).min, np.iinfo(np.int16).max).astype(np.int16)
-    write_image(volume.to_stored(hu), volume.original, staged / f"images{suffix}" / image_name)
-    write_image(volume.to_stored(labels), volume.original, staged / f"labels{suffix}" / label_name, dtype=np.uint8)
+    save_volume(volume, staged / f"images{suffix}" / image_name)
+    save_labels(labels, volume, staged / f"labels{suffix}" / label_name)
+    return {"image": f"./images{suffix}/{image_name}", "label": f"./labels{suffix}/{label_name}"}
 
 
 def has_hip_labels(row: dict, dataset_dir: Path) -> bool:
@@ -233,11 +231,8 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
         entries = {"train": [], "test": []}
         for part, cases in (("train", train), ("test", test)):
             for case_id in cases:
-                export_id = export_ids[case_id]
-                _write_case(rows[case_id], staged, fmt, export_id, part, sources[case_id][1])
-                image_name, label_name = _names(fmt, export_id)
-                suffix = "Tr" if part == "train" else "Ts"
-                entries[part].append({"image": f"./images{suffix}/{image_name}", "label": f"./labels{suffix}/{label_name}"})
+                entries[part].append(_write_case(rows[case_id], staged, fmt, export_ids[case_id], part,
+                                                 sources[case_id][1]))
         meta = {"version": __version__, "config_hash": config, "label_schema": schema.SCHEMA_VERSION,
                 "split": split, "seed": seed, "numTest": len(test),
                 "test_labels": "manual" if manual else "current labels (manual, model-refined or pseudo)",
