@@ -25,9 +25,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.speed_only:
         previous = json.loads((RESULTS / "bench_bone.json").read_text())["rows"]
-        speed = _speed_rows(args.device) + _size_rows(args.device)
+        speed, size = _speed_rows(args.device), _size_rows(args.device)
         kept = [r for r in previous if not r["experiment"].startswith(("speed", "size"))]
-        _write(speed[:3] + kept + speed[3:])
+        _write(speed + kept + size)
         return
     seeds = [2001, 2002] if args.quick else [2001, 2002, 2003]
     # 1. Side by side on 300 x 200 x 160: the plain full-grid cut, ours exact, ours banded.

@@ -24,7 +24,6 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import machine, markdown_table, write_results
-from thagpu._atomic import atomic_write_text
 
 SHAPE = (256, 256, 160)
 FOV_MM = (380.0, 320.0, 230.0)  # the phantom's field of view (RAS)
@@ -95,13 +94,7 @@ def main(argv=None):
     title = f"## Dataset build: {args.cases} phantoms of {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, I/O included\n\n"
     name = "bench_dataset_gpu" if args.device == "gpu" else "bench_dataset"
     payload = {"machine": machine(), "shape": SHAPE, "rows": rows}
-    if args.out is not None:
-        import json
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / f"{name}.json", json.dumps(payload, indent=2) + "\n")
-        atomic_write_text(args.out / f"{name}.md", title + markdown_table(rows, columns) + "\n")
-    else:
-        write_results(name, payload, title + markdown_table(rows, columns))
+    write_results(name, payload, title + markdown_table(rows, columns), folder=args.out)
     print(markdown_table(rows, columns))
 
 

@@ -19,7 +19,6 @@ inputs:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -27,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine, markdown_table, write_results
-from thagpu._atomic import atomic_write_text
 
 
-def _timed(function, repeats: int = 5, sync=None) -> float:
-    function()  # warm-up (compilation)
+def _timed(function, repeats: int = 5, sync=None) -> tuple:
+    """(median seconds over ``repeats`` runs, the result) after one warm-up run (compilation)."""
+    result = function()
     if sync:
         sync()
     times = []
@@ -41,7 +40,7 @@ def _timed(function, repeats: int = 5, sync=None) -> float:
         if sync:
             sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
 
 
 def _inputs(rng):
@@ -65,8 +64,6 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    from scipy import ndimage
-
     from thagpu.kernels import line_nms, radial_profiles, sphere_voting
 
     rng = np.random.default_rng(0)
@@ -83,69 +80,46 @@ def main(argv=None):
             diff = float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0
         rows.append({"kernel": kernel, "form": form, "median_ms": round(seconds * 1000, 3), "max_abs_diff": diff})
 
-    # radial profiles
-    ref = radial_profiles.radial_profiles_reference(image, centre, directions, radii, spacing)
-    add("radial_profiles", "numpy reference", _timed(lambda: radial_profiles.radial_profiles_reference(
-        image, centre, directions, radii, spacing), repeats=3))
-    if args.device == "cpu":
-        out = radial_profiles.radial_profiles_cpu(image, centre, directions, radii, spacing)
-        add("radial_profiles", "numba njit (CPU)", _timed(lambda: radial_profiles.radial_profiles_cpu(
-            image, centre, directions, radii, spacing)), ref[-1], out[-1])
-    coords = (centre[:, None, None] + directions.T[:, :, None] * radii[None, None, :]).reshape(3, -1)
+    # The same calls on either device: the dispatchers pick the njit or the CUDA form by array type.
+    if args.device == "gpu":
+        import cupy
+        from cupyx.scipy import ndimage as nd
+        xp, sync, host, compiled, library = cupy, cupy.cuda.Device().synchronize, cupy.asnumpy, "numba-cuda", "cupyx"
+    else:
+        from scipy import ndimage as nd
+        xp, sync, host, compiled, library = np, None, np.asarray, "numba njit (CPU)", "scipy"
+    image_d, response_d, points_d, normals_d = (xp.asarray(a) for a in (image, response, points, normals))
+    coords = xp.asarray((centre[:, None, None] + directions.T[:, :, None] * radii[None, None, :]).reshape(3, -1))
 
-    def library_profiles(nd, arr, xp):
-        samples = nd.map_coordinates(arr, xp.asarray(coords), order=1, mode="nearest").reshape(400, 161)
+    def library_profiles():
+        samples = nd.map_coordinates(image_d, coords, order=1, mode="nearest").reshape(400, 161)
         smooth = nd.gaussian_filter1d(samples, 2.0, axis=1)
         return xp.gradient(xp.gradient(smooth, axis=1), axis=1)
 
-    if args.device == "cpu":
-        add("radial_profiles", "scipy map_coordinates + gaussian_filter1d", _timed(lambda: library_profiles(ndimage, image, np)))
-    # line NMS
-    ref = line_nms.line_nms_reference(response, min_response=0.5, radius=2)
-    add("line_nms", "numpy reference", _timed(lambda: line_nms.line_nms_reference(response, min_response=0.5, radius=2)))
-    if args.device == "cpu":
-        out = line_nms.line_nms_cpu(response, min_response=0.5, radius=2)
-        add("line_nms", "numba njit (CPU)", _timed(lambda: line_nms.line_nms_cpu(response, min_response=0.5, radius=2)),
-            ref[0], out[0])
-        add("line_nms", "scipy maximum_filter1d peaks", _timed(
-            lambda: (ndimage.maximum_filter1d(response, 5, axis=1) == response) & (response >= 0.5)))
-    # sphere voting
-    ref = sphere_voting.sphere_votes_reference(points, normals, vote_radii, spacing, shape)
-    add("sphere_votes", "numpy reference", _timed(lambda: sphere_voting.sphere_votes_reference(
-        points, normals, vote_radii, spacing, shape), repeats=3))
-    if args.device == "cpu":
-        out = sphere_voting.sphere_votes_cpu(points, normals, vote_radii, spacing, shape)
-        add("sphere_votes", "numba njit (CPU)", _timed(lambda: sphere_voting.sphere_votes_cpu(
-            points, normals, vote_radii, spacing, shape)), ref, out)
-    if args.device == "gpu":
-        import cupy
-        from cupyx.scipy import ndimage as cundimage
-        sync = cupy.cuda.Device().synchronize
-        image_d, response_d, points_d, normals_d = (cupy.asarray(a) for a in (image, response, points, normals))
-        ref_profiles = radial_profiles.radial_profiles_reference(image, centre, directions, radii, spacing)
-        out = radial_profiles.radial_profiles_cuda(image_d, centre, directions, radii, spacing)
-        add("radial_profiles", "numba-cuda", _timed(lambda: radial_profiles.radial_profiles_cuda(
-            image_d, centre, directions, radii, spacing), sync=sync), ref_profiles[-1], cupy.asnumpy(out[-1]))
-        add("radial_profiles", "cupyx map_coordinates + gaussian_filter1d",
-            _timed(lambda: library_profiles(cundimage, image_d, cupy), sync=sync))
-        ref_nms = line_nms.line_nms_reference(response, min_response=0.5, radius=2)
-        out = line_nms.line_nms_cuda(response_d, min_response=0.5, radius=2)
-        add("line_nms", "numba-cuda", _timed(lambda: line_nms.line_nms_cuda(response_d, min_response=0.5, radius=2),
-                                             sync=sync), ref_nms[0], cupy.asnumpy(out[0]))
-        add("line_nms", "cupyx maximum_filter1d peaks", _timed(
-            lambda: (cundimage.maximum_filter1d(response_d, 5, axis=1) == response_d) & (response_d >= 0.5), sync=sync))
-        out = sphere_voting.sphere_votes_cuda(points_d, normals_d, vote_radii, spacing, shape)
-        add("sphere_votes", "numba-cuda", _timed(lambda: sphere_voting.sphere_votes_cuda(
-            points_d, normals_d, vote_radii, spacing, shape), sync=sync), ref, cupy.asnumpy(out))
+    # kernel: NumPy reference (and its runs), the kernel on the device, the part compared, library equivalent
+    kernels = [
+        ("radial_profiles",
+         lambda: radial_profiles.radial_profiles_reference(image, centre, directions, radii, spacing), 3,
+         lambda: radial_profiles.radial_profiles(image_d, centre, directions, radii, spacing), lambda out: out[-1],
+         (f"{library} map_coordinates + gaussian_filter1d", library_profiles)),
+        ("line_nms", lambda: line_nms.line_nms_reference(response, min_response=0.5, radius=2), 5,
+         lambda: line_nms.line_nms(response_d, min_response=0.5, radius=2), lambda out: out[0],
+         (f"{library} maximum_filter1d peaks",
+          lambda: (nd.maximum_filter1d(response_d, 5, axis=1) == response_d) & (response_d >= 0.5))),
+        ("sphere_votes", lambda: sphere_voting.sphere_votes_reference(points, normals, vote_radii, spacing, shape), 3,
+         lambda: sphere_voting.sphere_votes(points_d, normals_d, vote_radii, spacing, shape), lambda out: out, None),
+    ]
+    for kernel, reference, reference_runs, form, pick, equivalent in kernels:
+        seconds, expected = _timed(reference, repeats=reference_runs)
+        add(kernel, "numpy reference", seconds)
+        seconds, out = _timed(form, sync=sync)
+        add(kernel, compiled, seconds, pick(expected), host(pick(out)))
+        if equivalent is not None:
+            add(kernel, equivalent[0], _timed(equivalent[1], sync=sync)[0])
     table = "## Kernels (median ms; 5 runs, 3 for NumPy references)\n\n" + markdown_table(rows, ["kernel", "form", "median_ms", "max_abs_diff"])
     name = "bench_kernels_gpu" if args.device == "gpu" else "bench_kernels"
     payload = {"machine": machine(), "device": args.device, "rows": rows}
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(args.out / f"{name}.json", json.dumps(payload, indent=2) + "\n")
-        atomic_write_text(args.out / f"{name}.md", table + "\n")
-    else:
-        write_results(name, payload, table)
+    write_results(name, payload, table, folder=args.out)
     print(table)
 
 

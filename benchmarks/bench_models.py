@@ -26,7 +26,7 @@ def prepare(work: Path, cases: int, device: str) -> Path:
     from thagpu.dataset import Ledger, build_dataset, export_dataset
     from thagpu.dataset.engine import LEDGER_NAME
     from thagpu.dataset.export import has_hip_labels
-    from thagpu.phantom import make_phantom, write_phantom
+    from thagpu.phantom import write_phantoms
 
     work = work / f"cases-{cases}"
     export = work / "export"
@@ -34,8 +34,7 @@ def prepare(work: Path, cases: int, device: str) -> Path:
         return export
     for name in ("phantoms", "dataset", "truth", "export"):  # only what this script makes
         shutil.rmtree(work / name, ignore_errors=True)
-    for i in range(cases):
-        write_phantom(make_phantom(9000 + i, size="small", preset="hard"), work / "phantoms")
+    write_phantoms(work / "phantoms", cases, 9000, size="small", preset="hard")
     build_dataset(work / "phantoms", work / "dataset", workers=2, device=device)
     with Ledger(work / "dataset" / LEDGER_NAME) as ledger:
         usable = [row for row in ledger.rows("done") if has_hip_labels(row, work / "dataset")]

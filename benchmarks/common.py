@@ -64,11 +64,12 @@ def run_isolated(module: str, *args: str, timeout: float = 3600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_results(name: str, payload: dict, table: str) -> tuple:
-    """Write ``results/<name>.json`` and ``results/<name>.md`` atomically."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    json_path = atomic_write_text(RESULTS / f"{name}.json", json.dumps(payload, indent=2) + "\n")
-    md_path = atomic_write_text(RESULTS / f"{name}.md", table + "\n")
+def write_results(name: str, payload: dict, table: str, folder: Path | None = None) -> tuple:
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` atomically (``folder``: ``results/``)."""
+    folder = RESULTS if folder is None else Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = atomic_write_text(folder / f"{name}.json", json.dumps(payload, indent=2) + "\n")
+    md_path = atomic_write_text(folder / f"{name}.md", table + "\n")
     return json_path, md_path
 
 

@@ -57,21 +57,18 @@ budget() {  # wanted seconds -> seconds this step may take (0: skip it)
     local left=$(( TOTAL - SECONDS - 10 ))
     if [ "$left" -lt 30 ]; then echo 0; elif [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi
 }
-run() {  # name, timeout, command...: stdout's last line is the JSON
-    local name=$1 limit; limit=$(budget "$2"); shift 2
+step() {  # name, timeout, command...: output kept in $WORK/name.log, its tail shown; returns its status
+    local name=$1 limit rc; limit=$(budget "$2"); shift 2
     echo "== $name"
-    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return; fi
-    if timeout "$limit" "$@" > "$WORK/$name.log" 2>&1; then tail -n 1 "$WORK/$name.log" > "$WORK/$name.json"; cat "$WORK/$name.json"
-    else status=1; tail -n 30 "$WORK/$name.log"; fi
-    pack
-}
-step() {  # name, timeout, command...: output kept in $WORK/name.log, its tail shown
-    local name=$1 limit; limit=$(budget "$2"); shift 2
-    echo "== $name"
-    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return; fi
-    timeout "$limit" "$@" > "$WORK/$name.log" 2>&1 || status=1
+    if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return 1; fi
+    timeout "$limit" "$@" > "$WORK/$name.log" 2>&1; rc=$?
+    [ "$rc" -eq 0 ] || status=1
     tail -n 14 "$WORK/$name.log"
     pack
+    return "$rc"
+}
+run() {  # as step; the command's last output line is its JSON, kept as $WORK/name.json
+    if step "$@"; then tail -n 1 "$WORK/$1.log" > "$WORK/$1.json"; pack; fi
 }
 keep_new() {  # marker, files...: copy into $WORK the files written since the marker (not stale ones)
     local marker=$WORK/$1; shift
