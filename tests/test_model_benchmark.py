@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from conftest import build_tiny_dataset
@@ -70,3 +71,27 @@ def test_benchmark_summary_reads_the_result_files():
     summary, markdown = summarise("cpu")
     assert "| BE |" in markdown and "| AFS |" in markdown
     assert summary["bone"]["speedup_vs_fullgrid"] > 1 and "hard" in summary["accuracy"]
+
+
+def test_metrics_score_the_labelled_box_and_count_misses():
+    """MONAI's metrics on the box around the labels equal those on the whole grid; a class missed
+    or predicted where the truth has none is counted (MONAI gives it an infinite ASSD, a NaN HD95)."""
+    from thagpu import model_benchmark
+
+    truth = np.zeros((60, 50, 40), np.uint8)
+    prediction = np.zeros_like(truth)
+    truth[10:30, 12:25, 5:20] = 1
+    prediction[12:31, 10:25, 6:21] = 1
+    truth[0:8, 0:6, 0:4] = 3  # missed, at the volume's corner
+    prediction[40:45, 5:9, 30:35] = 2  # predicted, not in the truth
+    spacing = (0.8, 0.9, 1.5)
+    scores = model_benchmark._metrics(prediction, truth, spacing)
+    whole = np.zeros((90, 80, 70), np.uint8), np.zeros((90, 80, 70), np.uint8)  # more background all round
+    whole[0][10:70, 10:60, 10:50], whole[1][10:70, 10:60, 10:50] = prediction, truth
+    padded = model_benchmark._metrics(*whole, spacing)
+    for metric, values in scores.items():
+        assert padded[metric] == pytest.approx(values, nan_ok=True)
+    assert scores["dice"]["femoral_head_left"] == pytest.approx(2 * 18 * 13 * 14 / (20 * 13 * 15 + 19 * 15 * 15))
+    assert model_benchmark._missed([scores, scores]) == {"femoral_head_left": 0, "acetabulum_left": 2,
+                                                           "femoral_head_right": 2, "acetabulum_right": 0,
+                                                           "other_bone": 0}

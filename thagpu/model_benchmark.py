@@ -33,6 +33,7 @@ import numpy as np
 from . import labels as schema
 from ._atomic import atomic_path, atomic_write_text
 from .aar.networks import BENCHMARK_NETWORKS
+from .bone.morphology import bounding_box
 from .config import AARConfig
 from .errors import InputError, ThagpuError
 
@@ -93,6 +94,11 @@ def _metrics(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict:
 
     warnings.filterwarnings("ignore", category=FutureWarning, module="monai")
     warnings.filterwarnings("ignore", message=".*(is all 0|ground truth of class).*")  # absent class: NaN
+    # The one-hot maps are float tensors of every class: score the box around the labelled voxels
+    # (one background voxel all round keeps every surface inside it, so every value is the same).
+    box = bounding_box((prediction > 0) | (truth > 0), 1)
+    if box is not None:
+        prediction, truth = prediction[box], truth[box]
     pred = one_hot(torch.from_numpy(prediction.astype(np.int64))[None, None], num_classes=len(schema.LABEL_NAMES))
     true = one_hot(torch.from_numpy(truth.astype(np.int64))[None, None], num_classes=len(schema.LABEL_NAMES))
     spacing = [float(s) for s in spacing]
@@ -105,6 +111,16 @@ def _metrics(prediction: np.ndarray, truth: np.ndarray, spacing) -> dict:
     }
     return {metric: {schema.LABEL_NAMES[c]: float(tensor[0, i]) for i, c in enumerate(_CLASSES)}
             for metric, tensor in values.items()}
+
+
+def _missed(per_case: list) -> dict:
+    """Per class, the cases where it is in the truth and missed, or predicted where the truth has none.
+
+    The means leave those cases out, so they are counted here. MONAI marks them with an infinite
+    ASSD (its HD95 is NaN there, as for a class absent from both).
+    """
+    return {name: sum(1 for case in per_case if math.isinf(case["assd"][name]) or math.isinf(case["hd95"][name]))
+            for name in per_case[0]["assd"]}
 
 
 def _nanmean_per_class(cases: list) -> dict:
@@ -148,10 +164,7 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
         "dice": _nanmean_per_class([c["dice"] for c in per_case]),
         "hd95": _nanmean_per_class([c["hd95"] for c in per_case]),
         "assd": _nanmean_per_class([c["assd"] for c in per_case]),
-        # Surface distances are infinite where a class is in the truth and missed (or the reverse);
-        # the means above leave those cases out, so they are counted here.
-        "missed": {name: sum(1 for c in per_case if c["hd95"][name] is not None and math.isinf(c["hd95"][name]))
-                   for name in per_case[0]["hd95"]},
+        "missed": _missed(per_case),
         "train_s": round(train_s, 2),
         "infer_s_per_case": round(float(np.mean(infer_s)), 3),
         "peak_mem_mb": round(_peak_memory_mb(device), 1),
