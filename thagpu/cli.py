@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ._version import __version__
 from .device import DEVICES
-from .errors import ThagpuError
+from .errors import ThagpuError, describe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hip CT -> THA-planning segmentation dataset (bone extraction, acetabulum "
@@ -431,8 +431,7 @@ def main(argv=None) -> None:
     except Exception as error:  # a bug: keep it short unless --debug
         if _STATE["debug"]:
             raise
-        first = str(error).splitlines()[0] if str(error) else ""
-        console.print(f"thagpu: internal error: {type(error).__name__}: {first} (run with --debug for the "
+        console.print(f"thagpu: internal error: {describe(error)} (run with --debug for the "
                       f"traceback)", highlight=False, markup=False, soft_wrap=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

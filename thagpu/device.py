@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-from .errors import DeviceError
+from .errors import DeviceError, describe
 
 __all__ = ["resolve_device", "gpu_available", "get_array_module", "to_device", "to_host"]
 
@@ -22,7 +22,7 @@ def _gpu_status() -> tuple:
     try:
         import cupy
     except Exception as error:  # ImportError, or a broken CUDA install
-        return False, f"CuPy is not importable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        return False, f"CuPy is not importable ({describe(error)})"
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ThagpuError", "InputError", "OutputError", "DeviceError"]
+__all__ = ["ThagpuError", "InputError", "OutputError", "DeviceError", "describe"]
 
 
 class ThagpuError(Exception):
@@ -33,3 +33,9 @@ class OutputError(ThagpuError, OSError):
 
 class DeviceError(ThagpuError, RuntimeError):
     """The requested compute device is not available."""
+
+
+def describe(error: BaseException) -> str:
+    """``"Type: first line of the message"`` (``"Type"`` alone when the message is empty), for one-line reports."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

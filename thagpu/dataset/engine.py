@@ -35,7 +35,7 @@ from typing import Callable, Optional
 
 from .._version import __version__
 from ..config import Config, config_hash
-from ..errors import DeviceError, InputError, ThagpuError
+from ..errors import DeviceError, InputError, ThagpuError, describe
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger, lock_dataset
 from .report import write_report
@@ -163,19 +163,13 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
     try:
         client = Client(scheduler, security=security, timeout="20s")
     except (OSError, TimeoutError) as error:
-        raise InputError(scheduler, f"cannot reach the scheduler ({type(error).__name__}: "
-                                    f"{str(error).splitlines()[0] if str(error) else 'no answer'})") from None
+        raise InputError(scheduler, f"cannot reach the scheduler ({describe(error)})") from None
     try:
         client.wait_for_workers(1, timeout=60)
     except TimeoutError:
         client.close()
         raise InputError(scheduler, "the scheduler has no worker (waited 60 s)") from None
     return client, None
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Optional[int] = None,
@@ -305,7 +299,7 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
                 raise ThagpuError(f"lost the scheduler while {len(in_flight)} case(s) ran; they are pending "
                                   "again: run the build with --resume") from None
             except Exception as error:  # e.g. the task could not be unpickled on the worker
-                result = {"status": "failed", "error": f"task error: {_one_line(error)}"}
+                result = {"status": "failed", "error": f"task error: {describe(error)}"}
             ledger.record(case_id, result)
             del in_flight[future]  # only once recorded: an interrupt before leaves it to be reset
             finished += 1

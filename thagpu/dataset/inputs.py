@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, describe
 from ..io import SUPPORTED_SUFFIXES
 from ..pipeline import case_id_for
 
@@ -163,7 +163,7 @@ def _read_manifest(path: Path) -> list:
                 raise InputError(path, "manifest JSON must be a list of paths or of {\"path\": ...} objects")
             entries = [item["path"] if isinstance(item, dict) else item for item in data]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, csv.Error) as error:
-        raise InputError(path, f"cannot read manifest: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}") from None
+        raise InputError(path, f"cannot read manifest: {describe(error)}") from None
     paths = []
     for entry in entries:
         if not isinstance(entry, str) or not entry.strip():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..config import Config, config_hash
-from ..errors import ThagpuError
+from ..errors import ThagpuError, describe
 from .inputs import content_hash
 
 __all__ = ["process_case", "side_summary", "STAGING", "CASES", "LABELLED_SIDE_STATUSES"]
@@ -133,8 +133,7 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         where = error.filename or input_path
         result.update(status="failed", error=f"{where}: {error.strerror or type(error).__name__}")
     except Exception as error:  # a bug: record it, the other cases go on
-        first = str(error).splitlines()[0] if str(error) else ""
-        result.update(status="failed", error=f"internal error: {type(error).__name__}: {first}")
+        result.update(status="failed", error=f"internal error: {describe(error)}")
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
