@@ -164,14 +164,13 @@ def test_bad_bone_settings_are_refused():
 def test_box_morphology_matches_scipy_away_from_the_border():
     from scipy import ndimage
 
-    from thagpu.bone.morphology import box_closing, box_erosion, box_opening
+    from thagpu.bone.morphology import box_closing, box_erosion
     rng = np.random.default_rng(3)
     mask = np.zeros((30, 30, 30), bool)
     mask[8:22, 8:22, 8:22] = rng.uniform(size=(14, 14, 14)) > 0.6
     box = np.ones((5, 5, 3), bool)  # radius 2 mm along i, j at 1 mm; 1 voxel along k at 2 mm
     spacing = (1.0, 1.0, 2.0)
     np.testing.assert_array_equal(box_closing(mask, 2.0, spacing), ndimage.binary_closing(mask, box))
-    np.testing.assert_array_equal(box_opening(mask, 2.0, spacing), ndimage.binary_opening(mask, box))
     # Erosion treats outside the array as background, also at the border.
     mask[:12, :12, :6] = True
     np.testing.assert_array_equal(box_erosion(mask, 2.0, spacing), ndimage.binary_erosion(mask, box, border_value=0))

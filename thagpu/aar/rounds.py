@@ -254,8 +254,9 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
                 save_volume(volume, folder / "ct.nii.gz")
                 label_file = save_labels(labels, volume, folder / "label.nii.gz")
                 save_labels(prediction, volume, folder / "prediction.nii.gz")
-                save_labels((prediction != labels).astype(np.uint8), volume, folder / "disagreement.nii.gz")
-                centre = np.argwhere(prediction != labels).mean(axis=0) if (prediction != labels).any() \
+                disagreement = prediction != labels
+                save_labels(disagreement.astype(np.uint8), volume, folder / "disagreement.nii.gz")
+                centre = np.argwhere(disagreement).mean(axis=0) if disagreement.any() \
                     else (np.asarray(labels.shape) - 1) / 2.0
                 save_slices_png(folder / "qc.png", volume.array, labels, volume.spacing,
                                 {"disagreement centre: current label": centre},

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 
-__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_opening",
-           "box_erosion", "bounding_box"]
+__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_erosion",
+           "bounding_box"]
 
 
 def ndimage_for(array):
@@ -172,8 +172,8 @@ def _box_filters(mask, radius_mm: float, spacing, first: str, *then: str):
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
     for name in (first, *then):
         filter1d = getattr(ndi, f"{name}_filter1d")
-        # Dilation: outside is background. Erosion: closing ignores the border (edge mode), while
-        # opening treats outside as background so thin structures at the border go too.
+        # Dilation: outside is background. Erosion: closing's ignores the border (edge mode), while a
+        # plain erosion treats outside as background, so thin structures at the border go too.
         mode = "constant" if (name == "maximum" or first == "minimum") else "nearest"
         for axis, r in enumerate(radius):
             out = filter1d(out, 2 * r + 1, axis=axis, mode=mode, cval=0)
@@ -195,7 +195,3 @@ def box_erosion(mask, radius_mm: float, spacing):
     """Erosion by a box of half-width about ``radius_mm`` per axis; outside the array counts as background."""
     return _box_filters(mask, radius_mm, spacing, "minimum")
 
-
-def box_opening(mask, radius_mm: float, spacing):
-    """Morphological opening by a box of half-width about ``radius_mm`` (removes thin structures)."""
-    return _box_filters(mask, radius_mm, spacing, "minimum", "maximum")
