@@ -131,7 +131,7 @@ def score_round(dataset_dir, device: str = "cpu", fuse: bool = False, progress: 
         todo = [row for row in cases if row["case_id"] not in done or fuse]
         for i, row in enumerate(todo):
             case_id = row["case_id"]
-            source, path = store.current_label(row)
+            source, path = store.current_label(row, sources)
             sample, volume, labels = load_sample(row, path, config)
             model, checkpoint = models[folds[case_id]]
             prediction = predict(model, checkpoint, sample, device, config.sw_overlap)

@@ -72,14 +72,6 @@ class RefineStore(Ledger):
         """Ledger rows of the ``done`` cases with hip labels, in case id order."""
         return [row for row in self.rows("done") if has_hip_labels(row, self.dataset_dir)]
 
-    def current_label(self, row: dict) -> tuple:
-        """(source, path) of a case's current label."""
-        override = self._db.execute("SELECT source, path FROM refine_labels WHERE case_id = ?",
-                                    (row["case_id"],)).fetchone()
-        if override is not None:
-            return override["source"], self.dataset_dir / override["path"]
-        return "pseudo", self.dataset_dir / row["outputs"]["labels"]
-
     def set_label(self, case_id: str, source: str, path: Path, round_: int | None) -> None:
         """Record a manual or model-refined label; a manual label is never replaced."""
         self.set_labels([(case_id, source, path)], round_)

@@ -216,14 +216,8 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
     train, test = _split(sorted(usable), set(manual), split, seed)
     export_ids = {case_id: f"hip_{i + 1:04d}" for i, case_id in enumerate(train + test)}
     # Each case's label: --test-labels, else a manual or model-refined label from AAR, else the pseudo label.
-    sources = {}
-    for case_id in usable:
-        if case_id in manual:
-            sources[case_id] = ("manual (--test-labels)", manual[case_id])
-        elif case_id in refined:
-            sources[case_id] = refined[case_id]
-        else:
-            sources[case_id] = ("pseudo", dataset_dir / rows[case_id]["outputs"]["labels"])
+    sources = {case_id: ("manual (--test-labels)", manual[case_id]) if case_id in manual
+               else ledger.current_label(rows[case_id], refined) for case_id in usable}
 
     staged = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
     staged.mkdir(parents=True)

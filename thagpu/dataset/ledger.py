@@ -165,6 +165,15 @@ class Ledger:
         return {row["case_id"]: (row["source"], self.path.parent / row["path"])
                 for row in self._db.execute("SELECT case_id, source, path FROM refine_labels")}
 
+    def current_label(self, row: dict, sources: dict | None = None) -> tuple:
+        """(source, path) of a case's current label: a manual or model-refined label recorded by the
+        AAR rounds, else the pipeline's pseudo label.
+
+        ``sources``: :meth:`label_sources` already read, for callers going over many rows.
+        """
+        found = (self.label_sources() if sources is None else sources).get(row["case_id"])
+        return found if found is not None else ("pseudo", self.path.parent / row["outputs"]["labels"])
+
     @staticmethod
     def _decode(row) -> dict:
         item = dict(row)
