@@ -291,3 +291,63 @@ def test_fill_repeats_until_slice_holes_stop_sealing_cavities(monkeypatch):
     monkeypatch.setattr(cleanup, "FILL_PASSES", 1)
     once = cleanup.fill_cavities(mask, (1.0, 1.0, 1.0), closing_mm=4.0, max_slice_hole_mm2=2500.0)
     assert not once[12:15, 12:28, 13:16].any()
+
+
+def test_local_noise_reads_the_noise_of_one_tissue_not_the_spread_of_several():
+    """Two soft tissues 60 HU apart (muscle and an enhanced organ) with 12 HU noise: the noise is 12."""
+    from thagpu.bone.intensity import estimate_tissue_levels
+    rng = np.random.default_rng(0)
+    image = np.full((80, 80, 12), 40.0, np.float32)
+    image[40:, :, :] = 100.0
+    image += rng.normal(0, 12.0, image.shape).astype(np.float32)
+    levels = estimate_tissue_levels(image, np.ones(image.shape, bool))
+    assert levels.noise_hu == pytest.approx(12.0, rel=0.1)
+
+
+def test_half_max_tilt_changes_sign_at_half_way_across_an_edge():
+    from thagpu.bone.halfmax import half_max_tilt
+    profile = np.array([40.0] * 10 + [100.0, 300.0, 500.0, 700.0] + [760.0] * 10, np.float32)
+    image = np.broadcast_to(profile[:, None, None], (profile.size, 8, 8)).copy()
+    tilt = half_max_tilt(image, (1.0, 1.0, 1.0), radius_mm=3.0, min_span_hu=150.0, smooth_vox=0.0)[:, 4, 4]
+    assert tilt[11] < 0 < tilt[12]  # 300 HU is below half-way (400) between 40 and 760, 500 above
+    assert tilt[2] == 0 and tilt[-3] == 0  # no surface in flat tissue
+    near = np.zeros(image.shape, bool)
+    assert not half_max_tilt(image, (1.0, 1.0, 1.0), near=near).any()  # only near bone
+
+
+def test_cancellous_region_keeps_bone_behind_a_thin_cortex_not_a_vessel_beside_it():
+    """A low-density body (200 HU) behind a partial cortex is kept; a contrast vessel (200 HU) 1 voxel
+    from the cortex through a 1-voxel contact is not."""
+    from thagpu.bone.seeds import cancellous_region
+    image = np.full((60, 40, 40), 40.0, np.float32)
+    image[10:30, 10:30, 10:30] = 200.0  # cancellous bone
+    image[9, 10:30, 10:30] = 800.0  # cortex on one side only
+    image[35:45, 15:25, 15:25] = 200.0  # a vessel
+    image[30:35, 20, 20] = 800.0  # a calcified plaque touching both
+    bright = image >= 500
+    region = cancellous_region(image, bright, np.zeros(image.shape, bool), low_hu=120.0)
+    assert region[12:28, 12:28, 12:28].all()
+    assert not region[37:43, 17:23, 17:23].any()
+
+
+def test_joint_valleys_mark_a_dark_gap_between_plates_not_marrow():
+    from thagpu.bone.sheets import joint_valleys
+    profile = np.array([40.0] * 6 + [900.0, 900.0, 80.0, 80.0, 900.0, 900.0] + [300.0] * 4 + [900.0] * 2
+                       + [40.0] * 6, np.float32)
+    image = np.broadcast_to(profile[:, None, None], (profile.size, 10, 10)).copy()
+    valleys = joint_valleys(image, (1.0, 1.0, 1.0), bright_hu=500.0, soft_hu=40.0, reach_mm=3.0)[:, 5, 5]
+    assert valleys[8] and valleys[9]  # cartilage between two plates
+    assert not valleys[12:16].any()  # 300 HU marrow between two cortices is bone
+
+
+def test_fluid_in_a_slice_hole_is_not_filled_but_marrow_is():
+    """A ring of bone around water (a spinal canal inside its arch) stays open; around fat, it fills."""
+    from thagpu.bone.cleanup import fill_cavities
+    x, y = np.meshgrid(np.arange(50), np.arange(50), indexing="ij")
+    r = np.hypot(x - 25, y - 25)
+    ring = np.repeat(((r >= 8) & (r < 11))[:, :, None], 14, axis=2)
+    ring[:, :, 0] = ring[:, :, -1] = False  # open at both ends: no 3-D cavity
+    for inside_hu, filled in ((10.0, False), (-80.0, True), (250.0, True)):
+        image = np.where(ring, 900.0, np.where((r < 8)[:, :, None], inside_hu, 40.0)).astype(np.float32)
+        out = fill_cavities(ring, (1.0, 1.0, 1.0), max_slice_hole_mm2=2500.0, image=image)
+        assert bool(out[25, 25, 7]) is filled

@@ -51,6 +51,26 @@ class BoneConfig:
     shell_fraction: float = 0.35
     #: Extra background cost (nats) inside those filled shells, eroded by one voxel.
     interior_prior: float = 4.0
+    #: Cancellous bone whose thin cortex does not close (vertebral bodies, femoral heads at 3 mm)
+    #: counts as a bone shell too: the image smoothed by ``cancellous_smooth_mm`` (trabeculae and
+    #: noise average out) at or above the soft-tissue level plus max(``cancellous_margin_hu``,
+    #: ``cancellous_noise_sd`` noise SDs of the smoothed image), where it hangs together with the
+    #: bright shells (thagpu/bone/seeds.py: cancellous_region). 0 disables.
+    cancellous_margin_hu: float = 60.0
+    cancellous_noise_sd: float = 4.0
+    cancellous_smooth_mm: float = 1.5
+    #: Valleys between two bright plates within this reach (mm) whose bottom is nearer soft tissue
+    #: than the plates (resolved joint spaces) are never cancellous bone.
+    valley_reach_mm: float = 3.0
+    #: Where the intensity costs are neutral (between clear soft tissue and clear bone), a unary
+    #: preference of up to this many nats for the side of the local half-maximum: a voxel above
+    #: half-way between the darkest and brightest CT within ``half_max_radius_mm`` leans to bone,
+    #: below it to background (thagpu/bone/halfmax.py), where the two differ by at least
+    #: ``half_max_min_span_hu`` (and 6 noise SDs). Thin bones seen only in partial volume keep
+    #: their extent. 0 disables.
+    half_max_weight: float = 1.0
+    half_max_radius_mm: float = 2.0
+    half_max_min_span_hu: float = 150.0
     #: Bone cost (nats) on thin dark sheets between two bright plates (a joint space narrower than
     #: about ``sheet_reach_mm``; see thagpu/bone/sheets.py), where the interior prior is also
     #: taken off. 0 disables.

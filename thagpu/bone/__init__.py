@@ -29,14 +29,15 @@ from ..volume import Volume
 from .cleanup import fill_cavities, remove_non_skeletal
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
-from .intensity import IntensityModel, estimate_tissue_levels
-from .morphology import block_reduce_mean, bounding_box, ndimage_for
+from .intensity import IntensityModel, estimate_tissue_levels, local_noise
+from .halfmax import half_max_tilt
+from .morphology import block_reduce_mean, bounding_box, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
-from .seeds import body_mask, bone_interior, seeds
-from .sheets import dark_sheets
+from .seeds import body_mask, bone_interior, cancellous_region, seeds
+from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
 
-__all__ = ["BoneResult", "extract_bone", "build_energy", "minimum_cut", "energy_of", "solve_full_grid",
+__all__ = ["BoneResult", "extract_bone", "build_energy", "bone_shells", "Shells", "minimum_cut", "energy_of", "solve_full_grid",
            "Energy", "IntensityModel"]
 
 log = logging.getLogger("thagpu.bone")
@@ -99,13 +100,74 @@ class Thresholds:
                 "shell_hu": round(self.shell_hu, 1), "sigma_hu": round(self.sigma_hu, 1), **self.model.to_dict()}
 
 
-def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None) -> tuple:
+@dataclass(frozen=True)
+class Shells:
+    """Where bone shows before the cut (arrays on the volume's device).
+
+    Attributes
+    ----------
+    shell : bool array
+        Bone shells whose closed, filled inside is the bone-interior prior: bright voxels (at or
+        above the shell level) and ``cancellous``.
+    cancellous : bool array or None
+        Cancellous bone that hangs together with the bright shells (None when
+        ``cancellous_margin_hu`` is 0).
+    bone_like : bool array
+        Where the smoothed image reads as bone (shells, cancellous levels): the half-maximum tilt
+        places surfaces near these only.
+    """
+
+    shell: object
+    cancellous: object
+    bone_like: object
+
+    def crop(self, box) -> "Shells":
+        """The same maps inside ``box`` (a tuple of slices)."""
+        return Shells(self.shell[box], None if self.cancellous is None else self.cancellous[box], self.bone_like[box])
+
+
+def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None) -> Shells:
+    """The bone shells, the cancellous bone and the bone-like voxels of ``image`` (see :class:`Shells`).
+
+    The cancellous bone (:func:`thagpu.bone.seeds.cancellous_region`) is the image smoothed by
+    ``cancellous_smooth_mm`` at or above the soft-tissue level plus a margin, less the valleys of
+    resolved joint spaces (:func:`thagpu.bone.sheets.joint_valleys`), where it hangs together
+    with the bright voxels.
+    """
+    if background_seed is None:
+        background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
+                                background_hu=config.background_seed_hu, metal_hu=config.metal_hu)[1]
+    shell = (image >= np.float32(thresholds.shell_hu)) & ~background_seed
+    if config.cancellous_margin_hu <= 0:
+        return Shells(shell=shell, cancellous=None, bone_like=shell)
+    ndi = ndimage_for(image)
+    smooth = ndi.gaussian_filter(image, [config.cancellous_smooth_mm / s for s in spacing], mode="nearest")
+    soft = thresholds.levels.soft_hu
+    low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
+    # A resolved joint space, lifted to cancellous levels by the smoothing, must not join head and
+    # socket into one piece of cancellous bone.
+    valleys = joint_valleys(image, spacing, bright_hu=thresholds.shell_hu, soft_hu=soft,
+                            reach_mm=config.valley_reach_mm)
+    cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
+    # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads low), at
+    # a margin above the soft tissue in its own noise SDs.
+    light = ndi.gaussian_filter(image, 0.5, mode="nearest")
+    light_low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(light, body, soft))
+    bone_like = shell | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
+    return Shells(shell=shell | cancellous, cancellous=cancellous, bone_like=bone_like)
+
+
+def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
+                 shells: tuple | None = None) -> tuple:
     """Seeds, intensity model and energy terms of ``image`` (NumPy or CuPy, float32 HU).
 
     Parameters
     ----------
     thresholds : Thresholds, optional
         Derived from this image's own tissue levels when omitted.
+    shells : Shells, optional
+        :func:`bone_shells` of this image (computed when omitted; :func:`extract_bone` computes
+        them once on the body's box and passes the solved region's part).
 
     Returns
     -------
@@ -122,9 +184,26 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     bone_seed, background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
                                        background_hu=config.background_seed_hu, metal_hu=config.metal_hu)
     model = thresholds.model
-    interior = bone_interior(image, thresholds.shell_hu, background_seed, spacing, closing_mm=config.fill_closing_mm,
+    shells = shells if shells is not None else bone_shells(image, body, spacing, thresholds, config, background_seed)
+    shell, cancellous = shells.shell, shells.cancellous
+    interior = bone_interior(image, shell, background_seed, spacing, closing_mm=config.fill_closing_mm,
                              max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
     cost_bone, cost_background = model.costs(image)
+    if config.half_max_weight > 0:
+        # Where the intensity model is neutral, near bone-like voxels, the surface lies at
+        # half-way between the two sides.
+        tilt = half_max_tilt(image, spacing, radius_mm=config.half_max_radius_mm,
+                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
+                             near=shells.bone_like)
+        neutral = (image > np.float32(model.soft_max_hu)) & (image < np.float32(model.bone_min_hu))
+        tilt = xp.where(neutral, tilt, np.float32(0.0))
+        if cancellous is not None:
+            # One voxel inside cancellous bone, a darker pocket next to a bright trabecula or cortex
+            # is bone, not the soft side of a surface.
+            tilt = xp.where(erode_one_voxel(cancellous), xp.maximum(tilt, np.float32(0.0)), tilt)
+        weight = np.float32(config.half_max_weight)
+        cost_background = cost_background + weight * xp.maximum(tilt, np.float32(0.0))
+        cost_bone = cost_bone + weight * xp.maximum(-tilt, np.float32(0.0))
     if config.sheet_cost > 0:
         # A joint space narrower than the shells' closing is enclosed by them: the interior prior
         # would make it bone. Where it shows as a dark sheet between two cortices, it costs as bone.
@@ -141,14 +220,14 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     return energy, thresholds.to_dict(), body
 
 
-def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig):
+def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig, bone_like):
     """A box around every voxel that could be bone, with a margin; ``None`` when there is none.
 
-    Outside it no voxel is a seed, a shell or clearly bone, so its background
-    cost is zero; see :func:`extract_bone` for why solving inside the box is
-    exact when the solution keeps off the box's sides.
+    Outside it no voxel is a seed, a shell, bone-like (:class:`Shells`) or clearly bone, nor within
+    the half-maximum radius or the closing of one, so its background cost is zero; see :func:`extract_bone` for
+    why solving inside the box is exact when the solution keeps off the box's sides.
     """
-    evidence = (image >= thresholds.bone_evidence_hu) & body & (image < config.metal_hu)
+    evidence = ((image >= thresholds.bone_evidence_hu) | bone_like) & body & (image < config.metal_hu)
     return bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
 
 
@@ -270,13 +349,15 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     # cost, so if the solution inside keeps off the box's inner sides, no voxel outside can lower the
     # energy by turning bone (it would pay its bone cost and cut links to background only): the
     # solution is a minimum of the whole volume's energy. Otherwise solve the whole crop.
-    region = _bone_region(image_c, body_c, thresholds, spacing, config)
+    shells_c = bone_shells(image_c, body_c, spacing, thresholds, config)
+    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c.bone_like)
     attempts = [region, None] if region is not None else [None]
     for sub in attempts:
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
         sides = _inner_sides(inner, image_c.shape)
         image_r, body_r = image_c[inner], body_c[inner]
-        energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds)
+        energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds,
+                                       shells=shells_c.crop(inner))
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
@@ -296,7 +377,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     if config.fill_cavities:
         # Filled cavities never take background seeds (a metal stem inside the femoral shaft).
         mask_r = fill_cavities(cut_r, spacing, closing_mm=config.fill_closing_mm,
-                               max_slice_hole_mm2=config.max_slice_hole_mm2) & ~energy.background_seed
+                               max_slice_hole_mm2=config.max_slice_hole_mm2, image=image_r) & ~energy.background_seed
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm)
     timings["cleanup"] = round(time.perf_counter() - t, 4)

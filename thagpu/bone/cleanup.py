@@ -7,7 +7,8 @@ import numpy as np
 from ..device import get_array_module, to_host
 from .morphology import box_closing, coarse_dilate, fill_holes_2d, ndimage_for
 
-__all__ = ["fill_cavities", "remove_non_skeletal", "SLICE_HOLE_MIN_WIDTH_MM", "SLICE_HOLE_MIN_DEPTH_MM"]
+__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "SLICE_HOLE_MIN_WIDTH_MM",
+           "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
 SLICE_HOLE_MIN_WIDTH_MM = 6.0
@@ -16,9 +17,13 @@ SLICE_HOLE_MIN_WIDTH_MM = 6.0
 SLICE_HOLE_MIN_DEPTH_MM = 5.0
 #: Passes of the fill without closing: filling slice holes can enclose new 3-D cavities.
 FILL_PASSES = 3
+#: Voxels of slice holes in this range (HU, smoothed by a voxel) are water-like fluid (cerebrospinal fluid in
+#: the spinal canal inside a vertebral arch, urine, joint fluid, cysts), never bone: marrow is fat
+#: (below it) or red marrow and trabeculae (above it).
+FLUID_HU = (-20.0, 35.0)
 
 
-def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0):
+def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, image=None):
     """Fill cavities enclosed by bone (marrow, low-density cancellous bone).
 
     A cavity is a background region not connected to the volume's sides; the
@@ -43,6 +48,10 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         except where the slice holes that no 3-D cavity explains stack up to
         no more than :data:`SLICE_HOLE_MIN_DEPTH_MM` along the slice axis
         (the joint space where a slice cuts it tangentially). 0 disables.
+    image : array, optional
+        The CT (HU): the voxels of slice holes, and of cavities that only the closing encloses,
+        that are fluid (:func:`fluid_voxels`: a spinal canal enclosed by its vertebral arch) are
+        not filled. Without it every one counts.
     """
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
@@ -52,25 +61,43 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         # 3-D cavities alone leaves nothing for the next: each slice region lies wholly inside or
         # outside a 3-D cavity, so the other slice regions, and their verdicts, stay as they were.
         for _ in range(FILL_PASSES):
-            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2)
+            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, image)
             if not sealed:
                 break
-    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2)[0]
+    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, image)[0]
 
 
-def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float):
+def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, image=None):
     """One pass of :func:`fill_cavities`: the filled mask, and whether it filled any slice hole."""
     shell = box_closing(mask, closing_mm, spacing) | mask if closing_mm > 0 else mask
     extra = _enclosed(shell)
+    fluid = fluid_voxels(image) if image is not None and (closing_mm > 0 or max_slice_hole_mm2 > 0) else None
+    if closing_mm > 0 and fluid is not None:
+        # What only the closed shell encloses is open through the gaps the closing bridged: fluid
+        # there (a spinal canal closed off at the intervertebral foramina) stays open.
+        extra &= ~(fluid & ~_enclosed(mask))
     sealed = False
     if max_slice_hole_mm2 > 0:
         width = [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
         holes = fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
                               min_width_vox=width) & ~shell & ~extra
         holes &= ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
+        if fluid is not None:
+            holes &= ~fluid
         sealed = bool(holes.any())
         extra |= holes
     return mask | (extra & ~shell), sealed
+
+
+def fluid_voxels(image):
+    """Voxels whose CT, smoothed by a Gaussian of one voxel, lies in :data:`FLUID_HU`.
+
+    Voxel by voxel rather than region by region: a slice hole can join the spinal canal and the
+    cancellous bone of a vertebral body whose thin posterior wall does not show.
+    """
+    xp = get_array_module(image)
+    smooth = ndimage_for(image).gaussian_filter(image.astype(xp.float32, copy=False), 1.0, mode="nearest")
+    return (smooth >= np.float32(FLUID_HU[0])) & (smooth <= np.float32(FLUID_HU[1]))
 
 
 def thin_along_slices(mask, slice_mm: float, max_mm: float):

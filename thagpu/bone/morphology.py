@@ -7,7 +7,7 @@ import numpy as np
 from ..device import get_array_module, to_host
 
 __all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_erosion",
-           "bounding_box"]
+           "bounding_box", "erode_one_voxel"]
 
 
 def ndimage_for(array):
@@ -195,3 +195,16 @@ def box_erosion(mask, radius_mm: float, spacing):
     """Erosion by a box of half-width about ``radius_mm`` per axis; outside the array counts as background."""
     return _box_filters(mask, radius_mm, spacing, "minimum")
 
+
+
+def erode_one_voxel(mask):
+    """Erosion by the 3 x 3 x 3 box, the array's sides continuing the mask (edge mode).
+
+    A bone cut by the field of view goes on beyond it, so its voxels on the sides are not its
+    surface.
+    """
+    ndi = ndimage_for(mask)
+    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
+    for axis in range(3):
+        out = ndi.minimum_filter1d(out, 3, axis=axis, mode="nearest")
+    return out.astype(bool)

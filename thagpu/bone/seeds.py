@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from .morphology import box_closing, box_erosion, fill_holes_2d, ndimage_for
+from .morphology import box_closing, box_erosion, erode_one_voxel, fill_holes_2d, ndimage_for
 
-__all__ = ["body_mask", "seeds", "bone_interior"]
+__all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region"]
 
 
 def body_mask(image, spacing, threshold_hu: float = -400.0, *, min_thickness_mm: float = 10.0,
@@ -53,31 +53,78 @@ def seeds(image, body, *, cortical_hu: float, background_hu: float, metal_hu: fl
     return bone, background
 
 
-def bone_interior(image, shell_hu: float, background_seed, spacing, *, closing_mm: float,
+def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
                   max_slice_hole_mm2: float, soft_max_hu: float):
     """Where bone certainly is: inside closed bone shells, one voxel in from their surface.
 
-    The shells are the voxels at or above ``shell_hu`` (low enough to catch a
-    thin cortex blurred by partial volume). Closed by about ``closing_mm``
-    (gaps of up to about twice that bridged, except where the bridge looks
-    like soft tissue, at or below ``soft_max_hu``: a joint space) and filled,
-    they hold the cancellous bone and marrow whose intensity alone could pass
-    for soft tissue. The region is eroded by one
-    voxel so that the bone surface itself is left to intensities and edges.
+    The shells (``shell``: bright voxels, low enough to catch a thin cortex blurred by partial
+    volume, and the cancellous bone that hangs together with them, :func:`cancellous_region`),
+    closed by about ``closing_mm`` (gaps of up to about twice that bridged, except where the
+    bridge looks like soft tissue, at or below ``soft_max_hu``: a joint space) and filled, hold
+    the cancellous bone and marrow whose intensity alone could pass for soft tissue. The region
+    is eroded by one voxel so that the bone surface itself is left to intensities and edges.
     """
-    from .cleanup import fill_cavities
+    from .cleanup import fill_cavities, fluid_voxels
 
     ndi = ndimage_for(image)
-    shell = (image >= shell_hu) & ~background_seed
+    shell = shell & ~background_seed
     closed = box_closing(shell, closing_mm, spacing) | shell
-    region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2)
+    region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, image=image)
+    # Fluid enclosed by the closed shells is not bone interior (a spinal canal closed off at the
+    # intervertebral foramina). A cyst inside a bone is enclosed by the cut itself, and the fill of
+    # the cut (cleanup.fill_cavities) keeps it in the mask.
+    region &= ~(fluid_voxels(image) & ~closed)
     # Bridges of the closing that look like soft tissue (the cartilage of a joint space between
     # head and socket, the gap between two bones) are not bone; bridges over a blurred cortex are
     # brighter and stay.
     region &= ~((closed & ~shell) & (image <= soft_max_hu))
     region &= ~background_seed
-    # One voxel in from the surface (a 3x3x3 box erosion, separable and fast).
-    eroded = region.view("uint8")
+    # One voxel in from the surface (the sides of the field of view are not a surface).
+    return erode_one_voxel(region)
+
+
+def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
+    """Bone-like tissue that hangs together with bright bone: cancellous bone whose cortex may not close.
+
+    Cancellous bone (150-500 HU, lower in osteoporosis) lies inside a cortex, but a thin cortex
+    blurred by 2-3 mm voxels does not always read as one (a vertebral body's posterior wall, the
+    outer layer of a femoral head at 3 mm), so closed shells alone miss it. Here the voxels of
+    the smoothed image at or above ``low_hu`` are eroded by one voxel, so that thin contacts do
+    not join them (a contrast-filled vessel whose calcified wall touches a vertebra); the pieces
+    next to ``bright`` bone (a cortex) are kept and grown back by one voxel inside the bone-like
+    voxels. The result widens the shells of :func:`bone_interior`, whose final erosion leaves
+    the bone's surface (partial-volume voxels are bone-like too) to the cut. A contrast vessel, the bladder or an enhanced organ lies apart from bone,
+    behind a layer of fat or soft tissue, and stays out.
+
+    Parameters
+    ----------
+    smooth : (X, Y, Z) float32 array
+        CT in HU, NumPy or CuPy, smoothed by about a trabecular spacing (noise and trabeculae
+        average out to the tissue's density).
+    bright : (X, Y, Z) bool array
+        Voxels that are certainly bone (at or above the shell level).
+    background_seed : (X, Y, Z) bool array
+    low_hu : float
+        Above the soft tissue of the volume (its mode plus a margin, in noise SDs of ``smooth``):
+        bone-like.
+
+    Returns
+    -------
+    (X, Y, Z) bool array
+    """
+    xp = get_array_module(smooth)
+    ndi = ndimage_for(smooth)
+    like = (smooth >= np.float32(low_hu)) & ~background_seed
+    labels, count = ndi.label(erode_one_voxel(like))
+    if count == 0:
+        return xp.zeros(smooth.shape, dtype=bool)
+    near_bright = bright.view(xp.uint8)
     for axis in range(3):
-        eroded = ndi.minimum_filter1d(eroded, 3, axis=axis, mode="constant", cval=0)
-    return eroded.astype(bool)
+        near_bright = ndi.maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
+    touching = xp.zeros(count + 1, dtype=bool)
+    touching[labels[near_bright.astype(bool)]] = True
+    touching[0] = False
+    kept = touching[labels].view(xp.uint8)
+    for axis in range(3):
+        kept = ndi.maximum_filter1d(kept, 3, axis=axis, mode="constant", cval=0)
+    return like & kept.astype(bool)

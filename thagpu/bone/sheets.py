@@ -19,7 +19,7 @@ import numpy as np
 from ..device import get_array_module
 from .morphology import ndimage_for
 
-__all__ = ["dark_sheets"]
+__all__ = ["dark_sheets", "joint_valleys"]
 
 # One direction of each opposite pair of the 26-neighbourhood.
 _DIRECTIONS = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, -1, 0), (1, 0, 1), (1, 0, -1), (0, 1, 1),
@@ -120,4 +120,70 @@ def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: f
     eigen = xp.linalg.eigvalsh(hessian)  # ascending
     sheet = (eigen[:, 2] > 0) & (eigen[:, 1] < np.float32(max_ratio) * eigen[:, 2])
     out[tuple(c[sheet] for c in coords)] = True
+    return out
+
+
+def joint_valleys(image, spacing, *, bright_hu: float, soft_hu: float, reach_mm: float = 3.0, depth: float = 0.25):
+    """Voxels in a valley between two bright plates whose bottom is nearer soft tissue than the plates.
+
+    A resolved joint space between a femoral head and its socket (cartilage, 60-100 HU, 2-5 mm
+    between two subchondral plates) is, along the line across it, darker than ``depth`` of the
+    way from soft tissue to the dimmer of the two plates, which reach ``bright_hu`` within
+    ``reach_mm`` on either side. Smoothing, which averages trabeculae into cancellous bone's density, would lift
+    it into cancellous levels; these voxels are kept out of the cancellous shells. A darker pocket
+    inside cancellous bone lies between trabeculae that stay below ``bright_hu``, or is not that
+    deep, and is not a valley; nor is the marrow of a thin bone between two cortices.
+
+    Parameters
+    ----------
+    image : (X, Y, Z) float32 array
+        CT in HU (NumPy or CuPy); smoothed here by half a voxel.
+    spacing : tuple of 3 float
+    bright_hu : float
+        Level both plates reach (the bone-shell level).
+    soft_hu : float
+        The soft-tissue level of the volume.
+    reach_mm : float
+        How far on either side the plates are looked for, along the 13 directions of the
+        26-neighbourhood (directions whose step is longer are not tested).
+    depth : float
+        The valley's bottom lies below ``soft_hu + depth * (plate - soft_hu)``: a quarter of the
+        way keeps the marrow of a thin bone between two cortices (300 HU between 900 HU plates)
+        out, and cartilage (near soft tissue) in.
+
+    Returns
+    -------
+    bool array
+    """
+    xp = get_array_module(image)
+    ndi = ndimage_for(image)
+    light = ndi.gaussian_filter(image, 0.5, mode="nearest")
+    spacing = [float(s) for s in spacing]
+    near = (light >= np.float32(bright_hu)).view(xp.uint8)
+    for axis, s in enumerate(spacing):
+        r = int(np.floor(reach_mm / s + 1e-9))
+        if r >= 1:
+            near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
+    out = xp.zeros(image.shape, dtype=bool)
+    coords = xp.nonzero((light < np.float32(bright_hu)) & near.astype(bool))
+    if int(coords[0].size) == 0:
+        return out
+    steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
+    if max(steps.values()) < 1:
+        return out
+    at = _sampler(light, coords, max(steps.values()))
+    value = at((0, 0, 0))
+    valley = xp.zeros(value.shape, dtype=bool)
+    for d in _DIRECTIONS:
+        if steps[d] < 1:
+            continue
+        sides = []
+        for sign in (1, -1):
+            side = at(tuple(sign * x for x in d))
+            for k in range(2, steps[d] + 1):
+                side = xp.maximum(side, at(tuple(sign * k * x for x in d)))
+            sides.append(side)
+        dimmer = xp.minimum(sides[0], sides[1])
+        valley |= (dimmer >= np.float32(bright_hu)) & (value < np.float32(soft_hu) + np.float32(depth) * (dimmer - np.float32(soft_hu)))
+    out[tuple(c[valley] for c in coords)] = True
     return out
