@@ -12,7 +12,7 @@ from thagpu.afs import segment_hips
 from thagpu.afs.midline import estimate_midline
 from thagpu.bone import extract_bone
 from thagpu.geometry import LPS_TO_RAS, Geometry, Orientation
-from thagpu.phantom import make_phantom
+from thagpu.phantom import SIZES, make_phantom
 from thagpu.volume import Volume
 
 #: Direction cosines (columns: stored axes in LPS) of an array stored in LPS or RAS order.
@@ -97,3 +97,64 @@ def test_one_hip_in_view_is_found_on_its_side(phantom, side, header, tight):
     truth = phantom.truth["sides"][side]["head_center_mm"]
     assert np.linalg.norm(np.subtract(found["head_center_mm"], truth)) < 2.0
     assert measurements["sides"][other]["status"] == "not_found"
+
+
+def _true_midline(case):
+    """RAS x and z halfway between the true head centres (the heads are placed symmetrically)."""
+    truth = case.truth["sides"]
+    return (np.add(truth["left"]["head_center_mm"], truth["right"]["head_center_mm"]) / 2.0)[[0, 2]]
+
+
+@pytest.mark.parametrize("seed", [4001, 4013])
+def test_full_view_midline_from_the_body_outline(seed, monkeypatch):
+    """A field of view with air beside the body, as a scan has: the outline's centre is the midline.
+
+    The small phantom's body fills its 380 mm field of view; this one is drawn 480 mm wide.
+    """
+    monkeypatch.setitem(SIZES, "wide", ((480.0, 320.0, 230.0), SIZES["small"][1], None))
+    case = make_phantom(seed, size="wide", preset="hard", header="RAS")
+    volume = case.to_volume()
+    midline = estimate_midline(volume, extract_bone(volume).mask)
+    true_x, true_z = _true_midline(case)
+    assert midline.method == "body_outline", midline.detail
+    assert midline.detail["clean_slices"] >= 0.8 * midline.detail["slices"]
+    assert abs(midline.x_at(true_z) - true_x) < 3.0
+    report = midline.report()
+    assert report["method"] == "body_outline" and report["x_mm"] == pytest.approx(midline.x_mm, abs=0.05)
+
+
+def test_cut_outline_midline_from_the_bone_symmetry(phantom):
+    """The small phantom's body touches both x borders: the bone's mirror symmetry places the midline."""
+    volume = phantom.to_volume()
+    midline = estimate_midline(volume, extract_bone(volume).mask)
+    true_x, true_z = _true_midline(phantom)
+    assert midline.method == "bone_symmetry", midline.detail
+    assert abs(midline.x_at(true_z) - true_x) < 10.0
+
+
+def test_implant_with_only_its_hip_in_view():
+    case = make_phantom(4012, size="small", preset="implant", implant_side="right", header="RAS")
+    volume = _one_hip(case, "right", "LPS", tight=False)
+    _, measurements = segment_hips(volume, extract_bone(volume).mask)
+    assert measurements["afs"]["midline"]["method"] == "cut_border"
+    assert measurements["sides"]["right"]["status"] == "implant"
+    assert measurements["sides"]["left"]["status"] == "not_found"
+
+
+def test_side_not_told_is_not_guessed(phantom):
+    """A tight view of one hip ending just below the head: no shaft in view, so no side is claimed."""
+    volume = phantom.to_volume()
+    truth = phantom.truth["sides"]["left"]
+    x, z = truth["head_center_mm"][0], truth["head_center_mm"][2]
+    array, affine = _crop_x(volume, x - 80.0, x + 0.4 * truth["head_radius_mm"])
+    k = volume.ras_to_index([[x, 0.0, z - 45.0]])[0][2]
+    first = int(np.ceil(k))
+    array = np.ascontiguousarray(array[:, :, first:])
+    affine[:3, 3] += affine[:3, 2] * first
+    short = _stored_volume(array, affine, "RAS")
+    _, measurements = segment_hips(short, extract_bone(short).mask)
+    assert measurements["afs"]["midline"]["method"] == "femur_anatomy"
+    for side in ("left", "right"):
+        found = measurements["sides"][side]
+        assert found["status"] == "not_found"
+        assert "could not be determined" in found["message"]

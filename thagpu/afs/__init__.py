@@ -65,10 +65,6 @@ def _ras(volume: Volume, mm) -> np.ndarray:
     return volume.index_to_ras(np.asarray(mm, dtype=np.float64) / np.asarray(volume.spacing))[0]
 
 
-def _ras_x(volume: Volume, index) -> float:
-    return float(volume.index_to_ras(index)[0][0])
-
-
 def _ras_directions(volume: Volume, directions) -> np.ndarray:
     """Unit vectors of the array's millimetre frame as unit vectors in RAS (a rotation)."""
     rotation = np.asarray(volume.affine, dtype=np.float64)[:3, :3] / np.asarray(volume.spacing)[None, :]
@@ -210,7 +206,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         if midline.method == "femur_anatomy" and metal_mask is None:
             metal_mask = bone | (image >= cfg.metal_hu)  # the stem stands in the shaft
         decision = midline.side_of(
-            _ras_x(volume, component.centroid_index), METAL_LATERAL_MM, record=False,
+            volume.index_to_ras(component.centroid_index)[0], METAL_LATERAL_MM, record=False,
             femur_sign=lambda c=component: femur_lateral_sign(volume, metal_mask, c.centroid_index))
         if decision.side is not None:
             implants[decision.side] = implants.get(decision.side, 0.0) + component.volume_ml
@@ -229,7 +225,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         midline.settle_view_side([femur_lateral_sign(volume, bone, c.center_index) for c in candidates])
     best = {}
     for candidate in candidates:
-        side = midline.side_of(_ras_x(volume, candidate.center_index), MIN_LATERAL_MM).side
+        side = midline.side_of(volume.index_to_ras(candidate.center_index)[0], MIN_LATERAL_MM).side
         if side is None or side in implants:
             continue
         boundary = locate_boundary(image, candidate.center_index, candidate.radius_mm, spacing,

@@ -84,7 +84,7 @@ class Midline:
     Attributes
     ----------
     x_mm : float or None
-        RAS x of the midline; for ``cut_border`` the border it lies at or beyond; None when unknown
+        RAS x of the midline in the slice at ``z_mm``; for ``cut_border`` the border it lies at or beyond; None when unknown
         (``femur_anatomy``, ``none``).
     method : str
         ``body_outline``, ``bone_symmetry``, ``cut_border``, ``femur_anatomy`` or ``none``.
@@ -97,6 +97,8 @@ class Midline:
         Filled by :meth:`side_of` as candidates are placed.
     view_side : str or None
         For ``femur_anatomy``: the one side in view, settled by :meth:`settle_view_side`.
+    z_mm, slope : float
+        The midline's x moves by ``slope`` mm per mm of RAS z from ``z_mm`` (a rolled pose tilts it).
     """
 
     x_mm: float | None
@@ -105,6 +107,16 @@ class Midline:
     detail: dict = field(default_factory=dict)
     decisions: list = field(default_factory=list)
     view_side: str | None = None
+    z_mm: float = 0.0
+    slope: float = 0.0
+
+    def x_at(self, z_mm: float) -> float | None:
+        """RAS x of the midline in the axial slice at RAS z ``z_mm`` (the plane may be tilted)."""
+        if self.x_mm is None:
+            return None
+        if self.method == "cut_border":
+            return self.x_mm
+        return self.x_mm + self.slope * (z_mm - self.z_mm)
 
     def settle_view_side(self, signs) -> str | None:
         """The one side in a ``femur_anatomy`` view, from its candidates' femurs.
@@ -130,12 +142,13 @@ class Midline:
             self.view_side = "left"
         return self.view_side
 
-    def side_of(self, x_mm: float, min_lateral_mm: float, femur_sign=None, record: bool = True):
-        """The patient side of a point at RAS x ``x_mm``.
+    def side_of(self, point_ras, min_lateral_mm: float, femur_sign=None, record: bool = True):
+        """The patient side of a point.
 
         Parameters
         ----------
-        x_mm : float
+        point_ras : (3,) array
+            RAS millimetres.
         min_lateral_mm : float
             With a known midline, points nearer to it than this get no side (spine, sacrum).
         femur_sign : callable, optional
@@ -148,8 +161,9 @@ class Midline:
         -------
         SideDecision
         """
+        x_mm = float(point_ras[0])
         if self.method in ("body_outline", "bone_symmetry"):
-            lateral = x_mm - self.x_mm
+            lateral = x_mm - self.x_at(float(point_ras[2]))
             if abs(lateral) < min_lateral_mm:
                 decision = SideDecision(x_mm, None, f"{abs(lateral):.0f} mm from the midline")
             else:
@@ -174,6 +188,8 @@ class Midline:
     def report(self) -> dict:
         """The midline for ``measurements["afs"]["midline"]``."""
         return {"x_mm": None if self.x_mm is None else round(float(self.x_mm), 1), "method": self.method,
+                **({"z_mm": round(self.z_mm, 1), "tilt_deg": round(float(np.degrees(np.arctan(self.slope))), 1)}
+                   if self.method in ("body_outline", "bone_symmetry") else {}),
                 **({"cut_towards": "right" if self.cut_towards > 0 else "left"} if self.cut_towards else {}),
                 **self.detail, "decisions": [d.to_dict() for d in self.decisions]}
 
@@ -193,18 +209,21 @@ def _x_of_index(volume, factors, i_coarse, k_coarse=None, j_coarse=None) -> np.n
 
 
 def _symmetry_plane(bone: np.ndarray, min_half_width: int):
-    """Mirror position p (coarse x index; i <-> 2p - i) of the bone, and how symmetric it is.
+    """Per axial slice, the mirror position p (coarse x index; i <-> 2p - i) of the bone.
 
-    Per axial slice, the bone's left-right profile (bone per x column) is
-    mirrored about every position leaving ``min_half_width`` cells on each
-    side; the slice's position is the one with the largest overlap (the share
-    of the slice's bone with a mirror partner). A pose rotated by some degrees moves each slice's plane a
-    little: the result is the median over slices weighted by their bone and
-    overlap, and the score the bone-weighted mean overlap.
+    The slice's bone profile along x (bone per column) is mirrored about every
+    position leaving ``min_half_width`` cells on each side; the slice's
+    position is the one with the largest overlap: the share of the slice's
+    bone with a mirror partner.
+
+    Returns
+    -------
+    slices, positions, scores, masses : ndarray
+        Slices with bone (20 cells or more), their positions, overlaps and bone.
     """
     profiles = bone.sum(axis=1).astype(np.float64)  # (x, z)
     n = profiles.shape[0]
-    positions, weights, scores, masses = [], [], [], []
+    found = []
     for k in range(profiles.shape[1]):
         profile = profiles[:, k]
         mass = profile.sum()
@@ -214,21 +233,40 @@ def _symmetry_plane(bone: np.ndarray, min_half_width: int):
         for twice in range(2 * min_half_width, 2 * (n - 1 - min_half_width) + 1):
             lo, hi = max(0, twice - (n - 1)), min(n - 1, twice)
             part = profile[lo:hi + 1]
-            score = np.minimum(part, part[::-1]).sum() / mass  # share of the bone with a mirror partner
+            score = np.minimum(part, part[::-1]).sum() / mass
             if score > best[1]:
                 best = (twice / 2.0, score)
         if best[0] is not None:
-            positions.append(best[0])
-            weights.append(best[1] * mass)
-            scores.append(best[1])
-            masses.append(mass)
-    if not positions:
-        return None, 0.0
-    positions, weights = np.asarray(positions), np.asarray(weights)
-    order = np.argsort(positions)
-    cumulative = np.cumsum(weights[order])
-    median = float(positions[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
-    return median, float(np.average(scores, weights=masses))
+            found.append((k, best[0], best[1], mass))
+    found = np.asarray(found, dtype=np.float64).reshape(-1, 4)
+    return found[:, 0].astype(int), found[:, 1], found[:, 2], found[:, 3]
+
+
+def _weighted_median(values, weights) -> float:
+    order = np.argsort(values)
+    cumulative = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    return float(np.asarray(values)[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
+
+
+def _midline_line(z, x, weights):
+    """Robust weighted line x = x0 + slope (z - z0) through the slices' midline points.
+
+    A pose rolled by some degrees tilts the midline plane: its x moves with
+    the slice. z0 is the weighted median slice (the pelvis weighs most); the
+    line is fitted by weighted least squares, then again without points more
+    than max(3 MAD, 4 mm) off it; the slope is kept within 25 degrees.
+    """
+    z, x, w = (np.asarray(v, dtype=np.float64) for v in (z, x, weights))
+    z0 = _weighted_median(z, w)
+    keep = np.ones(len(z), dtype=bool)
+    x0, slope = _weighted_median(x, w), 0.0
+    for _ in range(2):
+        if keep.sum() >= 3 and np.ptp(z[keep]) > 0:
+            slope, x0 = np.polyfit(z[keep] - z0, x[keep], 1, w=np.sqrt(w[keep]))
+        slope = float(np.clip(slope, -np.tan(np.radians(25.0)), np.tan(np.radians(25.0))))
+        residual = np.abs(x - (x0 + slope * (z - z0)))
+        keep = residual <= max(3.0 * float(np.median(residual)) * 1.4826, 4.0)
+    return float(x0), float(z0), slope
 
 
 def estimate_midline(volume, bone) -> Midline:
@@ -267,22 +305,25 @@ def estimate_midline(volume, bone) -> Midline:
     detail = {"slices": int(len(slices)), "clean_slices": int(clean.sum()),
               "cut_left_slices": int(touch_lo.sum()), "cut_right_slices": int(touch_hi.sum()),
               "body_width_mm": round(width, 1)}
+    z_slices = volume.index_to_ras((np.stack([np.full(len(slices), rows.shape[0] / 2.0),
+                                              np.full(len(slices), body.shape[1] / 2.0), slices], axis=1)
+                                    + 0.5) * factors - 0.5)[:, 2]
     if clean.sum() >= MIN_CLEAN_SLICES:
         centres = (x_first[clean] + x_last[clean]) / 2.0
         # The pelvic slices (most bone) weigh most; thighs alone count too (two near-symmetric legs).
         weights = 1.0 + bone_per_slice[clean] / max(bone_per_slice[clean].mean(), 1.0)
-        order = np.argsort(centres)
-        cumulative = np.cumsum(weights[order])
-        x = float(centres[order][np.searchsorted(cumulative, cumulative[-1] / 2.0)])
-        detail["spread_mm"] = round(float(np.median(np.abs(centres - x))), 1)
-        return Midline(x, "body_outline", detail=detail)
+        x, z0, slope = _midline_line(z_slices[clean], centres, weights)
+        detail["spread_mm"] = round(float(np.median(np.abs(centres - (x + slope * (z_slices[clean] - z0))))), 1)
+        return Midline(x, "body_outline", z_mm=z0, slope=slope, detail=detail)
     if width >= ONE_SIDE_WIDTH_MM:
-        half = int(np.ceil(60.0 / cell[0]))
-        position, score = _symmetry_plane(coarse_bone, half)
+        k, positions, scores, masses = _symmetry_plane(coarse_bone, int(np.ceil(60.0 / cell[0])))
+        score = float(np.average(scores, weights=masses)) if len(k) else 0.0
         detail["symmetry"] = round(score, 3)
-        if position is not None and score >= MIN_SYMMETRY:
-            x = _x_of_index(volume, factors, position, coarse_bone.shape[2] / 2.0, coarse_bone.shape[1] / 2.0)
-            return Midline(float(x[0]), "bone_symmetry", detail=detail)
+        if score >= MIN_SYMMETRY:
+            centre = (np.stack([positions, np.full(len(k), coarse_bone.shape[1] / 2.0), k], axis=1) + 0.5)
+            points = volume.index_to_ras(centre * factors - 0.5)
+            x, z0, slope = _midline_line(points[:, 2], points[:, 0], scores * masses)
+            return Midline(x, "bone_symmetry", z_mm=z0, slope=slope, detail=detail)
     lo, hi = touch_lo.mean(), touch_hi.mean()
     if width < ONE_SIDE_WIDTH_MM and max(lo, hi) >= 0.5 and min(lo, hi) <= 0.1:
         towards = 1.0 if hi > lo else -1.0
