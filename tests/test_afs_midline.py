@@ -132,11 +132,13 @@ def test_cut_outline_midline_from_the_bone_symmetry(phantom):
     assert abs(midline.x_at(true_z) - true_x) < 10.0
 
 
-def test_implant_with_only_its_hip_in_view():
+@pytest.mark.parametrize("tight", [False, True])
+def test_implant_with_only_its_hip_in_view(tight):
+    """The metal's side from the cut border, or (cut on both sides) from the femur the stem stands in."""
     case = make_phantom(4012, size="small", preset="implant", implant_side="right", header="RAS")
-    volume = _one_hip(case, "right", "LPS", tight=False)
+    volume = _one_hip(case, "right", "LPS", tight=tight)
     _, measurements = segment_hips(volume, extract_bone(volume).mask)
-    assert measurements["afs"]["midline"]["method"] == "cut_border"
+    assert measurements["afs"]["midline"]["method"] == ("femur_anatomy" if tight else "cut_border")
     assert measurements["sides"]["right"]["status"] == "implant"
     assert measurements["sides"]["left"]["status"] == "not_found"
 
