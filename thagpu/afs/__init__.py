@@ -1,11 +1,13 @@
 """AFS: automatic acetabulum and femoral head segmentation, per side, in 3-D patient space.
 
 ``segment_hips(volume, bone_mask)`` labels the hips by the schema and measures
-them. Per side (patient left and right from the image's direction cosines):
+them. The patient's midline comes from anatomy (:mod:`.midline`: the body
+outline, else the bone's symmetry, a cut border or the femur itself). Per side
+(patient left and right from the image's direction cosines):
 
-1. implant check: large metal lateral to the midline (:mod:`.implant`);
+1. implant check: large metal on that side of the midline (:mod:`.implant`);
 2. head candidates: sphere voting on bone edges (:mod:`.candidates`), inside
-   bone and at least :data:`MIN_LATERAL_MM` lateral to the bone's midline;
+   bone, on that side and at least :data:`MIN_LATERAL_MM` from the midline;
 3. boundary along radial lines with line NMS, neighbour smoothing and a
    robust sphere fit; the best-fitting candidate of each side is the head
    (:mod:`.boundary`, :mod:`.fit`);
@@ -178,7 +180,9 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         ``{"sides": {"left": {...}, "right": {...}}, "afs": {...}}`` in patient
         RAS millimetres and degrees; each side has a ``status`` (``ok``,
         ``implant``, ``truncated``, ``low_confidence`` or ``not_found``), a
-        ``confidence`` and a ``message``.
+        ``confidence`` and a ``message``. ``afs["midline"]`` is
+        :meth:`.midline.Midline.report`: where the midline is, how it was
+        found, and each candidate's side decision.
     """
     cfg = (config or Config()).afs
     image = volume.array
