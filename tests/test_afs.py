@@ -203,7 +203,7 @@ def test_sides_come_from_the_direction_cosines(hard_case):
     for side, sign in (("left", -1.0), ("right", 1.0)):
         head, _ = schema.SIDE_LABELS[side]
         x = volume.index_to_ras(np.argwhere(labels == head).mean(axis=0))[0][0]
-        assert np.sign(x - measurements["afs"]["midline_x_mm"]) == sign
+        assert np.sign(x - measurements["afs"]["midline"]["x_mm"]) == sign
 
 
 def _reoriented(volume: Volume, direction_lps):

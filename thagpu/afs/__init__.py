@@ -1,11 +1,13 @@
 """AFS: automatic acetabulum and femoral head segmentation, per side, in 3-D patient space.
 
 ``segment_hips(volume, bone_mask)`` labels the hips by the schema and measures
-them. Per side (patient left and right from the image's direction cosines):
+them. The patient's midline comes from anatomy (:mod:`.midline`: the body
+outline, else the bone's symmetry, a cut border or the femur itself). Per side
+(patient left and right from the image's direction cosines):
 
-1. implant check: large metal lateral to the midline (:mod:`.implant`);
+1. implant check: large metal on that side of the midline (:mod:`.implant`);
 2. head candidates: sphere voting on bone edges (:mod:`.candidates`), inside
-   bone and at least :data:`MIN_LATERAL_MM` lateral to the bone's midline;
+   bone, on that side and at least :data:`MIN_LATERAL_MM` from the midline;
 3. boundary along radial lines with line NMS, neighbour smoothing and a
    robust sphere fit; the best-fitting candidate of each side is the head
    (:mod:`.boundary`, :mod:`.fit`);
@@ -28,7 +30,6 @@ import numpy as np
 
 from .. import labels as schema
 from ..config import AFSConfig, Config
-from ..bone.morphology import block_reduce_mean
 from ..device import get_array_module, to_host
 from ..volume import Volume
 from .angles import center_edge_angle, radiographic_angles
@@ -36,6 +37,7 @@ from .boundary import RadialBoundary, locate_boundary
 from .candidates import head_candidates
 from .fit import fit_sphere
 from .implant import find_metal
+from .midline import estimate_midline, femur_lateral_sign
 from .split import SurfaceField, hip_region, split_hip
 
 __all__ = ["segment_hips", "SIDES", "MIN_LATERAL_MM"]
@@ -65,24 +67,11 @@ def _ras(volume: Volume, mm) -> np.ndarray:
     return volume.index_to_ras(np.asarray(mm, dtype=np.float64) / np.asarray(volume.spacing))[0]
 
 
-def _ras_x(volume: Volume, index) -> float:
-    return float(volume.index_to_ras(index)[0][0])
-
-
 def _ras_directions(volume: Volume, directions) -> np.ndarray:
     """Unit vectors of the array's millimetre frame as unit vectors in RAS (a rotation)."""
     rotation = np.asarray(volume.affine, dtype=np.float64)[:3, :3] / np.asarray(volume.spacing)[None, :]
     out = np.atleast_2d(directions) @ rotation.T
     return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
-def _midline_x(bone, volume: Volume) -> float | None:
-    """RAS x of the bone's midline: the median x of bone on a 4 mm grid (symmetric pelvis and femurs)."""
-    factors = [max(1, int(round(4.0 / s))) for s in volume.spacing]
-    where = np.argwhere(np.asarray(to_host(block_reduce_mean(bone, factors) >= 0.5)))
-    if len(where) == 0:
-        return None
-    return float(np.median(volume.index_to_ras((where + 0.5) * factors - 0.5)[:, 0]))
 
 
 def _head_score(boundary: RadialBoundary) -> float:
@@ -191,7 +180,9 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         ``{"sides": {"left": {...}, "right": {...}}, "afs": {...}}`` in patient
         RAS millimetres and degrees; each side has a ``status`` (``ok``,
         ``implant``, ``truncated``, ``low_confidence`` or ``not_found``), a
-        ``confidence`` and a ``message``.
+        ``confidence`` and a ``message``. ``afs["midline"]`` is
+        :meth:`.midline.Midline.report`: where the midline is, how it was
+        found, and each candidate's side decision.
     """
     cfg = (config or Config()).afs
     image = volume.array
@@ -205,21 +196,24 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
     labels = np.zeros(volume.shape, dtype=np.uint8)
     labels[np.asarray(to_host(bone))] = schema.OTHER_BONE
     sides = {}
-    midline = _midline_x(bone, volume)
-    report = {"midline_x_mm": _round(midline) if midline is not None else None, "candidates": 0,
-              "timings_s": timings}
-    if midline is None:
+    midline = estimate_midline(volume, bone)
+    report = {"midline": midline.report(), "candidates": 0, "timings_s": timings}
+    if midline.method == "none":
         for side in SIDES:
             sides[side] = _not_found("no bone in the volume")
         return labels, {"sides": sides, "afs": report}
 
     components, spoiled = find_metal(image, spacing, metal_hu=cfg.metal_hu, min_ml=cfg.implant_min_ml)
     implants = {}
+    metal_mask = None
     for component in components:
-        lateral = _ras_x(volume, component.centroid_index) - midline
-        if abs(lateral) >= METAL_LATERAL_MM:
-            side = "right" if lateral > 0 else "left"
-            implants[side] = implants.get(side, 0.0) + component.volume_ml
+        if midline.method == "femur_anatomy" and metal_mask is None:
+            metal_mask = bone | (image >= cfg.metal_hu)  # the stem stands in the shaft
+        decision = midline.side_of(
+            volume.index_to_ras(component.centroid_index)[0], METAL_LATERAL_MM, record=False,
+            femur_sign=lambda c=component: femur_lateral_sign(volume, metal_mask, c.centroid_index))
+        if decision.side is not None:
+            implants[decision.side] = implants.get(decision.side, 0.0) + component.volume_ml
     report["metal_ml"] = {side: _round(ml, 1) for side, ml in implants.items()}
     timings["implant"] = round(time.perf_counter() - start, 4)
 
@@ -231,13 +225,12 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
     timings["candidates"] = round(time.perf_counter() - t, 4)
 
     t = time.perf_counter()
+    if midline.method == "femur_anatomy":  # one hip in view, its side told by its femur
+        midline.settle_view_side([femur_lateral_sign(volume, bone, c.center_index) for c in candidates])
     best = {}
     for candidate in candidates:
-        lateral = _ras_x(volume, candidate.center_index) - midline
-        if abs(lateral) < MIN_LATERAL_MM:
-            continue
-        side = "right" if lateral > 0 else "left"
-        if side in implants:
+        side = midline.side_of(volume.index_to_ras(candidate.center_index)[0], MIN_LATERAL_MM).side
+        if side is None or side in implants:
             continue
         boundary = locate_boundary(image, candidate.center_index, candidate.radius_mm, spacing,
                                    n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
@@ -249,6 +242,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                 and cfg.min_radius_mm - 1.0 <= radius <= cfg.max_radius_mm + 1.0)
         if fits and (side not in best or _head_score(boundary) > _head_score(best[side])):
             best[side] = boundary
+    report["midline"] = midline.report()
     timings["boundary"] = round(time.perf_counter() - t, 4)
 
     t = time.perf_counter()
@@ -260,7 +254,11 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                            "message": f"metal implant ({implants[side]:.0f} ml) on the patient's {side} side"}
             continue
         if side not in best:
-            sides[side] = _not_found(f"no femoral head found on the patient's {side} side")
+            message = f"no femoral head found on the patient's {side} side"
+            undecided = [d for d in midline.decisions if d.side is None and "determined" in d.reason]
+            if undecided:
+                message += f" ({len(undecided)} candidate(s) whose side could not be determined)"
+            sides[side] = _not_found(message)
             continue
         # Cast the lines again from the fitted centre so directions are about the head's own centre.
         first = best[side]
