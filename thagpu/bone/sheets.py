@@ -123,7 +123,7 @@ def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: f
     return out
 
 
-def joint_valleys(image, spacing, *, bright_hu: float, soft_hu: float, reach_mm: float = 3.0, depth: float = 0.25):
+def joint_valleys(light, spacing, *, bright_hu: float, soft_hu: float, reach_mm: float = 3.0, depth: float = 0.25):
     """Voxels in a valley between two bright plates whose bottom is nearer soft tissue than the plates.
 
     A resolved joint space between a femoral head and its socket (cartilage, 60-100 HU, 2-5 mm
@@ -136,8 +136,9 @@ def joint_valleys(image, spacing, *, bright_hu: float, soft_hu: float, reach_mm:
 
     Parameters
     ----------
-    image : (X, Y, Z) float32 array
-        CT in HU (NumPy or CuPy); smoothed here by half a voxel.
+    light : (X, Y, Z) float32 array
+        CT in HU (NumPy or CuPy) smoothed by a Gaussian of half a voxel (the noise of single
+        voxels must not make a valley).
     spacing : tuple of 3 float
     bright_hu : float
         Level both plates reach (the bone-shell level).
@@ -155,16 +156,15 @@ def joint_valleys(image, spacing, *, bright_hu: float, soft_hu: float, reach_mm:
     -------
     bool array
     """
-    xp = get_array_module(image)
-    ndi = ndimage_for(image)
-    light = ndi.gaussian_filter(image, 0.5, mode="nearest")
+    xp = get_array_module(light)
+    ndi = ndimage_for(light)
     spacing = [float(s) for s in spacing]
     near = (light >= np.float32(bright_hu)).view(xp.uint8)
     for axis, s in enumerate(spacing):
         r = int(np.floor(reach_mm / s + 1e-9))
         if r >= 1:
             near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
-    out = xp.zeros(image.shape, dtype=bool)
+    out = xp.zeros(light.shape, dtype=bool)
     coords = xp.nonzero((light < np.float32(bright_hu)) & near.astype(bool))
     if int(coords[0].size) == 0:
         return out
