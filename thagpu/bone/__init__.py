@@ -116,49 +116,66 @@ class Shells:
     cancellous : bool array or None
         Cancellous bone that hangs together with the bright shells (None when
         ``cancellous_margin_hu`` is 0).
-    bone_like : bool array
-        Where the smoothed image reads as bone (shells, cancellous levels): the half-maximum tilt
-        places surfaces near these only.
+    tilt : float32 array or None
+        The half-maximum tilt (:func:`thagpu.bone.halfmax.half_max_tilt`) near bone-like voxels,
+        0 elsewhere (None when ``half_max_weight`` is 0).
     """
 
     shell: object
     cancellous: object
-    bone_like: object
+    tilt: object
 
     def crop(self, box) -> "Shells":
         """The same maps inside ``box`` (a tuple of slices)."""
-        return Shells(self.shell[box], None if self.cancellous is None else self.cancellous[box], self.bone_like[box])
+        return Shells(*(None if a is None else a[box] for a in (self.shell, self.cancellous, self.tilt)))
 
 
 def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None) -> Shells:
-    """The bone shells, the cancellous bone and the bone-like voxels of ``image`` (see :class:`Shells`).
+    """The bone shells, the cancellous bone and the half-maximum tilt of ``image`` (see :class:`Shells`).
 
-    The cancellous bone (:func:`thagpu.bone.seeds.cancellous_region`) is the image smoothed by
-    ``cancellous_smooth_mm`` at or above the soft-tissue level plus a margin, less the valleys of
-    resolved joint spaces (:func:`thagpu.bone.sheets.joint_valleys`), where it hangs together
-    with the bright voxels.
+    The cancellous bone (:func:`thagpu.bone.seeds.cancellous_region`) is the image, capped and
+    smoothed by ``cancellous_smooth_mm``, at or above the soft-tissue level plus a margin, less
+    the valleys of resolved joint spaces (:func:`thagpu.bone.sheets.joint_valleys`), where it
+    hangs together with the bright voxels.
     """
+    ndi = ndimage_for(image)
+    xp = get_array_module(image)
     if background_seed is None:
         background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
                                 background_hu=config.background_seed_hu, metal_hu=config.metal_hu)[1]
     shell = (image >= np.float32(thresholds.shell_hu)) & ~background_seed
-    if config.cancellous_margin_hu <= 0:
-        return Shells(shell=shell, cancellous=None, bone_like=shell)
-    ndi = ndimage_for(image)
-    smooth = ndi.gaussian_filter(image, [config.cancellous_smooth_mm / s for s in spacing], mode="nearest")
     soft = thresholds.levels.soft_hu
-    low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
-    # A resolved joint space, lifted to cancellous levels by the smoothing, must not join head and
-    # socket into one piece of cancellous bone.
     light = ndi.gaussian_filter(image, LIGHT_SMOOTH_VOX, mode="nearest")
-    valleys = joint_valleys(light, spacing, bright_hu=thresholds.shell_hu, soft_hu=soft,
-                            reach_mm=config.valley_reach_mm)
-    cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
-    # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads low), at
-    # a margin above the soft tissue in its own noise SDs.
-    light_low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(light, body, soft))
-    bone_like = shell | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
-    return Shells(shell=shell | cancellous, cancellous=cancellous, bone_like=bone_like)
+    tilt = None
+    if config.half_max_weight > 0:
+        tilt = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
+                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu))
+    if config.cancellous_margin_hu <= 0:
+        cancellous, bone_like = None, shell
+    else:
+        # Capped at the shell level before smoothing, so that a bright cortex does not spread into
+        # the soft tissue around it (1500 HU blurred by 1.5 mm still reads 200 HU 2 mm outside a
+        # 1 mm cortex; capped at 500 HU, about 100 HU).
+        cap = np.float32(thresholds.shell_hu)
+        smooth = ndi.gaussian_filter(xp.minimum(image, cap), [config.cancellous_smooth_mm / s for s in spacing],
+                                     mode="nearest")
+        low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
+        # A resolved joint space, lifted to cancellous levels by the smoothing, must not join head
+        # and socket into one piece of cancellous bone.
+        valleys = joint_valleys(light, spacing, bright_hu=thresholds.shell_hu, soft_hu=soft,
+                                reach_mm=config.valley_reach_mm)
+        cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
+        # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads
+        # low), at a margin above the soft tissue in its own noise SDs.
+        light_low = soft + max(config.cancellous_margin_hu,
+                               config.cancellous_noise_sd * local_noise(light, body, soft))
+        bone_like = shell | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
+        shell = shell | cancellous
+    if tilt is not None:
+        # Surfaces of bones only, not of muscle against fat.
+        tilt = xp.where(box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing]),
+                        tilt, np.float32(0.0))
+    return Shells(shell=shell, cancellous=cancellous, tilt=tilt)
 
 
 def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
@@ -193,15 +210,11 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     interior = bone_interior(image, shell, background_seed, spacing, closing_mm=config.fill_closing_mm,
                              max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
     cost_bone, cost_background = model.costs(image)
-    if config.half_max_weight > 0:
+    if shells.tilt is not None:
         # Where the intensity model is neutral, near bone-like voxels, the surface lies at
         # half-way between the two sides.
-        light = ndimage_for(image).gaussian_filter(image, LIGHT_SMOOTH_VOX, mode="nearest")
-        tilt = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
-                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
-                             near=shells.bone_like)
         neutral = (image > np.float32(model.soft_max_hu)) & (image < np.float32(model.bone_min_hu))
-        tilt = xp.where(neutral, tilt, np.float32(0.0))
+        tilt = xp.where(neutral, shells.tilt, np.float32(0.0))
         if cancellous is not None:
             # One voxel inside cancellous bone, a darker pocket next to a bright trabecula or cortex
             # is bone, not the soft side of a surface.
@@ -225,14 +238,17 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     return energy, thresholds.to_dict(), body
 
 
-def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig, bone_like):
+def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig, shells: Shells):
     """A box around every voxel that could be bone, with a margin; ``None`` when there is none.
 
-    Outside it no voxel is a seed, a shell, bone-like (:class:`Shells`) or clearly bone, nor within
-    the half-maximum radius or the closing of one, so its background cost is zero; see :func:`extract_bone` for
-    why solving inside the box is exact when the solution keeps off the box's sides.
+    Outside it no voxel is a seed, a shell or clearly bone, nor has a half-maximum tilt, nor lies
+    within the closing of one, so its background cost is zero; see :func:`extract_bone` for why
+    solving inside the box is exact when the solution keeps off the box's sides.
     """
-    evidence = ((image >= thresholds.bone_evidence_hu) | bone_like) & body & (image < config.metal_hu)
+    evidence = (image >= thresholds.bone_evidence_hu) | shells.shell
+    if shells.tilt is not None:
+        evidence |= shells.tilt != 0
+    evidence &= body & (image < config.metal_hu)
     return bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
 
 
@@ -352,7 +368,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     # energy by turning bone (it would pay its bone cost and cut links to background only): the
     # solution is a minimum of the whole volume's energy. Otherwise solve the whole crop.
     shells_c = bone_shells(image_c, body_c, spacing, thresholds, config)
-    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c.bone_like)
+    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c)
     attempts = [region, None] if region is not None else [None]
     for sub in attempts:
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)

@@ -29,7 +29,7 @@ from .morphology import ndimage_for
 __all__ = ["half_max_tilt"]
 
 
-def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, near=None):
+def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0):
     """Each voxel's position between the darkest and brightest CT values around it, in [-1, 1].
 
     Parameters
@@ -44,9 +44,6 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     min_span_hu : float
         Where the brightest and darkest values around differ by less than this, there is no
         surface to place: the tilt is 0.
-    near : (X, Y, Z) bool array, optional
-        Only where the box around a voxel holds some of this (bone shells) is there a tilt: the
-        surfaces placed are those of bones, not of muscle against fat.
 
     Returns
     -------
@@ -59,16 +56,10 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     size = [2 * max(1, int(round(radius_mm / s))) + 1 for s in spacing]
     # Separable box extremes: linear in the volume whatever the radius.
     high, low = light, light
-    near = near.view(xp.uint8) if near is not None else None
     for axis, n in enumerate(size):
         high = ndi.maximum_filter1d(high, n, axis=axis, mode="nearest")
         low = ndi.minimum_filter1d(low, n, axis=axis, mode="nearest")
-        if near is not None:
-            near = ndi.maximum_filter1d(near, n, axis=axis, mode="constant", cval=0)
     span = high - low
     tilt = (light - np.float32(0.5) * (high + low)) / (np.float32(0.25) * xp.maximum(span, np.float32(1.0)))
     tilt = xp.clip(tilt, -1.0, 1.0)
-    surface = span >= np.float32(min_span_hu)
-    if near is not None:
-        surface &= near.astype(bool)
-    return xp.where(surface, tilt, np.float32(0.0)).astype(xp.float32)
+    return xp.where(span >= np.float32(min_span_hu), tilt, np.float32(0.0)).astype(xp.float32)

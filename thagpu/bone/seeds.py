@@ -91,9 +91,10 @@ def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
     the smoothed image at or above ``low_hu`` are eroded by one voxel, so that thin contacts do
     not join them (a contrast-filled vessel whose calcified wall touches a vertebra); the pieces
     next to ``bright`` bone (a cortex) are kept and grown back by one voxel inside the bone-like
-    voxels. The result widens the shells of :func:`bone_interior`, whose final erosion leaves
-    the bone's surface (partial-volume voxels are bone-like too) to the cut. A contrast vessel, the bladder or an enhanced organ lies apart from bone,
-    behind a layer of fat or soft tissue, and stays out.
+    voxels (thin bones keep their extent). The result widens the shells of
+    :func:`bone_interior`, whose final erosion leaves the partial-volume surface to the cut. A
+    contrast vessel, the bladder or an enhanced organ lies apart from
+    bone, behind a layer of fat or soft tissue, and stays out.
 
     Parameters
     ----------
