@@ -240,7 +240,7 @@ def labels_from_parts(parts, grid: Grid, centers_ras: dict, radii: dict, implant
 
 def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PRESET, spacing=None,
                  joint_space_mm=None, implant_side=None, truncate_side=None, header=None,
-                 case_id=None) -> PhantomCase:
+                 case_id=None, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
     """Draw and render one hip CT phantom with its ground truth.
 
     Parameters
@@ -268,6 +268,14 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
         anatomic presets also take ``implant_side="both"``.
     header : str, optional
         One of :data:`HEADERS`; by default drawn from the preset's list.
+    case_id : str, optional
+        Defaults to ``<preset>-<size>-<seed>``.
+    truncate_mode : {"one_hip", "cut"}, optional
+        Anatomic presets: a field of view holding one hip only, or one cutting
+        through a head on a random side (drawn when not given).
+    fov_mm, fov_center_mm : (float, float, float), optional
+        Anatomic presets: extent (RAS x, y, z) and centre (scanner RAS mm) of
+        the field of view instead of the size's and the preset's.
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; choose from {', '.join(SIZES)}")
@@ -277,7 +285,7 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
     rng = np.random.default_rng(seed)
     if spec.anatomic is not None:
         return _make_anatomic(seed, rng, size, preset, spec, spacing, joint_space_mm, implant_side, truncate_side,
-                              header, case_id)
+                              header, case_id, truncate_mode, fov_mm, fov_center_mm)
     if joint_space_mm is None:
         joint_space_mm = spec.joint_space_mm
     elif np.isscalar(joint_space_mm):
@@ -325,16 +333,17 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
                        truth=truth, materials=materials)
 
 
-def _anatomic_spacing(rng, size, preset: Preset, spacing):
+def _anatomic_spacing(rng, size, preset: Preset, spacing, fov_mm=None):
     """Voxel spacing (RAS x, y, z), shape and field of view of an anatomic phantom."""
     _, base, fixed = SIZES[size]
-    fov = np.asarray(ANATOMIC_FOV, dtype=float)
+    fov = np.asarray(ANATOMIC_FOV if fov_mm is None else fov_mm, dtype=float)
     if spacing is not None:
         phys = np.asarray(spacing, dtype=float)
     elif size == "full":
         in_plane = rng.uniform(0.6, 0.9)
         phys = np.array([in_plane, in_plane, rng.choice([0.625, 0.8, 1.0, 1.25])])
-        fov = np.array([fixed[0] * in_plane, fixed[1] * in_plane, fov[2]])
+        if fov_mm is None:
+            fov = np.array([fixed[0] * in_plane, fixed[1] * in_plane, fov[2]])
     elif preset.jitter_spacing:
         in_plane = base[0] * rng.uniform(0.85, 1.15)
         phys = np.array([in_plane, in_plane, base[2] * rng.uniform(1.0, 1.5)])
@@ -349,17 +358,20 @@ def _anatomic_supersampling(spacing) -> tuple:
     return tuple(1 if s <= 1.2 else 2 if s <= 2.4 else 3 for s in spacing)
 
 
-def _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side):
+def _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side, truncate_mode=None):
     """Centre and shape (RAS axes) of the field of view; a truncated case holds one hip or cuts a head."""
     center = np.array([0.0, 0.0, 10.0])
     shape_ras = np.array(shape_ras)
-    if not spec.truncate:
+    if not spec.truncate and truncate_mode is None:
         return center, shape_ras, None
     side = truncate_side or ("left", "right")[int(rng.integers(2))]
     other = "right" if side == "left" else "left"
     head = np.asarray(centers[side])
     sign = 1.0 if head[0] > centers[other][0] else -1.0
-    if rng.uniform() < 0.5:  # one hip only: the other head wholly outside
+    draw = rng.uniform()
+    if truncate_mode not in (None, "one_hip", "cut"):
+        raise ValueError(f"unknown truncate_mode {truncate_mode!r}; choose one_hip or cut")
+    if truncate_mode == "one_hip" or (truncate_mode is None and draw < 0.5):  # the other head wholly outside
         offset = sign * rng.uniform(0.0, 20.0)
         half = min(rng.uniform(95.0, 120.0), abs(head[0] - centers[other][0]) - radii[other] - 6.0 - abs(offset))
         center = np.array([head[0] + offset, head[1] + rng.uniform(-15, 15), head[2] + rng.uniform(0, 30)])
@@ -376,7 +388,7 @@ def _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate
 
 
 def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_mm, implant_side, truncate_side,
-                   header, case_id) -> PhantomCase:
+                   header, case_id, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
     if joint_space_mm is not None and np.isscalar(joint_space_mm):
         joint_space_mm = (float(joint_space_mm), float(joint_space_mm))
     anatomy, info = sample_anatomic(rng, spec.anatomic, joint_space_mm=joint_space_mm, implant_side=implant_side)
@@ -386,10 +398,13 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
     header = header or spec.headers[int(rng.integers(len(spec.headers)))]
     if header not in HEADERS:
         raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
-    phys, shape_ras, _ = _anatomic_spacing(rng, size, spec, spacing)
+    phys, shape_ras, _ = _anatomic_spacing(rng, size, spec, spacing, fov_mm)
     centers = {name: rotation @ side.head_center + translation for name, side in anatomy.sides.items()}
     radii = {name: side.head_radius for name, side in anatomy.sides.items()}
-    center, shape_ras, truncation = _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side)
+    center, shape_ras, truncation = _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side,
+                                                            truncate_mode)
+    if fov_center_mm is not None:
+        center = np.asarray(fov_center_mm, dtype=float)
     direction = HEADERS[header]
     world_axis = [int(np.argmax(np.abs(direction[:, a]))) for a in range(3)]
     grid = Grid.centered([shape_ras[w] for w in world_axis], [phys[w] for w in world_axis], direction, center)

@@ -286,6 +286,7 @@ def sample_anatomic(rng: np.random.Generator, options: AnatomicOptions = Anatomi
             "fossa_depth_mm": float(spec_a.fossa_depth_mm), "cortex_head_mm": float(spec_f.cortex_head_mm),
             "cortex_shaft_mm": float(spec_f.cortex_shaft_mm), "designed_center_mm": center,
             "designed_radius_mm": r, "pose_rotation": pose_rot,
+            "femur_spec": spec_f, "acetabulum_spec": spec_a,
         }
     sacrum, discs = build_sacrum_l5(rng, scale=scale, si_planes=si_sacrum, texture=texture, hu=hu, bvtv=bvtv * 1.1)
     bones.append(sacrum)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import PARTS, BoneObject
+from .texture import TEXTURE_AMPLITUDE
 from .shapes import (Capsule, Ellipsoid, EllipticCylinder, HeadShape, SmoothUnion, Sphere, Subtract,
                      Torus)
 
@@ -198,7 +199,7 @@ def build_femur(spec: FemurSpec, pose, *, texture, hu, bvtv, implant=False) -> B
         along_neck = -(dx * n[0] + dy * n[1] + dz * n[2])
         # Denser principal compressive trabeculae in the head, sparser towards Ward's triangle.
         v = bvtv * np.interp(along_neck, [0.3 * r, 1.2 * r], [1.35, 0.85])
-        v = v + 0.55 * bvtv * texture(x, y, z)
+        v = v + TEXTURE_AMPLITUDE * bvtv * texture(x, y, z)
         hu_ = hu["marrow"] + np.clip(v, 0.0, 0.95) * (hu["tissue"] - hu["marrow"])
         if spec.sclerosis_hu > 0:
             depth = r - dist

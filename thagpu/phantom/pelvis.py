@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .anatomy import PARTS, BoneObject, cup_axis
+from .texture import TEXTURE_AMPLITUDE
 from .shapes import (Capsule, Cone, Ellipsoid, EllipticCylinder, HalfSpace, HeadShape, Intersect,
                      JointSurface, SmoothUnion, Sphere, Subtract, ThickShell, Torus, Union)
 
@@ -170,8 +171,11 @@ def build_hip_bone(spec: AcetabulumSpec, rng, *, scale, si_plane, symphysis_gap,
     lm = _landmarks(spec, scale)
     f = spec.fossa_dir
     medial_point = c + spec.medial_plane_distance * f
-    block = Intersect(Ellipsoid(tuple(c + np.array([-s * 6.0, -5.0, 6.0])), (R + 12.0, R + 18.0, R + 18.0)),
-                      HalfSpace(tuple(medial_point), tuple(f)))
+    # The acetabular mass: solid bone around the socket, bounded medially by the quadrilateral plate and
+    # laterally by the rim (a lip 0.5 mm proud of the rim plane).
+    block = Intersect(Intersect(Ellipsoid(tuple(c + np.array([-s * 6.0, -5.0, 6.0])), (R + 12.0, R + 18.0, R + 18.0)),
+                                HalfSpace(tuple(medial_point), tuple(f))),
+                      HalfSpace(tuple(c + (spec.rim_k * R + 0.5) * spec.axis), tuple(spec.axis)))
     # Iliac wing: a plate on a sphere through the landmarks, bulging laterally (gluteal surface convex).
     pts = np.array([lm[k] for k in ("asis", "crest_front", "crest_top", "crest_back", "psis", "si", "roof", "aiis")])
     centroid = pts.mean(axis=0)
@@ -191,8 +195,8 @@ def build_hip_bone(spec: AcetabulumSpec, rng, *, scale, si_plane, symphysis_gap,
                                 (13.0, 9.0), (16.0, 11.0), up=(0.0, 0.0, 1.0))
     auricular = Ellipsoid(tuple(lm["si"] + np.array([s * 8.0, -6.0, 4.0])), (12.0, 26.0, 32.0))
     psis = Ellipsoid(tuple(lm["psis"] + np.array([s * 4.0, 6.0, -6.0])), (11.0, 14.0, 18.0))
-    ischium = EllipticCylinder(tuple(c + np.array([-s * 8.0, -16.0, -12.0])), tuple(lm["tuberosity"]),
-                               (15.0, 11.0), (13.0, 10.0), up=(0.0, 1.0, 0.0))
+    ischium = EllipticCylinder(tuple(c + np.array([-s * 4.0, -20.0, -16.0])), tuple(lm["tuberosity"]),
+                               (17.0, 12.0), (13.0, 10.0), up=(0.0, 1.0, 0.0))
     tuberosity = Ellipsoid(tuple(lm["tuberosity"] + np.array([0.0, -3.0, -2.0])), (13.0, 16.0, 15.0))
     spine = Capsule(tuple(c + np.array([-s * 18.0, -30.0, -12.0])), tuple(lm["spine"]), 4.5, 2.5)
     ischial_ramus = EllipticCylinder(tuple(lm["tuberosity"] + np.array([s * 4.0, 6.0, -4.0])), tuple(lm["ramus_join"]),
@@ -210,10 +214,13 @@ def build_hip_bone(spec: AcetabulumSpec, rng, *, scale, si_plane, symphysis_gap,
     # Keep-outs: nothing covers the head beyond the rim, nothing bulges into the pelvis behind the fossa,
     # and the sacroiliac joint stays open.
     point, n_si = si_plane
-    keep_out = Union((Intersect(Sphere(tuple(c), R + 22.0), _rim_plane(spec, outward=True)),
+    keep_out = Union((Intersect(Sphere(tuple(c), R + 10.0), _rim_plane(spec, outward=True)),
                       Intersect(Sphere(tuple(c), R + 16.0), HalfSpace(tuple(medial_point), tuple(-f)))))
-    # The ilium keeps the lateral side of its sacroiliac joint surface.
-    shapes = [Intersect(Subtract(body, keep_out), HalfSpace(tuple(point), tuple(-np.asarray(n_si))))]
+    # The ilium keeps the lateral side of its sacroiliac joint surface (near the sacrum only: the plane,
+    # extended, would cut through the acetabulum).
+    sacral_side = Intersect(Ellipsoid((0.0, -55.0 * scale, 50.0 * scale), (70.0 * scale, 50.0 * scale, 58.0 * scale)),
+                            HalfSpace(tuple(point), tuple(n_si)))
+    shapes = [Subtract(Subtract(body, keep_out), sacral_side)]
     if spec.osteophyte_mm > 0 and reamed_radius is None:
         ring_r = R * np.sqrt(max(1.0 - spec.rim_k ** 2, 0.05)) + 1.0
         ring = Torus(tuple(spec.center + spec.rim_k * R * spec.axis), tuple(spec.axis), ring_r, spec.osteophyte_mm)
@@ -227,7 +234,7 @@ def build_hip_bone(spec: AcetabulumSpec, rng, *, scale, si_plane, symphysis_gap,
         return np.full(np.shape(x), hu["hip_cortex_mm"])
 
     def cancellous_fn(x, y, z):
-        v = bvtv + 0.55 * bvtv * texture(x, y, z)
+        v = bvtv + TEXTURE_AMPLITUDE * bvtv * texture(x, y, z)
         out = hu["marrow"] + np.clip(v, 0.0, 0.95) * (hu["tissue"] - hu["marrow"])
         if spec.sclerosis_hu > 0 and reamed_radius is None:
             dx, dy, dz = x - c[0], y - c[1], z - c[2]
@@ -310,7 +317,7 @@ def build_sacrum_l5(rng, *, scale, si_planes, texture, hu, bvtv):
                              up=(1.0, 0.0, 0.0))
 
     def cancellous_fn(x, y, z):
-        v = bvtv + 0.55 * bvtv * texture(x, y, z)
+        v = bvtv + TEXTURE_AMPLITUDE * bvtv * texture(x, y, z)
         return (hu["marrow"] + 20.0 + np.clip(v, 0.0, 0.95) * (hu["tissue"] - hu["marrow"])).astype(np.float32)
 
     def cortical_fn(x, y, z):

@@ -18,7 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["TrabecularField", "make_trabecular_field"]
+__all__ = ["TrabecularField", "make_trabecular_field", "TEXTURE_AMPLITUDE"]
+
+#: Standard deviation of the painted bone volume fraction, relative to its mean: gives a cancellous
+#: SD of about 60-120 HU at 0.7 mm voxels for normal bone (after the PSF, with noise).
+TEXTURE_AMPLITUDE = 0.85
 
 
 @dataclass(frozen=True)
