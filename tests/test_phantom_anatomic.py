@@ -259,3 +259,9 @@ def test_acquisition_spacings(spacing):
     case = make_phantom(5, size="small", preset="anatomic", spacing=spacing, fov_mm=(120.0, 100.0, 60.0))
     assert sorted(case.geometry.spacing) == sorted(spacing)
     np.testing.assert_array_equal(case.canonical_labels(), _expected_labels(case))
+
+
+def test_cli_knows_the_presets_and_the_default():
+    from thagpu import cli, phantom
+    assert set(cli.PRESETS) == set(phantom.PRESETS)
+    assert cli.DEFAULT_PRESET == phantom.DEFAULT_PRESET == "anatomic"
