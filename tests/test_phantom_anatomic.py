@@ -164,8 +164,10 @@ def test_flexion_moves_the_femur_and_keeps_the_head_in_the_socket():
     shaft = anatomy.sides["left"].shaft_dir
     # The shaft now points forward (anterior, +y) by about the flexion angle.
     assert np.degrees(np.arcsin(shaft[1])) == pytest.approx(extra["flexion_deg"], abs=8.0)
+    # The femur turns about the head centre: the head stays where the socket was built around it.
     centre = np.asarray(anatomy.sides["left"].head_center)
-    assert np.linalg.norm(centre - extra["acetabulum_center_mm"]) < 1.0
+    assert np.linalg.norm(centre - extra["designed_center_mm"]) < 0.5
+    assert np.linalg.norm(centre - extra["acetabulum_center_mm"]) < 3.0  # a lunate-surface fit; OA narrows it
     # No point of the posed head surface lies inside the hip bone.
     spec = extra["femur_spec"]
     rotation, pivot = extra["pose_rotation"], extra["designed_center_mm"]

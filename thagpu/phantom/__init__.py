@@ -420,10 +420,10 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
     implant_sides = info["implant_sides"]
     acquisition = Acquisition(
         hu=hu, noise_hu=float(rng.uniform(*spec.noise_hu)),
-        psf_sigma_mm=(rng.uniform(0.35, 0.55),) * 2 + (0.35 * phys[2],), trabecular_texture_hu=0.0,
+        psf_sigma_mm=(rng.uniform(0.45, 0.75),) * 2 + (0.42 * phys[2],), trabecular_texture_hu=0.0,
         streak_hu=float(rng.uniform(250, 500)) if implant_sides else 0.0,
         table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad,
-        supersample=_anatomic_supersampling(grid.spacing))
+        supersample=_anatomic_supersampling(grid.spacing), noise_corr_mm=0.8)
     ct, parts, materials = render(anatomy, grid, rotation, translation, acquisition, rng)
     labels = labels_from_parts(parts, grid, centers, radii, implant_sides)
     case_id = case_id or f"{preset}-{size}-{seed:05d}"

@@ -133,7 +133,20 @@ def _implant(side_name, spec_f, spec_a, pose, rng):
 
 def _soft_tissue(rng, sides, scale, contrast):
     """Organs (material, shape) painted over fat and muscle, in painting order."""
-    organs = [("fat", Ellipsoid((0.0, 5.0, 25.0 * scale), (70.0 * scale, 52.0 * scale, 70.0 * scale)))]
+    # Intermuscular fat planes: thin shells around each hip (between the gluteal layers, around the
+    # iliopsoas and the thigh muscles), cut to sectors.
+    organs = []
+    for side in sides.values():
+        s, c = side.sign, side.head_center
+        for radius, centre_shift, sector in ((rng.uniform(45, 55), (s * 10.0, -15.0, 20.0), (s * 0.6, -1.0, 0.1)),
+                                             (rng.uniform(70, 85), (s * 5.0, -10.0, 30.0), (s * 0.4, -1.0, 0.3)),
+                                             (rng.uniform(38, 46), (-s * 5.0, 30.0, -40.0), (s * 0.2, 1.0, -0.2)),
+                                             (rng.uniform(50, 60), (s * 15.0, 10.0, -120.0), (-s * 0.6, 0.3, 0.0))):
+            centre = c + np.array(centre_shift)
+            shell = Subtract(Sphere(tuple(centre), radius + rng.uniform(1.5, 3.0)), Sphere(tuple(centre), radius))
+            direction = _unit(sector)
+            organs.append(("fat", Intersect(shell, HalfSpace(tuple(centre + direction * radius * 0.2), tuple(-direction)))))
+    organs.append(("fat", Ellipsoid((0.0, 8.0, 20.0 * scale), (48.0 * scale, 45.0 * scale, 62.0 * scale))))
     bladder_c = np.array([0.0, rng.uniform(25.0, 35.0), rng.uniform(-15.0, 10.0)])
     bladder_r = rng.uniform([28.0, 22.0, 22.0], [48.0, 34.0, 38.0])
     bladder = Ellipsoid(tuple(bladder_c), tuple(bladder_r))

@@ -128,12 +128,13 @@ def fovea_shape(spec: FemurSpec) -> Sphere:
 
 
 def head_surface_points(spec: FemurSpec, n=2000):
-    """Points of the true head surface (the head shape without the fovea), femur frame."""
+    """Points of the true head surface: the head shape's whole surface but the fovea (femur frame).
+
+    The least-squares sphere of these points is the true head centre and radius.
+    """
     from ..afs.boundary import fibonacci_directions
     u = fibonacci_directions(n)
     u = u[u @ spec.fovea_dir < np.cos(np.arcsin(min(0.99, (spec.fovea_radius * 1.2) / spec.head.radius)))]
-    # The head surface proper: leave out the neck's side (where the neck leaves the head).
-    u = u[u @ -spec.neck_dir < 0.55]
     r = spec.head.radius_along_unit(u[:, 0], u[:, 1], u[:, 2])
     return spec.center + u * r[:, None]
 

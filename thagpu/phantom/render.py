@@ -29,6 +29,9 @@ MATERIALS = {name: code for code, name in enumerate([
     "fibrocartilage", "ligament", "contrast", "vein"])}
 
 
+_BODY_MATERIALS = ("fat", "muscle", "fluid", "gas", "blood", "vein", "contrast", "calcification")
+
+
 @dataclass(frozen=True)
 class Grid:
     """Voxel grid of the stored image: index (i, j, k) -> RAS mm is ``origin + axes @ index``."""
@@ -74,6 +77,7 @@ class Acquisition:
     table_pad_mm: float
     max_points: int = 4_000_000
     supersample: tuple | None = None  # fine points per voxel along each stored axis; None: 3 above 1.2 mm
+    noise_corr_mm: float | None = None  # noise correlation length (Gaussian sigma, mm); None: 0.6 voxel
 
 
 def _pose_maps(grid: Grid, rotation, translation):
@@ -163,6 +167,11 @@ def _grid_sdf(shape, m, b, idx, x, y, z):
     return shape.sdf(x, y, z)
 
 
+#: Organs of these materials are painted at voxel centres with the background; the others on the fine grid.
+COARSE_ORGANS = ("fat", "muscle", "fluid")
+_BODY = tuple(MATERIALS[name] for name in _BODY_MATERIALS)  # what an organ may replace (not air, table)
+
+
 def _paint_background(material, anat, world, idx, anatomy: Anatomy, table_top_y, pad_mm):
     """Paint air, the table, fat and muscle (no partial volume needed: smooth, large)."""
     xw, yw, _ = _coords(*world, idx)
@@ -187,9 +196,68 @@ def _paint_background(material, anat, world, idx, anatomy: Anatomy, table_top_y,
             body = np.minimum(body, Capsule(tuple(top), tuple(top + 500.0 * np.asarray(shaft)), 95.0).sdf(xa, ya, za))
     material[body < 0] = MATERIALS["fat"]
     material[body < -anatomy.fat_mm] = MATERIALS["muscle"]
+    # Large soft-tissue organs (their HU differ little: no partial volume needed).
+    for name, shape in anatomy.organs:
+        if name not in COARSE_ORGANS:
+            continue
+        lo, hi = shape.bounds()
+        near = ((xa >= lo[0]) & (xa <= hi[0]) & (ya >= lo[1]) & (ya <= hi[1]) & (za >= lo[2]) & (za <= hi[2])
+                & np.isin(material, _BODY))
+        if near.any():
+            inside = shape.sdf(xa[near], ya[near], za[near]) < 0
+            hit = np.zeros_like(near)
+            hit[near] = inside
+            material[hit] = MATERIALS[name]
 
 
-def _paint_objects(material, part, anat, idx, anatomy: Anatomy, override=None):
+def _bone_hu(bone, band, sdf, cortex, tissue, x, y, z, material, override, hu_lut, pv_mm):
+    """HU of a bone's points, with partial volume across its surface and its cortex.
+
+    Each point stands for a voxel-sized interval of depth ``[d - h/2, d + h/2]``
+    (``d = -sdf``, ``h = pv_mm``, a box filter along the surface normal, exact
+    for a flat surface): the part above the surface keeps what was there
+    before, the part in ``[0, cortex]`` is cortical bone, the rest is the
+    inner tissue (cancellous bone with its texture, marrow, a cyst). A thin
+    subchondral plate thus never vanishes between two sample points nor shows
+    full cortical HU, as in a scanner.
+    """
+    depth = -sdf[band]
+    thick = np.asarray(cortex[band], dtype=np.float32)
+    xb, yb, zb = x[band], y[band], z[band]
+    if not pv_mm:
+        f_out = np.zeros_like(depth)
+        f_cort = (depth < thick).astype(np.float32)
+    else:
+        lo, hi = depth - pv_mm / 2, depth + pv_mm / 2
+        f_out = np.clip(-lo, 0.0, pv_mm) / pv_mm
+        f_cort = np.clip(np.minimum(hi, thick) - np.maximum(lo, 0.0), 0.0, pv_mm) / pv_mm
+    f_in = np.clip(1.0 - f_out - f_cort, 0.0, 1.0)
+    inner_code = tissue[band]
+    values = np.zeros(depth.shape, dtype=np.float32)
+    need = f_in > 0
+    if need.any():
+        inner = hu_lut[np.where(inner_code[need] == MATERIALS["cortical"], MATERIALS["cancellous"], inner_code[need])]
+        spongy = np.isin(inner_code[need], (MATERIALS["cancellous"], MATERIALS["cortical"]))
+        if bone.cancellous_fn is not None and spongy.any():
+            sel = np.flatnonzero(need)[spongy]
+            inner = inner.astype(np.float32)
+            inner[spongy] = bone.cancellous_fn(xb[sel], yb[sel], zb[sel])
+        values[need] += f_in[need] * inner
+    need = f_cort > 0
+    if need.any():
+        cort = (bone.cortical_fn(xb[need], yb[need], zb[need]) if bone.cortical_fn is not None
+                else hu_lut[MATERIALS["cortical"]])
+        values[need] += f_cort[need] * cort
+    need = f_out > 0
+    if need.any():
+        before = override[band][need]
+        missing = np.isnan(before)
+        before[missing] = hu_lut[material[band][need][missing]]
+        values[need] += f_out[need] * before
+    return values
+
+
+def _paint_objects(material, part, anat, idx, anatomy: Anatomy, override=None, hu_lut=None, pv_mm=0.0):
     """Paint organs, cartilage, bones and metal on one block of (fine) points.
 
     Coordinates are computed only inside each object's bounding box. A posed
@@ -223,10 +291,12 @@ def _paint_objects(material, part, anat, idx, anatomy: Anatomy, override=None):
         hit = (shape.sdf(*xyz) < 0) & (material[box] == MATERIALS["muscle"])
         material[box][hit] = MATERIALS[name]
     for name, shape in anatomy.organs:
+        if name in COARSE_ORGANS:
+            continue  # painted with the background
         box, xyz = region(shape.bounds())
         if box is None:
             continue
-        hit = (shape.sdf(*xyz) < 0) & np.isin(material[box], (MATERIALS["muscle"], MATERIALS["fat"]))
+        hit = (shape.sdf(*xyz) < 0) & np.isin(material[box], _BODY)
         material[box][hit] = MATERIALS[name]
     for name, shape, pose in anatomy.joint_tissue:
         box, xyz = region(shape.bounds(), pose)
@@ -258,9 +328,11 @@ def _paint_objects(material, part, anat, idx, anatomy: Anatomy, override=None):
         hit = sdf < 0
         if not hit.any():
             continue
+        # Anatomic model: HU fields with partial volume across the surface and the cortex (see _bone_hu).
+        band = (sdf < pv_mm / 2) if (override is not None and pv_mm) else hit
         if bone.cortex_fn is not None:
-            cortex = np.zeros(sdf.shape)
-            cortex[hit] = bone.cortex_fn(x[hit], y[hit], z[hit])
+            cortex = np.zeros(sdf.shape, dtype=np.float32)
+            cortex[band] = bone.cortex_fn(x[band], y[band], z[band])
         else:
             cortex = np.full(sdf.shape, bone.cortex_mm)
         if bone.cortex_ramp is not None:
@@ -277,16 +349,12 @@ def _paint_objects(material, part, anat, idx, anatomy: Anatomy, override=None):
             if sub is not None:
                 view = tissue[sub]
                 view[(shape.sdf(x[sub], y[sub], z[sub]) < 0) & (view != MATERIALS["cortical"])] = MATERIALS[name]
+        if override is not None:
+            values = _bone_hu(bone, band, sdf, cortex, tissue, x, y, z, material[box], override[box], hu_lut, pv_mm)
         material[box][hit] = tissue[hit]
         part[box][hit] = bone.part
         if override is not None:
-            values = np.full(hit.sum(), np.nan, dtype=np.float32)
-            flat = tissue[hit]
-            for code, fn in ((MATERIALS["cancellous"], bone.cancellous_fn), (MATERIALS["cortical"], bone.cortical_fn)):
-                sel = flat == code
-                if fn is not None and sel.any():
-                    values[sel] = fn(x[hit][sel], y[hit][sel], z[hit][sel])
-            override[box][hit] = values
+            override[box][band] = values
     for implant in ([anatomy.implant] if anatomy.implant is not None else []) + list(anatomy.extra_implants):
         pieces = [(None, implant.metal + [implant.liner])]
         if implant.femoral_metal:
@@ -392,7 +460,8 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
         material = np.repeat(np.repeat(np.repeat(background, fi, 0), fj, 1), fk, 2)
         part = np.zeros(block, dtype=np.uint8)
         override = np.full(block, np.nan, dtype=np.float32) if anatomy.continuous else None
-        _paint_objects(material, part, anat, idx, anatomy, override)
+        _paint_objects(material, part, anat, idx, anatomy, override, hu_lut,
+                       float(np.prod(np.asarray(grid.spacing) / np.asarray(factors)) ** (1 / 3)))
         coarse = (shape[0], fi, shape[1], fj, k1 - k0, fk)
         fine_hu = hu_lut[material]
         if override is not None:
@@ -412,7 +481,9 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
     hu = ndimage.gaussian_filter(hu, sigma, mode="nearest")
     if anatomy.implant is not None and acquisition.streak_hu > 0:
         _streaks(hu, grid, parts == PARTS["metal"], world, acquisition, rng)
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.6)
+    noise_sigma = 0.6 if acquisition.noise_corr_mm is None else [
+        max(0.6, acquisition.noise_corr_mm / s) for s in grid.spacing]
+    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), noise_sigma)
     noise *= acquisition.noise_hu / max(float(noise.std()), 1e-6)
     hu += noise
     ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)

@@ -49,7 +49,7 @@ class TrabecularField:
         return (total / np.sqrt(2.0)).reshape(np.shape(x))
 
 
-def make_trabecular_field(rng, *, size=64, step_mm=0.3, wavelength_mm=(0.6, 1.6)) -> TrabecularField:
+def make_trabecular_field(rng, *, size=80, step_mm=0.3, wavelength_mm=(0.8, 2.4)) -> TrabecularField:
     """Draw a tile of ``size``^3 points, ``step_mm`` apart, band-passed to ``wavelength_mm``.
 
     Parameters
