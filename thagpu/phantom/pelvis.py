@@ -94,7 +94,10 @@ def acetabulum_geometry(rng, side, sign, posed_head: HeadShape, *, space_mm, min
     inc = rng.uniform(35.0, 50.0)
     ant = rng.uniform(10.0, 25.0)
     axis = cup_axis(sign, inc, ant)
-    k = rim_offset_for_ce(ce_deg, inc, ant)
+    # The lateral edge of the roof, where the CE angle is read, is the rim plane's cut through the outer
+    # lip of the rim, about 5 mm outside the articular surface: place the plane for the CE there.
+    rim_radius = posed_head.radius + space_mm
+    k = rim_offset_for_ce(ce_deg, inc, ant) * (rim_radius + 5.0) / rim_radius
     narrow = _unit([sign * 0.45, 0.05, 1.0])  # superolateral load zone of the roof
     socket = JointSurface(posed_head, float(space_mm), float(min_mm), tuple(narrow), rng.uniform(35.0, 50.0))
     down = np.array([0.0, 0.0, -1.0])
