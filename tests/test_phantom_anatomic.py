@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from thagpu import labels as schema
 from thagpu.geometry import Orientation
-from thagpu.phantom import MATERIALS, PARTS, PRESETS, make_phantom
+from thagpu.phantom import MATERIALS, PARTS, PRESETS, _rotation, make_phantom
 from thagpu.phantom.anatomic import AnatomicOptions, _bone_sdf, fit_sphere, sample_anatomic
 from thagpu.phantom.femur import head_surface_points
 
@@ -202,14 +202,15 @@ def _cortex_runs(materials, parts, part, start, direction, spacing, length):
 
 
 def test_cortex_is_thin_on_the_head_and_thick_on_the_shaft():
-    seed, spacing = 3, 0.25
+    seed, spacing = 3, 0.4
     probe = make_phantom(seed, size="tiny", preset="anatomic", header="RAS")
     truth = probe.truth["sides"]["left"]
     centre = np.asarray(truth["head_center_mm"])
-    fov = np.array([64.0, 64.0, 64.0])
+    # A box holding the rays below (up, forward, back, lateral-up from the centre of the left head).
+    fov, fov_centre = np.array([34.0, 64.0, 34.0]), centre + np.array([-15.0, 0.0, 15.0])
     case = make_phantom(seed, size="small", preset="anatomic", header="RAS", spacing=(spacing,) * 3,
-                        fov_mm=fov, fov_center_mm=centre)
-    origin = centre - (np.asarray(case.materials.shape) - 1) / 2 * spacing
+                        fov_mm=fov, fov_center_mm=fov_centre)
+    origin = fov_centre - (np.asarray(case.materials.shape) - 1) / 2 * spacing
     assert 0.5 <= truth["cortex_head_mm"] <= 1.5
     head_runs = []
     for direction in ([0, 0, 1.0], [0, 1.0, 0], [0, -1.0, 0], [-1.0, 0, 0.3]):
@@ -219,8 +220,14 @@ def test_cortex_is_thin_on_the_head_and_thick_on_the_shaft():
     assert 0.3 <= np.median(head_runs) <= 1.8
     # The shaft, 10 cm below the neck: an axial ring of cortex 3-8 mm around the marrow canal.
     assert 3.0 <= truth["cortex_shaft_mm"] <= 8.0
+    anatomy, _ = sample_anatomic(np.random.default_rng(seed), PRESETS["anatomic"].anatomic)
+    side = anatomy.sides["left"]
+    shaft_anat = side.neck_junction + 5.0 * side.head_radius * side.shaft_dir
+    ax, ay, az = probe.truth["pose"]["rotation_deg_xyz"]
+    rotation = _rotation(2, az) @ _rotation(1, ay) @ _rotation(0, ax)
+    shaft = rotation @ shaft_anat + np.asarray(probe.truth["pose"]["translation_mm"])
     shaft_probe = make_phantom(seed, size="small", preset="anatomic", header="RAS", spacing=(0.5,) * 3,
-                               fov_mm=(60.0, 60.0, 4.0), fov_center_mm=centre + np.array([25.0, 0.0, -150.0]))
+                               fov_mm=(60.0, 60.0, 4.0), fov_center_mm=shaft)
     mid = shaft_probe.materials[:, :, shaft_probe.materials.shape[2] // 2]
     parts = shaft_probe.parts[:, :, shaft_probe.parts.shape[2] // 2]
     assert (mid == MATERIALS["marrow"]).sum() > 50

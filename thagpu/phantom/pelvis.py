@@ -21,7 +21,7 @@ import numpy as np
 from .anatomy import PARTS, BoneObject, cup_axis
 from .texture import TEXTURE_AMPLITUDE
 from .shapes import (Capsule, Cone, Ellipsoid, EllipticCylinder, HalfSpace, HeadShape, Intersect,
-                     JointSurface, SmoothUnion, Sphere, Subtract, ThickShell, Torus, Union)
+                     JointSurface, SmoothUnion, Sphere, Subtract, ThickShell, Torus, Union, _Shape)
 
 __all__ = ["AcetabulumSpec", "acetabulum_geometry", "build_hip_bone", "acetabular_joint_tissue",
            "build_sacrum_l5", "rim_offset_for_ce"]
@@ -41,6 +41,39 @@ def rim_offset_for_ce(ce_deg, inclination_deg, anteversion_deg):
     return float(-np.cos(np.radians(anteversion_deg)) * np.cos(np.radians(ce_deg + inclination_deg)))
 
 
+@dataclass(frozen=True)
+class RimCut(_Shape):
+    """The acetabular rim as a warped plane: ``(p - c) . axis <= level(u)`` is the covered side.
+
+    ``level(u) = radius * (k + d_post * max(w, 0) + d_ant * max(-w, 0)) + lift`` with ``w = u . posterior``
+    (``u`` the direction from the centre, ``posterior`` a unit vector normal to the axis): the
+    posterior wall reaches further over the head than the roof's lateral edge, the anterior wall
+    less far from it. Not a true distance off the rim, but 1-Lipschitz along the axis, which is all
+    the cuts need. ``outward`` flips the sides.
+    """
+
+    center: tuple
+    axis: tuple
+    posterior: tuple
+    radius: float
+    k: float
+    d_post: float
+    d_ant: float
+    lift: float = 0.0
+    outward: bool = False
+
+    def level(self, ux, uy, uz):
+        w = ux * self.posterior[0] + uy * self.posterior[1] + uz * self.posterior[2]
+        return self.radius * (self.k + self.d_post * np.maximum(w, 0.0) + self.d_ant * np.maximum(-w, 0.0)) + self.lift
+
+    def sdf(self, x, y, z):
+        dx, dy, dz = x - self.center[0], y - self.center[1], z - self.center[2]
+        norm = np.maximum(np.sqrt(dx * dx + dy * dy + dz * dz), 1e-6)
+        h = dx * self.axis[0] + dy * self.axis[1] + dz * self.axis[2]
+        d = h - self.level(dx / norm, dy / norm, dz / norm)
+        return -d if self.outward else d
+
+
 @dataclass
 class AcetabulumSpec:
     """Drawn parameters of one acetabulum (anatomical frame)."""
@@ -52,7 +85,10 @@ class AcetabulumSpec:
     axis: np.ndarray  # opening axis (out of the socket)
     inclination_deg: float
     anteversion_deg: float
-    rim_k: float  # rim plane: u . axis = rim_k at the socket surface
+    rim_k: float  # rim plane at the roof's lateral edge: u . axis = rim_k at the socket surface
+    rim_posterior: np.ndarray  # unit, normal to the axis: the posterior wall's side
+    rim_d_post: float  # the rim level rises by this (times the radius) posteriorly
+    rim_d_ant: float  # and by this anteriorly
     fossa_dir: np.ndarray
     fossa_half_angle_deg: float
     fossa_depth_mm: float
@@ -102,6 +138,10 @@ def acetabulum_geometry(rng, side, sign, posed_head: HeadShape, *, space_mm, min
     socket = JointSurface(posed_head, float(space_mm), float(min_mm), tuple(narrow), rng.uniform(35.0, 50.0))
     down = np.array([0.0, 0.0, -1.0])
     notch = _unit(down - (down @ axis) * axis)
+    back = np.array([0.0, -1.0, 0.0])
+    posterior = _unit(back - (back @ axis) * axis)
+    # Axial acetabular sector angles about 95-110 deg posteriorly and 50-65 deg anteriorly.
+    k_post, k_ant = rng.uniform(-0.1, 0.1), rng.uniform(-0.25, -0.05)
     half = rng.uniform(36.0, 42.0)
     rim_angle = np.degrees(np.arccos(-k))  # angle of the rim from the deepest point (-axis)
     beta = rim_angle + 8.0 - half  # the fossa cone reaches past the inferior rim: the notch
@@ -114,7 +154,8 @@ def acetabulum_geometry(rng, side, sign, posed_head: HeadShape, *, space_mm, min
             cysts.append((c + u * (posed_head.radius + space_mm + r + rng.uniform(1.5, 5.0)), r))
     return AcetabulumSpec(
         side=side, sign=sign, center=c, socket=socket, axis=axis, inclination_deg=inc, anteversion_deg=ant,
-        rim_k=k, fossa_dir=fossa, fossa_half_angle_deg=half, fossa_depth_mm=rng.uniform(3.0, 6.0),
+        rim_k=k, rim_posterior=posterior, rim_d_post=max(k_post - k, 0.0), rim_d_ant=max(k_ant - k, 0.0),
+        fossa_dir=fossa, fossa_half_angle_deg=half, fossa_depth_mm=rng.uniform(3.0, 6.0),
         medial_wall_mm=rng.uniform(2.5, 5.5), notch_dir=notch, labrum_mm=rng.uniform(2.3, 3.0),
         osteophyte_mm=[0.0, rng.uniform(0.0, 1.5), rng.uniform(1.5, 3.0), rng.uniform(2.5, 4.5)][oa_grade],
         cartilage_mm=[rng.uniform(1.5, 2.5), rng.uniform(1.2, 2.0), rng.uniform(0.8, 1.5), rng.uniform(0.3, 1.0)][oa_grade],
@@ -127,9 +168,9 @@ def _fossa(spec: AcetabulumSpec, reach_extra=0.0):
     return Intersect(deep, Cone(tuple(spec.center), tuple(spec.fossa_dir), spec.fossa_half_angle_deg, 80.0))
 
 
-def _rim_plane(spec: AcetabulumSpec, outward=False):
-    point = spec.center + spec.rim_k * spec.rim_radius * spec.axis
-    return HalfSpace(tuple(point), tuple(-spec.axis if outward else spec.axis))
+def _rim_plane(spec: AcetabulumSpec, outward=False, lift=0.0):
+    return RimCut(tuple(spec.center), tuple(spec.axis), tuple(spec.rim_posterior), spec.rim_radius, spec.rim_k,
+                  spec.rim_d_post, spec.rim_d_ant, lift, outward)
 
 
 def _landmarks(spec: AcetabulumSpec, scale):
@@ -178,7 +219,7 @@ def build_hip_bone(spec: AcetabulumSpec, rng, *, scale, si_plane, symphysis_gap,
     # laterally by the rim (a lip 0.5 mm proud of the rim plane).
     block = Intersect(Intersect(Ellipsoid(tuple(c + np.array([-s * 6.0, -5.0, 6.0])), (R + 12.0, R + 18.0, R + 18.0)),
                                 HalfSpace(tuple(medial_point), tuple(f))),
-                      HalfSpace(tuple(c + (spec.rim_k * R + 0.5) * spec.axis), tuple(spec.axis)))
+                      _rim_plane(spec, lift=0.5))
     # Iliac wing: a plate on a sphere through the landmarks, bulging laterally (gluteal surface convex).
     pts = np.array([lm[k] for k in ("asis", "crest_front", "crest_top", "crest_back", "psis", "si", "roof", "aiis")])
     centroid = pts.mean(axis=0)
@@ -273,8 +314,10 @@ def acetabular_joint_tissue(spec: AcetabulumSpec):
     ring_c = c + spec.rim_k * R * spec.axis
     ring_r = R * np.sqrt(max(1.0 - spec.rim_k ** 2, 0.05))
     notch_cone = Cone(tuple(c), tuple(spec.notch_dir), 24.0, 80.0)
-    labrum = Subtract(Subtract(Torus(tuple(ring_c + 1.0 * spec.axis), tuple(spec.axis), ring_r, spec.labrum_mm),
-                               notch_cone), spec.socket.head)
+    # The labrum: a ring of about 5 mm section on the (warped) rim, outside the head.
+    on_rim = Intersect(Subtract(Sphere(tuple(c), R + 2.0 * spec.labrum_mm), Sphere(tuple(c), R - 1.0)),
+                       _rim_plane(spec, outward=True, lift=-spec.labrum_mm))
+    labrum = Subtract(Subtract(Intersect(on_rim, _rim_plane(spec, lift=spec.labrum_mm)), notch_cone), spec.socket.head)
     # Transverse ligament across the notch: a band between the two horns of the rim.
     side_dir = _unit(np.cross(spec.axis, spec.notch_dir))
     half_w = ring_r * np.sin(np.radians(24.0))
