@@ -248,8 +248,10 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
     seed : int
         Everything random comes from ``numpy.random.default_rng(seed)``.
     size : {"tiny", "small", "full"}
-        tiny: 4.5 mm voxels (about 85 x 72 x 52, well under a second); small:
-        about 2 mm voxels; full: 512 x 512 x 300 at 0.6-0.9 mm pixels.
+        tiny: 4.5 mm voxels (about 85 x 72 x 52; simple model well under a
+        second, anatomic about 2 s); small: about 2 mm voxels (anatomic about
+        6 s); full: 512 x 512 at 0.6-0.9 mm pixels (simple model 300 slices,
+        anatomic 0.625-5 mm slices over 270 mm).
     preset : str
         One of :data:`PRESETS`: the simple model's ``easy``, ``hard``, ``implant``,
         ``truncated``, ``osteoporotic``, or the anatomic model's ``anatomic``
@@ -341,7 +343,7 @@ def _anatomic_spacing(rng, size, preset: Preset, spacing, fov_mm=None):
         phys = np.asarray(spacing, dtype=float)
     elif size == "full":
         in_plane = rng.uniform(0.6, 0.9)
-        phys = np.array([in_plane, in_plane, rng.choice([0.625, 0.8, 1.0, 1.25])])
+        phys = np.array([in_plane, in_plane, rng.choice([0.625, 0.8, 1.0, 1.25, 2.0, 3.0, 5.0])])
         if fov_mm is None:
             fov = np.array([fixed[0] * in_plane, fixed[1] * in_plane, fov[2]])
     elif preset.jitter_spacing:

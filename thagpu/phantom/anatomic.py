@@ -20,7 +20,7 @@ from .anatomy import Anatomy, Implant, Side
 from .femur import build_femur, femoral_joint_tissue, femur_geometry, head_surface_points
 from .pelvis import acetabular_joint_tissue, acetabulum_geometry, build_hip_bone, build_sacrum_l5
 from .shapes import (Capsule, Ellipsoid, HalfSpace, HeadShape, Intersect, Sphere, Subtract,
-                     union_sdf)
+                     sphere_directions, union_sdf)
 from .texture import make_trabecular_field
 
 __all__ = ["AnatomicOptions", "sample_anatomic", "fit_sphere", "rotation_about"]
@@ -272,8 +272,7 @@ def sample_anatomic(rng: np.random.Generator, options: AnatomicOptions = Anatomi
         # Truth: least-squares sphere of the true head surface (posed), joint space over the lunate surface.
         surface = head_surface_points(spec_f) - center
         fit_c, fit_r = fit_sphere(surface @ pose_rot.T + center)
-        from ..afs.boundary import fibonacci_directions
-        u = fibonacci_directions(4000)
+        u = sphere_directions(4000)
         lunate = (u @ spec_a.axis <= spec_a.rim_k) & (
             u @ spec_a.fossa_dir < np.cos(np.radians(spec_a.fossa_half_angle_deg)))
         gaps = spec_a.socket.gap(u[lunate, 0], u[lunate, 1], u[lunate, 2])

@@ -19,7 +19,7 @@ import numpy as np
 from .anatomy import PARTS, BoneObject
 from .texture import TEXTURE_AMPLITUDE
 from .shapes import (Capsule, Ellipsoid, EllipticCylinder, HeadShape, SmoothUnion, Sphere, Subtract,
-                     Torus)
+                     Torus, sphere_directions)
 
 __all__ = ["FemurSpec", "femur_geometry", "build_femur", "head_surface_points"]
 
@@ -132,8 +132,7 @@ def head_surface_points(spec: FemurSpec, n=2000):
 
     The least-squares sphere of these points is the true head centre and radius.
     """
-    from ..afs.boundary import fibonacci_directions
-    u = fibonacci_directions(n)
+    u = sphere_directions(n)
     u = u[u @ spec.fovea_dir < np.cos(np.arcsin(min(0.99, (spec.fovea_radius * 1.2) / spec.head.radius)))]
     r = spec.head.radius_along_unit(u[:, 0], u[:, 1], u[:, 2])
     return spec.center + u * r[:, None]

@@ -173,7 +173,7 @@ _BODY = tuple(MATERIALS[name] for name in _BODY_MATERIALS)  # what an organ may 
 
 
 def _paint_background(material, anat, world, idx, anatomy: Anatomy, table_top_y, pad_mm):
-    """Paint air, the table, fat and muscle (no partial volume needed: smooth, large)."""
+    """Paint air, the table, fat, muscle and the large soft-tissue organs (smooth, large: no partial volume)."""
     xw, yw, _ = _coords(*world, idx)
     # Scanner table (not posed): curved carbon skins around a foam core, a foam pad on top.
     top = table_top_y + 0.0008 * xw * xw

@@ -500,5 +500,14 @@ class Union(_Shape):
         return np.min([b[0] for b in self._boxes], axis=0), np.max([b[1] for b in self._boxes], axis=0)
 
 
-__all__ += ["smooth_min", "SmoothUnion", "EllipticCylinder", "Torus", "Cone", "ThickShell", "HeadShape",
+def sphere_directions(n: int) -> np.ndarray:
+    """``n`` nearly uniform unit vectors (a Fibonacci lattice on the sphere), shape (n, 3)."""
+    i = np.arange(n) + 0.5
+    z = 1.0 - 2.0 * i / n
+    phi = np.pi * (3.0 - np.sqrt(5.0)) * i
+    rho = np.sqrt(1.0 - z * z)
+    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
+
+
+__all__ += ["sphere_directions", "smooth_min", "SmoothUnion", "EllipticCylinder", "Torus", "Cone", "ThickShell", "HeadShape",
             "JointSurface", "Union"]
