@@ -274,3 +274,16 @@ def test_cli_knows_the_presets_and_the_default():
     from thagpu import cli, phantom
     assert set(cli.PRESETS) == set(phantom.PRESETS)
     assert cli.DEFAULT_PRESET == phantom.DEFAULT_PRESET == "anatomic"
+
+
+def test_truth_is_plain_json_and_written(tmp_path):
+    import json
+    from thagpu.phantom import write_phantom
+    for preset, seed in (("anatomic_truncated", 83), ("anatomic_implant", 84)):
+        case = make_phantom(seed, size="tiny", preset=preset)
+        paths = write_phantom(case, tmp_path)
+        truth = json.loads(paths["truth"].read_text())
+        assert truth == json.loads(json.dumps(case.truth))
+        for side in truth["sides"].values():
+            assert side["joint_space_min_mm"] <= side["joint_space_mean_mm"] == side["joint_space_mm"]
+            assert side["bone_quality"] in ("normal", "osteoporotic") and side["oa_grade"] in (0, 1, 2, 3)
