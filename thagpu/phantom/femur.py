@@ -146,7 +146,7 @@ def _shapes(spec: FemurSpec, with_head: bool):
     sr = spec.shaft_radius
     # Neck: elliptic section, taller (SI) than deep (AP); narrowest near the head (head-neck offset).
     neck_up = np.cross(n, [0.0, 1.0, 0.0]) * s
-    neck = EllipticCylinder(tuple(c - 0.35 * r * n), tuple(j - 0.1 * r * n), (0.74 * r, 0.6 * r),
+    neck = EllipticCylinder(tuple(c - 0.35 * r * n), tuple(j - 0.1 * r * n), (0.78 * r, 0.66 * r),
                             (1.0 * r, 0.78 * r), up=tuple(neck_up if np.linalg.norm(neck_up) > 0 else (0, 0, 1)))
     greater = Ellipsoid(tuple(j + 10.0 * lateral + 8.0 * posterior - 0.55 * r * d), (11.0, 15.0, 20.0))
     lesser = Ellipsoid(tuple(j + 1.6 * r * d + 0.55 * sr * medial + 0.55 * sr * posterior), (7.0, 7.0, 10.0))
