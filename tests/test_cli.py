@@ -73,7 +73,7 @@ def test_unknown_config_key_is_refused(tmp_path, capsys):
 
 def test_phantom_then_run_writes_outputs(tmp_path, capsys):
     code, _, _ = run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny",
-                          "--seed", "3"], capsys)
+                          "--seed", "3", "--preset", "hard"], capsys)
     assert code == 0
     ct = tmp_path / "ph" / "hard-tiny-00003" / "ct.nii.gz"
     assert ct.exists()
@@ -88,7 +88,8 @@ def test_phantom_then_run_writes_outputs(tmp_path, capsys):
 
 
 def test_many_inputs_one_bad_the_others_done(tmp_path, capsys):
-    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "4"], capsys)
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "4", "--preset", "hard"],
+            capsys)
     good = tmp_path / "ph" / "hard-tiny-00004" / "ct.nii.gz"
     bad = tmp_path / "empty.nii"
     bad.write_bytes(b"")
@@ -98,7 +99,7 @@ def test_many_inputs_one_bad_the_others_done(tmp_path, capsys):
 
 
 def test_demo_prints_accuracy_table(tmp_path, capsys):
-    code, out, _ = run_cli(["demo", "--size", "tiny", "--n", "1", "--out", str(tmp_path / "d"),
+    code, out, _ = run_cli(["demo", "--size", "tiny", "--n", "1", "--preset", "hard", "--out", str(tmp_path / "d"),
                             "--device", "cpu"], capsys)
     assert code == 0
     assert "head L" in out and "mean" in out

@@ -29,7 +29,10 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 _STATE = {"debug": False}
 
 SIZES = ("tiny", "small", "full")
-PRESETS = ("easy", "hard", "implant", "truncated", "osteoporotic")
+# As thagpu.phantom.PRESETS / DEFAULT_PRESET (kept here so `--help` does not import the phantom).
+PRESETS = ("anatomic", "anatomic_oa", "anatomic_osteoporotic", "anatomic_implant", "anatomic_truncated",
+           "easy", "hard", "implant", "truncated", "osteoporotic")
+DEFAULT_PRESET = "anatomic"
 
 
 def _version(value: bool):
@@ -69,7 +72,9 @@ def phantom(
     n: int = typer.Option(1, "--n", min=1, help="Number of phantoms."),
     seed: int = typer.Option(0, "--seed", help="Seed of the first phantom; the others take seed+1, ..."),
     size: str = typer.Option("small", "--size", help="tiny | small | full (512 x 512 x 300)."),
-    preset: str = typer.Option("hard", "--preset", help="easy | hard | implant | truncated | osteoporotic."),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset",
+                               help="anatomic (default) | anatomic_oa | anatomic_osteoporotic | anatomic_implant | "
+                                    "anatomic_truncated | easy | hard | implant | truncated | osteoporotic."),
 ):
     """Write hip CT phantoms with exact ground truth."""
     from .phantom import make_phantom, write_phantom
@@ -129,7 +134,7 @@ def demo(
     device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
     n: int = typer.Option(2, "--n", min=1, help="Number of phantoms."),
     seed: int = typer.Option(1000, "--seed", help="Seed of the first phantom."),
-    preset: str = typer.Option("hard", "--preset", help="Phantom preset."),
+    preset: str = typer.Option(DEFAULT_PRESET, "--preset", help="Phantom preset (see `thagpu phantom --help`)."),
 ):
     """Make phantoms, run the pipeline on them, print accuracy and timings."""
     from .demo import run_demo

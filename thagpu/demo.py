@@ -12,7 +12,7 @@ from . import labels as schema
 from ._atomic import atomic_write_text
 from .device import resolve_device
 from .evaluation import LABEL_COLUMNS, score_case, summarise
-from .phantom import make_phantom, write_phantom
+from .phantom import DEFAULT_PRESET, make_phantom, write_phantom
 from .pipeline import run_case
 
 __all__ = ["run_demo", "accuracy_row", "COLUMNS"]
@@ -46,7 +46,7 @@ def _mean_row(rows: list) -> list:
     return row
 
 
-def run_demo(out_dir, *, size="small", device="auto", n=2, seed=1000, preset="hard",
+def run_demo(out_dir, *, size="small", device="auto", n=2, seed=1000, preset=DEFAULT_PRESET,
              progress_factory=None):
     """Generate ``n`` phantoms, run :func:`~thagpu.pipeline.run_case` on each, score them.
 

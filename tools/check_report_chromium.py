@@ -53,7 +53,7 @@ def _small_dataset(folder: Path) -> Path:
     from thagpu.dataset import build_dataset
     from thagpu.phantom import write_phantoms
     inputs = folder / "in"
-    write_phantoms(inputs, n=2, seed=7400, size="tiny")
+    write_phantoms(inputs, n=2, seed=7400, size="tiny", preset="hard")
     shutil.copytree(ROOT / "tests" / "data" / "dicom-abdomen", inputs / "abdomen")
     build_dataset(inputs, folder / "ds", workers=1, device="cpu")
     return folder / "ds"

@@ -28,10 +28,11 @@ from .._version import __version__
 from ..geometry import Geometry
 from ..afs.angles import radiographic_angles
 from ..afs.boundary import fibonacci_directions
+from .anatomic import AnatomicOptions, sample_anatomic
 from .anatomy import PARTS, Anatomy, cup_axis, sample_anatomy
 from .render import MATERIALS, Acquisition, Grid, render
 
-__all__ = ["PRESETS", "SIZES", "HEADERS", "Preset", "PhantomCase", "make_phantom",
+__all__ = ["PRESETS", "DEFAULT_PRESET", "SIZES", "HEADERS", "Preset", "PhantomCase", "make_phantom",
            "write_phantom", "write_phantoms", "labels_from_parts", "PARTS", "MATERIALS"]
 
 
@@ -50,6 +51,7 @@ class Preset:
     truncate: bool = False
     calcifications: bool = False
     jitter_spacing: bool = False
+    anatomic: AnatomicOptions | None = None  # the anatomic model (thagpu.phantom.anatomic) with these options
 
 
 _HARD = dict(pose_deg=15.0, translation_mm=15.0,
@@ -63,7 +65,16 @@ PRESETS = {
     "implant": Preset(**_HARD, implant=True),
     "truncated": Preset(**_HARD, truncate=True),
     "osteoporotic": Preset(**_HARD, osteoporotic=True),
+    # The anatomic model: hip bones with a solid acetabular mass, real femur, OA, bone quality, flexed hips.
+    "anatomic": Preset(**_HARD, anatomic=AnatomicOptions()),
+    "anatomic_oa": Preset(**_HARD, anatomic=AnatomicOptions(oa_weights=(0.0, 0.15, 0.4, 0.45))),
+    "anatomic_osteoporotic": Preset(**_HARD, osteoporotic=True, anatomic=AnatomicOptions(osteoporotic_probability=1.0)),
+    "anatomic_implant": Preset(**_HARD, implant=True, anatomic=AnatomicOptions(implant="some")),
+    "anatomic_truncated": Preset(**_HARD, truncate=True, anatomic=AnatomicOptions()),
 }
+
+#: The preset used when none is named.
+DEFAULT_PRESET = "anatomic"
 
 #: size -> (field of view in mm along RAS x, y, z or None, base spacing, fixed shape or None).
 SIZES = {
@@ -71,6 +82,10 @@ SIZES = {
     "small": ((380.0, 320.0, 230.0), (2.0, 2.0, 2.0), None),
     "full": (None, (0.7, 0.7, 0.8), (512, 512, 300)),
 }
+
+#: Field of view (mm, RAS x, y, z) of the anatomic presets at tiny and small sizes: the pelvis from
+#: L5 to below the lesser trochanters.
+ANATOMIC_FOV = (380.0, 300.0, 270.0)
 
 
 def _rotation(axis, degrees):
@@ -195,15 +210,16 @@ def labels_from_parts(parts, grid: Grid, centers_ras: dict, radii: dict, implant
         Where the voxel centres are (RAS mm).
     centers_ras, radii : dict
         side name -> true head centre (RAS mm) and radius (mm).
-    implant_side : str or None
-        That side gets no labels 1-4.
+    implant_side : str, sequence of str or None
+        That side (those sides) get no labels 1-4.
     """
+    skipped = {implant_side} if isinstance(implant_side, str) else set(implant_side or ())
     labels = np.zeros(parts.shape, dtype=np.uint8)
     bone = (parts > 0) & (parts != PARTS["metal"])
     labels[bone] = schema.OTHER_BONE
     inverse = np.linalg.inv(grid.axes)
     for side, (head_label, cup_label) in schema.SIDE_LABELS.items():
-        if side == implant_side:
+        if side in skipped:
             continue
         center, radius = np.asarray(centers_ras[side]), float(radii[side])
         for part, label, reach in ((PARTS[f"femur_{side}"], head_label, radius + schema.HEAD_MARGIN_MM),
@@ -222,9 +238,9 @@ def labels_from_parts(parts, grid: Grid, centers_ras: dict, radii: dict, implant
     return labels
 
 
-def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", spacing=None,
+def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PRESET, spacing=None,
                  joint_space_mm=None, implant_side=None, truncate_side=None, header=None,
-                 case_id=None) -> PhantomCase:
+                 case_id=None, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
     """Draw and render one hip CT phantom with its ground truth.
 
     Parameters
@@ -232,18 +248,36 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", sp
     seed : int
         Everything random comes from ``numpy.random.default_rng(seed)``.
     size : {"tiny", "small", "full"}
-        tiny: 4.5 mm voxels (about 85 x 72 x 52, well under a second); small:
-        about 2 mm voxels; full: 512 x 512 x 300 at 0.6-0.9 mm pixels.
-    preset : {"easy", "hard", "implant", "truncated", "osteoporotic"}
+        tiny: 4.5 mm voxels (about 85 x 72 x 52; simple model well under a
+        second, anatomic about 2 s); small: about 2 mm voxels (anatomic about
+        6 s); full: 512 x 512 at 0.6-0.9 mm pixels (simple model 300 slices,
+        anatomic 0.625-5 mm slices over 270 mm).
+    preset : str
+        One of :data:`PRESETS`: the simple model's ``easy``, ``hard``, ``implant``,
+        ``truncated``, ``osteoporotic``, or the anatomic model's ``anatomic``
+        (default: a realistic mix of healthy to severe OA, normal and
+        osteoporotic bone, flexed hips), ``anatomic_oa``,
+        ``anatomic_osteoporotic``, ``anatomic_implant`` (one or both sides,
+        acetabular screws), ``anatomic_truncated`` (one hip only in view, or a
+        head cut on any side).
     spacing : (float, float, float), optional
         Acquisition spacing along RAS x, y, z in mm (overrides the size's).
     joint_space_mm : float or (float, float), optional
         Joint-space width, or the range it is drawn from per side.
     implant_side, truncate_side : {"left", "right"}, optional
         Force the implant / field-of-view truncation onto that side (the
-        ``implant`` / ``truncated`` presets draw one when not given).
+        ``implant`` / ``truncated`` presets draw one when not given); the
+        anatomic presets also take ``implant_side="both"``.
     header : str, optional
         One of :data:`HEADERS`; by default drawn from the preset's list.
+    case_id : str, optional
+        Defaults to ``<preset>-<size>-<seed>``.
+    truncate_mode : {"one_hip", "cut"}, optional
+        Anatomic presets: a field of view holding one hip only, or one cutting
+        through a head on a random side (drawn when not given).
+    fov_mm, fov_center_mm : (float, float, float), optional
+        Anatomic presets: extent (RAS x, y, z) and centre (scanner RAS mm) of
+        the field of view instead of the size's and the preset's.
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; choose from {', '.join(SIZES)}")
@@ -251,6 +285,9 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", sp
         raise ValueError(f"unknown phantom preset {preset!r}; choose from {', '.join(PRESETS)}")
     spec = PRESETS[preset]
     rng = np.random.default_rng(seed)
+    if spec.anatomic is not None:
+        return _make_anatomic(seed, rng, size, preset, spec, spacing, joint_space_mm, implant_side, truncate_side,
+                              header, case_id, truncate_mode, fov_mm, fov_center_mm)
     if joint_space_mm is None:
         joint_space_mm = spec.joint_space_mm
     elif np.isscalar(joint_space_mm):
@@ -294,6 +331,137 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = "hard", sp
     case_id = case_id or f"{preset}-{size}-{seed:05d}"
     truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
                    centers, implant_side, truncate_side, labels, acquisition)
+    return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
+                       truth=truth, materials=materials)
+
+
+def _anatomic_spacing(rng, size, preset: Preset, spacing, fov_mm=None):
+    """Voxel spacing (RAS x, y, z), shape and field of view of an anatomic phantom."""
+    _, base, fixed = SIZES[size]
+    fov = np.asarray(ANATOMIC_FOV if fov_mm is None else fov_mm, dtype=float)
+    if spacing is not None:
+        phys = np.asarray(spacing, dtype=float)
+    elif size == "full":
+        in_plane = rng.uniform(0.6, 0.9)
+        phys = np.array([in_plane, in_plane, rng.choice([0.625, 0.8, 1.0, 1.25, 2.0, 3.0, 5.0])])
+        if fov_mm is None:
+            fov = np.array([fixed[0] * in_plane, fixed[1] * in_plane, fov[2]])
+    elif preset.jitter_spacing:
+        in_plane = base[0] * rng.uniform(0.85, 1.15)
+        phys = np.array([in_plane, in_plane, base[2] * rng.uniform(1.0, 1.5)])
+    else:
+        phys = np.asarray(base, dtype=float)
+    shape = np.ceil(fov / phys).astype(int)
+    return phys, shape, fov
+
+
+def _anatomic_supersampling(spacing) -> tuple:
+    """Fine points per voxel along each axis: 1 up to 1.2 mm, 2 up to 2.4 mm, else 3."""
+    return tuple(1 if s <= 1.2 else 2 if s <= 2.4 else 3 for s in spacing)
+
+
+def _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side, truncate_mode=None):
+    """Centre and shape (RAS axes) of the field of view; a truncated case holds one hip or cuts a head."""
+    center = np.array([0.0, 0.0, 10.0])
+    shape_ras = np.array(shape_ras)
+    if not spec.truncate and truncate_mode is None:
+        return center, shape_ras, None
+    side = truncate_side or ("left", "right")[int(rng.integers(2))]
+    other = "right" if side == "left" else "left"
+    head = np.asarray(centers[side])
+    sign = 1.0 if head[0] > centers[other][0] else -1.0
+    draw = rng.uniform()
+    if truncate_mode not in (None, "one_hip", "cut"):
+        raise ValueError(f"unknown truncate_mode {truncate_mode!r}; choose one_hip or cut")
+    if truncate_mode == "one_hip" or (truncate_mode is None and draw < 0.5):  # the other head wholly outside
+        offset = sign * rng.uniform(0.0, 20.0)
+        half = min(rng.uniform(95.0, 120.0), abs(head[0] - centers[other][0]) - radii[other] - 6.0 - abs(offset))
+        center = np.array([head[0] + offset, head[1] + rng.uniform(-15, 15), head[2] + rng.uniform(0, 30)])
+        shape_ras[0] = int(np.floor(2 * half / phys[0])) + 1
+        return center, shape_ras, {"mode": "one_hip", "side": side}
+    axis = int(rng.integers(3))
+    direction = 1.0 if rng.uniform() < 0.5 else -1.0
+    cut = head[axis] + direction * rng.uniform(-0.3, 0.6) * radii[side]
+    far = cut - direction * shape_ras[axis] * phys[axis] * rng.uniform(0.5, 0.8)
+    lo, hi = sorted([far, cut])
+    center[axis] = (lo + hi) / 2
+    shape_ras[axis] = int(np.floor((hi - lo) / phys[axis])) + 1
+    return center, shape_ras, {"mode": "cut", "side": side, "axis": "xyz"[axis], "direction": direction}
+
+
+def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_mm, implant_side, truncate_side,
+                   header, case_id, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
+    if joint_space_mm is not None and np.isscalar(joint_space_mm):
+        joint_space_mm = (float(joint_space_mm), float(joint_space_mm))
+    anatomy, info = sample_anatomic(rng, spec.anatomic, joint_space_mm=joint_space_mm, implant_side=implant_side)
+    angles = rng.uniform(-spec.pose_deg, spec.pose_deg, size=3)
+    rotation = _rotation(2, angles[2]) @ _rotation(1, angles[1]) @ _rotation(0, angles[0])
+    translation = np.array([0.0, 15.0, 5.0]) + rng.uniform(-spec.translation_mm, spec.translation_mm, size=3)
+    header = header or spec.headers[int(rng.integers(len(spec.headers)))]
+    if header not in HEADERS:
+        raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
+    phys, shape_ras, _ = _anatomic_spacing(rng, size, spec, spacing, fov_mm)
+    centers = {name: rotation @ side.head_center + translation for name, side in anatomy.sides.items()}
+    radii = {name: side.head_radius for name, side in anatomy.sides.items()}
+    center, shape_ras, truncation = _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate_side,
+                                                            truncate_mode)
+    if fov_center_mm is not None:
+        center = np.asarray(fov_center_mm, dtype=float)
+    direction = HEADERS[header]
+    world_axis = [int(np.argmax(np.abs(direction[:, a]))) for a in range(3)]
+    grid = Grid.centered([shape_ras[w] for w in world_axis], [phys[w] for w in world_axis], direction, center)
+    hu = _tissue_hu(rng, spec)
+    arterial = info["contrast"]["arteries"]
+    hu.update({"cortical": info["hu"]["cortical"], "cancellous": info["cancellous_target_hu"],
+               "marrow": rng.uniform(-50.0, 20.0), "fluid": rng.uniform(0.0, 20.0),
+               "blood": rng.uniform(150.0, 400.0) if arterial else rng.uniform(35.0, 50.0),
+               "vein": rng.uniform(40.0, 80.0) if arterial else rng.uniform(35.0, 55.0),
+               "contrast": rng.uniform(300.0, 1500.0), "fibrocartilage": rng.uniform(70.0, 100.0),
+               "ligament": rng.uniform(50.0, 80.0)})
+    table_pad = rng.uniform(2.0, 6.0)
+    implant_sides = info["implant_sides"]
+    acquisition = Acquisition(
+        hu=hu, noise_hu=float(rng.uniform(*spec.noise_hu)),
+        psf_sigma_mm=(rng.uniform(0.45, 0.75),) * 2 + (0.42 * phys[2],), trabecular_texture_hu=0.0,
+        streak_hu=float(rng.uniform(250, 500)) if implant_sides else 0.0,
+        table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad,
+        supersample=_anatomic_supersampling(grid.spacing), noise_corr_mm=0.8)
+    ct, parts, materials = render(anatomy, grid, rotation, translation, acquisition, rng)
+    labels = labels_from_parts(parts, grid, centers, radii, implant_sides)
+    case_id = case_id or f"{preset}-{size}-{seed:05d}"
+    truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
+                   centers, None, truncation["side"] if truncation else None, labels, acquisition)
+    truth["implant_side"] = ("both" if len(implant_sides) == 2 else implant_sides[0]) if implant_sides else None
+    truth["implant_sides"] = list(implant_sides)
+    truth["truncation"] = truncation
+    truth["model"] = "anatomic"
+    truth["bone_quality"] = "osteoporotic" if info["osteoporotic"] else "normal"
+    truth["cancellous_bone_volume_fraction"] = round(info["bone_volume_fraction"], 4)
+    truth["contrast"] = info["contrast"]
+    truth["sacroiliac_gap_mm"] = round(info["sacroiliac_gap_mm"], 3)
+    truth["symphysis_gap_mm"] = round(info["symphysis_gap_mm"], 3)
+    truth["cortex_hip_mm"] = round(info["hu"]["hip_cortex_mm"], 3)
+    for name, side_truth in truth["sides"].items():
+        extra = info["sides"][name]
+        if name in implant_sides:
+            side_truth["status"] = "implant"
+        side_truth["acetabulum_center_mm"] = [round(float(v), 4) for v in rotation @ extra["acetabulum_center_mm"] + translation]
+        side_truth["joint_space_mm"] = round(extra["joint_space_mean_mm"], 4)
+        side_truth["joint_space_min_mm"] = round(extra["joint_space_min_mm"], 4)
+        side_truth["joint_space_mean_mm"] = round(extra["joint_space_mean_mm"], 4)
+        side_truth["head_asphericity_mm"] = round(abs(anatomy.sides[name].head_shape.a2) + abs(anatomy.sides[name].head_shape.a3)
+                                                  + extra["head_flattening_mm"], 4)
+        for key in ("center_edge_angle_deg", "oa_grade", "dysplastic", "flexion_deg", "abduction_deg", "rotation_deg",
+                    "femoral_anteversion_deg", "head_flattening_mm", "osteophyte_mm", "acetabular_osteophyte_mm",
+                    "cysts", "sclerosis_hu", "fovea_depth_mm", "medial_wall_mm", "fossa_depth_mm", "cortex_head_mm",
+                    "cortex_shaft_mm"):
+            value = extra[key]
+            side_truth[key] = round(float(value), 4) if isinstance(value, float) else value
+        side_truth["bone_quality"] = truth["bone_quality"]
+    truth["notes"] += (" Anatomic model: head centre and radius are the least-squares sphere of the true head "
+                       "surface (fovea excluded); joint_space_mm is the mean bone-to-bone gap over the lunate "
+                       "surface (min in joint_space_min_mm); center_edge_angle_deg is measured on the bone in the "
+                       "pelvis's coronal plane.")
     return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
                        truth=truth, materials=materials)
 
@@ -365,7 +533,7 @@ def write_phantom(case: PhantomCase, out_dir) -> dict:
     return paths
 
 
-def write_phantoms(out_dir, n: int = 1, seed: int = 0, *, size: str = "small", preset: str = "hard",
+def write_phantoms(out_dir, n: int = 1, seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PRESET,
                    progress=None) -> list:
     """Write ``n`` phantoms with seeds ``seed, seed + 1, ...``; return their folders."""
     folders = []

@@ -78,6 +78,12 @@ class BoneObject:
     cortex_ramp: tuple | None = None
     marrow: object | None = None
     exclude: object | None = None  # carved out of every shape (the socket cavity of a hip bone)
+    # Anatomic model only (thagpu.phantom.anatomic); None keeps the simple model's behaviour.
+    pose: tuple | None = None  # (rotation (3, 3), pivot (3,)): the bone is drawn in its own frame, then rotated
+    cortex_fn: object | None = None  # (x, y, z) -> cortex thickness in mm
+    cancellous_fn: object | None = None  # (x, y, z) -> HU of cancellous bone (texture, sclerosis)
+    cortical_fn: object | None = None  # (x, y, z) -> HU of cortical bone
+    inclusions: list = field(default_factory=list)  # (material name, shape): cysts inside the bone
 
 
 @dataclass
@@ -87,6 +93,8 @@ class Implant:
     side: str
     metal: list
     liner: object
+    pose: tuple | None = None  # anatomic model: (rotation, pivot) of the femoral parts
+    femoral_metal: list = field(default_factory=list)  # posed with the femur (anatomic model)
 
 
 #: Values of the truth "parts" map, before the label schema is applied.
@@ -103,6 +111,12 @@ class Anatomy:
     fat_mm: float
     soft_tissue: list = field(default_factory=list)  # (material name, shape)
     sockets: list = field(default_factory=list)  # (cavity shape, head shape, coverage half-space)
+    # Anatomic model only: soft tissue of the joints painted before the bones, (material, shape, pose or None).
+    joint_tissue: list = field(default_factory=list)
+    organs: list = field(default_factory=list)  # (material, shape) painted over fat or muscle
+    extra_implants: list = field(default_factory=list)  # further Implants (both sides replaced)
+    continuous: bool = False  # bones carry HU fields (cancellous_fn, cortical_fn)
+    thighs: dict | None = None  # side -> (hip centre, shaft direction): thighs follow the posed femurs
 
 
 def _side(rng, name, sign, half_width, radius, joint_space, aspherical):
