@@ -155,7 +155,7 @@ class AFSConfig:
     max_fit_rms_mm: float = 1.0
     #: A head whose surface departs from its sphere by more than this RMS (mm) is ``low_confidence``: a
     #: deformed head, or a sphere between head and socket where the two were not seen apart.
-    ok_max_fit_rms_mm: float = 0.5
+    ok_max_fit_rms_mm: float = 0.8
     #: Below this joint space (mm) femur and pelvis may touch: the side is ``low_confidence``.
     min_joint_space_mm: float = 0.5
     #: Confidence below this makes an otherwise fitted side ``low_confidence``.

@@ -51,6 +51,8 @@ SIDES = {"right": 1.0, "left": -1.0}
 MIN_LATERAL_MM = 40.0
 #: A rim plane misclassifying more of the lines than this does not describe a socket (angles not measured).
 MAX_RIM_ERROR_FRACTION = 0.10
+#: A femoral head is solid bone: a fitted sphere (shrunk by 2 mm) less filled by the bone mask is not trusted.
+MIN_HEAD_FILL = 0.9
 #: A metal object this far (mm) or more from the midline belongs to that side's hip.
 METAL_LATERAL_MM = 30.0
 
@@ -86,6 +88,34 @@ def _head_score(boundary: RadialBoundary) -> float:
 
 def _not_found(message: str) -> dict:
     return {"status": "not_found", "confidence": 0.0, "message": message}
+
+
+def _opens_inferolaterally(field: SurfaceField, volume: Volume, side: str) -> bool:
+    """Whether the bone covering the fitted sphere is a socket: it opens downwards and outwards.
+
+    The acetabulum covers the head from above, behind and medially; its opening axis points
+    inferolaterally (radiographic inclination 35-60 deg, some tens of degrees of pelvic tilt
+    more or less). Bone covering a sphere from below (the femoral shaft under a trochanter or the
+    intertrochanteric region) or laterally is not a socket. Without a rim axis (too few covered
+    or uncovered lines) nothing is claimed here; the coverage test judges.
+    """
+    if field.rim_axis is None:
+        return True
+    axis = _ras_directions(volume, field.rim_axis)[0]
+    return bool(axis[2] < -0.2 and SIDES[side] * axis[0] > 0.0)
+
+
+def _bone_fill(region, field: SurfaceField, spacing) -> float:
+    """Share of the fitted head sphere (shrunk by 2 mm) that the bone mask fills.
+
+    A femoral head is solid bone; a sphere fitted across a joint, or reaching out of the bone
+    beside a neck, is not.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    grids = np.meshgrid(*[(np.arange(b.start, b.stop) * s - c) for b, s, c in zip(region.box, spacing, field.center)],
+                        indexing="ij", sparse=True)
+    inside = (grids[0] ** 2 + grids[1] ** 2 + grids[2] ** 2) <= max(field.radius - 2.0, 1.0) ** 2
+    return float(region.bone[inside].mean()) if inside.any() else 0.0
 
 
 def _side_measurements(boundary: RadialBoundary, field: SurfaceField, volume: Volume, side: str,
@@ -128,10 +158,9 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, volume: Vo
     elif sphere.rms > cfg.ok_max_fit_rms_mm:
         status, message = "low_confidence", (f"the head departs from its sphere by {sphere.rms:.2f} mm RMS: a "
                                              "deformed head, or head and socket not seen apart")
-    elif not rim_found:
-        status, message = "low_confidence", ("the socket's coverage is not a cap with a rim (its plane "
-                                             f"misclassifies {100 * field.rim_error_fraction:.0f}% of the lines): "
-                                             "angles not measured")
+    elif not _opens_inferolaterally(field, volume, side):
+        status, message = "low_confidence", ("the bone around the fitted sphere does not cover it from above and "
+                                             "medially (no socket opening inferolaterally): not a femoral head?")
     elif coverage < 0.2:
         status, message = "low_confidence", f"the socket covers only {100 * coverage:.0f}% of the head's lines"
     elif joint["min"] is not None and joint["min"] < cfg.min_joint_space_mm:
@@ -139,6 +168,11 @@ def _side_measurements(boundary: RadialBoundary, field: SurfaceField, volume: Vo
                                              "touch, the split follows the fitted surface")
     elif confidence < cfg.min_confidence:
         status, message = "low_confidence", f"confidence {confidence:.2f} below {cfg.min_confidence}"
+    if status in ("ok", "truncated") and not rim_found:
+        # A real acetabular rim is warped (the notch, a deeper posterior wall): the labels stand,
+        # the radiographic angles of a rim plane would not.
+        message += (f"; angles not measured (the rim plane misclassifies {100 * field.rim_error_fraction:.0f}% "
+                    "of the lines)")
     if status == "low_confidence":
         confidence = min(confidence, cfg.min_confidence - 0.01)
     return {
@@ -234,7 +268,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
             continue
         boundary = locate_boundary(image, candidate.center_index, candidate.radius_mm, spacing,
                                    n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
-                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm)
+                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm, bone=bone)
         if boundary is None:
             continue
         radius = boundary.sphere.radius
@@ -264,12 +298,19 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         first = best[side]
         boundary = locate_boundary(image, first.sphere.center / np.asarray(spacing), first.sphere.radius, spacing,
                                    n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
-                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm) or first
+                                   sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm, bone=bone) or first
         field = SurfaceField(boundary)
         sides[side] = _side_measurements(boundary, field, volume, side, cfg)
         region = hip_region(image, bone, spacing, field)  # device -> host here, in this thread
         if region is not None:
             splits[side] = (region, field, spacing, side)
+            fill = _bone_fill(region, field, spacing)
+            sides[side]["head_bone_fill_fraction"] = _round(fill)
+            if fill < MIN_HEAD_FILL and sides[side]["status"] in ("ok", "truncated"):
+                sides[side].update(status="low_confidence", confidence=min(sides[side]["confidence"],
+                                                                            cfg.min_confidence - 0.01),
+                                   message=f"only {100 * fill:.0f}% of the fitted head sphere is bone: the sphere "
+                                           "reaches out of the head, or the bone mask missed part of it")
     # The two splits are host work that only reads shared arrays (labels are written afterwards,
     # side by side in a fixed order); scikit-image's watershed releases the GIL, so they run at once.
     with ThreadPoolExecutor(max_workers=max(len(splits), 1)) as pool:

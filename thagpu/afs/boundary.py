@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..device import to_host
+from ..device import get_array_module, to_host
 from ..kernels.line_nms import line_nms
 from ..kernels.radial_profiles import radial_profiles
 from .fit import SphereFit, fit_sphere
@@ -194,7 +194,7 @@ class RadialBoundary:
 
 
 def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400, step_mm=0.25,
-                    sigma_mm=0.5, scale_mm=2.0, rounds=4) -> RadialBoundary | None:
+                    sigma_mm=0.5, scale_mm=2.0, rounds=4, bone=None) -> RadialBoundary | None:
     """Find the head surface along radial lines and fit a sphere to it.
 
     Parameters
@@ -211,6 +211,10 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
         Outlier scale of the sphere fit.
     rounds : int
         Rounds of selection and fit.
+    bone : (R, A, S) bool array, optional
+        The bone mask (same device as ``image``). Bone beyond the head surface (its socket or
+        neck) is then read from it, whatever the bone's density (an osteoporotic socket of
+        100 HU is bone); without it, from the CT (at least :data:`COVER_HU`).
 
     Returns
     -------
@@ -268,10 +272,17 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
     # The socket is measured only beyond head edges that sit on the sphere: an edge 1-2 mm off it
     # (still a fit inlier) may be the socket's own cortex where the two touch.
     on_sphere = np.where(np.abs(head_t - surface) < 1.0, head_t, np.nan)
-    socket_t, covered = _socket_surface(profiles, smooth, slope, radii, step_mm, on_sphere)
+
+    def beyond(start):
+        if bone is None:
+            return _bone_beyond(profiles, radii, start)
+        return _mask_beyond(bone, origin, directions, start, spacing)
+
+    covered = np.isfinite(on_sphere) & beyond(on_sphere)
+    socket_t = _socket_surface(profiles, smooth, slope, radii, step_mm, on_sphere, covered)
     return RadialBoundary(origin=origin, directions=directions, head_t=head_t, socket_t=socket_t,
                           outside=reach < surface, sphere=sphere, covered=covered, separable=separable,
-                          bone_beyond=_bone_beyond(profiles, radii, surface))
+                          bone_beyond=beyond(surface))
 
 
 def _onto_soft(head_t, profiles, radii):
@@ -355,12 +366,33 @@ def _bone_beyond(profiles, radii, start):
     return np.nan_to_num(mean_beyond, nan=-1000.0) >= COVER_HU
 
 
-def _socket_surface(profiles, smooth, slope, radii, step_mm, head_t):
-    """The socket along each line: whether it covers the head, and its inner surface.
+def _mask_beyond(bone, origin, directions, start, spacing):
+    """Lines with bone (the mask, nearest voxel) at a third or more of the samples from 1.5 mm to
+    :data:`MAX_JOINT_SPACE_MM` + 2 mm beyond ``start``: a socket behind a joint space of up to
+    6 mm, or the neck.
 
-    Beyond the head surface (lines without one are not covered), a line is
-    covered when the CT from 1.5 to 5 mm further out averages
-    :data:`COVER_HU` or more. On covered lines, the steepest rise
+    Lines without a ``start`` (NaN) and samples outside the volume count as no bone.
+    """
+    spacing = np.asarray(spacing, dtype=np.float64)
+    offsets = np.arange(1.5, MAX_JOINT_SPACE_MM + 2.0 + 1e-9, 0.5)
+    t = np.nan_to_num(start, nan=-1e6)[:, None] + offsets[None, :]
+    points = (origin[None, None, :] + t[:, :, None] * directions[:, None, :]) / spacing
+    index = np.rint(points).astype(np.int64).reshape(-1, 3)
+    shape = np.asarray(bone.shape)
+    inside = np.all((index >= 0) & (index < shape), axis=1)
+    values = np.zeros(len(index), dtype=bool)
+    if inside.any():
+        where = index[inside]
+        flat = np.ravel_multi_index(tuple(where.T), tuple(shape))
+        xp = get_array_module(bone)
+        values[inside] = np.asarray(to_host(bone.ravel()[xp.asarray(flat)]), dtype=bool)
+    return np.isfinite(start) & (values.reshape(len(start), -1).mean(axis=1) >= 1.0 / 3.0)
+
+
+def _socket_surface(profiles, smooth, slope, radii, step_mm, head_t, covered):
+    """The socket's inner surface along the lines it covers.
+
+    On covered lines (bone just beyond the head surface), the steepest rise
     within :data:`MAX_JOINT_SPACE_MM` is the socket's inner surface when it
     climbs :data:`SOCKET_RISE_HU` above the gap's darkest point (a joint space
     narrower than the image's resolution leaves no such rise: covered, no surface).
@@ -368,11 +400,10 @@ def _socket_surface(profiles, smooth, slope, radii, step_mm, head_t):
     Returns
     -------
     socket_t : (D,) ndarray
-    covered : (D,) bool ndarray
+        NaN where no surface was seen.
     """
     start = head_t
     r = radii[None, :]
-    covered = np.isfinite(head_t) & _bone_beyond(profiles, radii, start)
     socket = np.full(len(start), np.nan)
     window = (r > start[:, None] + 0.3) & (r <= start[:, None] + MAX_JOINT_SPACE_MM)
     rising = np.where(window & np.isfinite(profiles), slope, -np.inf)
@@ -389,4 +420,4 @@ def _socket_surface(profiles, smooth, slope, radii, step_mm, head_t):
     valid &= (best > first[:, 0]) & (after - gap >= SOCKET_RISE_HU)
     offset = _subsample_peak(slope[valid], best[valid])
     socket[valid] = radii[best[valid]] + offset * step_mm
-    return socket, covered
+    return socket
