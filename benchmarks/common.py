@@ -26,7 +26,7 @@ def machine() -> dict:
         simpleitk = None
 
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-            "numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": simpleitk}
+            "numpy": numpy.__version__, "scipy": scipy.__version__, "SimpleITK": simpleitk, **code_version()}
     try:
         import maxflow
         info["PyMaxflow"] = getattr(maxflow, "__version__", "?")
@@ -46,6 +46,21 @@ def machine() -> dict:
         info["gpu"] = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
         info["cupy"] = cupy.__version__
     return info
+
+
+def code_version() -> dict:
+    """The commit the code runs at (``-dirty`` with uncommitted changes) and the date, for the record."""
+    import datetime
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        commit += "-dirty" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
 
 
 def peak_rss_mb() -> float:

@@ -49,6 +49,12 @@ def _fmt(value, digits: int = 3) -> str:
     return str(value)
 
 
+def _stamp(result: dict) -> str:
+    """Which code a result file describes: its commit, or a warning that it predates the stamps."""
+    commit = result.get("machine", {}).get("commit")
+    return f" (commit {commit})" if commit else " (older code, commit not recorded: not re-measured)"
+
+
 def summarise(device: str) -> tuple:
     """(summary dict, markdown) from the latest result files."""
     gpu = device == "gpu"
@@ -69,30 +75,52 @@ def summarise(device: str) -> tuple:
             "min_dice_hard_1mm": min(hard) if hard else None, "min_dice_osteoporotic": min(osteo) if osteo else None,
             "gap_open_1mm": gap1[0]["gap_open"] if gap1 else None, "time_512_s": big[0]["time_s"] if big else None}
         b = summary["bone"]
-        lines += ["| BE | 300x200x160: full-grid PyMaxflow vs ours | "
+        stamp = _stamp(bone)
+        lines += [f"| BE | 300x200x160: full-grid PyMaxflow vs ours{stamp} | "
                   f"{_fmt(b['fullgrid_s'], 2)} s vs {_fmt(b['ours_s'], 2)} s ({_fmt(b['speedup_vs_fullgrid'], 1)}x), "
                   f"Dice {_fmt(b['dice_fullgrid'])} / {_fmt(b['dice_ours'])}, energy gap {_fmt(b['energy_gap_rel'])} |",
-                  f"| BE | Dice: hard 1 mm (min), osteoporotic 0.8x0.8x3 (min) | {_fmt(b['min_dice_hard_1mm'])}, "
+                  f"| BE | Dice: hard 1 mm (min), osteoporotic 0.8x0.8x3 (min){stamp} | {_fmt(b['min_dice_hard_1mm'])}, "
                   f"{_fmt(b['min_dice_osteoporotic'])} |",
-                  f"| BE | 1 mm joint space left open (fraction, per side) | {b['gap_open_1mm']} |",
-                  f"| BE | 512x512x300 | {_fmt(b['time_512_s'], 1)} s |"]
+                  f"| BE | 1 mm joint space left open (fraction, per side){stamp} | {b['gap_open_1mm']} |",
+                  f"| BE | 512x512x300{stamp} | {_fmt(b['time_512_s'], 1)} s |"]
     accuracy = _load("bench_accuracy_gpu" if gpu else "bench_accuracy")
     if accuracy:
-        hard = accuracy["experiments"]["hard"]["summary"]
-        targets = {f"{e} {t}": met for e, r in accuracy["experiments"].items() for t, met in r["targets"].items()}
-        speed = accuracy["experiments"].get("speed 512x512x300", {})
-        summary["accuracy"] = {"hard": hard, "targets": targets, "afs_512_s": speed.get("afs_s")}
+        experiments = accuracy["experiments"]
+        targets = {f"{e} {t}": met for e, r in experiments.items() for t, met in r["targets"].items()}
+        summary["accuracy"] = {"experiments": experiments, "targets": targets,
+                               "commit": accuracy["machine"].get("commit")}
+        stamp = _stamp(accuracy)
+        for spacing in ("1 mm", "0.8x0.8x3 mm", "3 mm"):
+            e = experiments.get(f"anatomic {spacing}")
+            if not e:
+                continue
+            lines.append(f"| BE + AFS | anatomic {spacing}, {e['cases']} phantoms: bone Dice mean (min); natural sides ok; "
+                         f"confidently wrong{stamp} | {_fmt(e['mean_bone_dice'])} ({_fmt(e['min_bone_dice'])}); "
+                         f"{e['natural_sides'] and round(100 * e['ok_share'])} % of {e['natural_sides']}; "
+                         f"{e['confidently_wrong']} |")
+            lines.append(f"| AFS | anatomic {spacing}, ok sides: Dice head / acetabulum; centre mean (max); radius mean (max) | "
+                         f"{_fmt(e['ok_mean_dice_head'])} / {_fmt(e['ok_mean_dice_acetabulum'])}; "
+                         f"{_fmt(e['ok_mean_centre_mm'], 2)} ({_fmt(e['ok_max_centre_mm'], 2)}) mm; "
+                         f"{_fmt(e['ok_mean_radius_mm'], 2)} ({_fmt(e['ok_max_radius_mm'], 2)}) mm |")
+        osteo = experiments.get("anatomic osteoporotic 0.8x0.8x3 mm")
+        if osteo:
+            lines.append(f"| BE | anatomic osteoporotic 0.8x0.8x3 mm: bone Dice mean (min) | "
+                         f"{_fmt(osteo['mean_bone_dice'])} ({_fmt(osteo['min_bone_dice'])}) |")
+        hard = experiments.get("regression hard")
+        if hard:
+            lines.append(f"| AFS | regression: old `hard` preset, {hard['cases']} phantoms: ok sides; confidently wrong; "
+                         f"ok centre max | {hard['natural_sides'] and round(100 * hard['ok_share'])} %; "
+                         f"{hard['confidently_wrong']}; {_fmt(hard['ok_max_centre_mm'], 2)} mm |")
+        speed = experiments.get("speed 3 mm pelvis")
+        if speed:
+            lines.append(f"| BE + AFS | 3 mm pelvis {'x'.join(map(str, speed['shape']))}, warm | "
+                         f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s |")
         missed = [t for t, met in targets.items() if not met]
-        lines += [f"| AFS | 20 hard phantoms: Dice head / acetabulum | {_fmt(hard['mean_dice_femoral_head'])} / "
-                  f"{_fmt(hard['mean_dice_acetabulum'])} |",
-                  f"| AFS | worst centre / radius error (mm) | {_fmt(hard['max_abs_center_mm'], 2)} / "
-                  f"{_fmt(hard['max_abs_radius_mm'], 3)} |",
-                  f"| AFS | 512x512x300 both sides | {_fmt(speed.get('afs_s'), 2)} s |",
-                  f"| AFS | targets not met | {', '.join(missed) or 'none'} |"]
+        lines.append(f"| BE + AFS | targets not met | {', '.join(missed) or 'none'} |")
     dataset = _load("bench_dataset_gpu" if gpu else "bench_dataset")
     if dataset:
         summary["dataset"] = dataset["rows"]
-        lines += [f"| dataset | {r['workers']} worker(s), {r['scheduler']} | {_fmt(r['cases_per_min'], 1)} cases/min, "
+        lines += [f"| dataset | {r['workers']} worker(s), {r['scheduler']}{_stamp(dataset)} | {_fmt(r['cases_per_min'], 1)} cases/min, "
                   f"scaling {_fmt(r.get('scaling_efficiency'), 2)}, overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case |"
                   for r in dataset["rows"]]
     kernels = _load("bench_kernels_gpu" if gpu else "bench_kernels")
@@ -101,18 +129,18 @@ def summarise(device: str) -> tuple:
         by_kernel: dict = {}
         for r in kernels["rows"]:
             by_kernel.setdefault(r["kernel"], []).append(f"{r['form']} {_fmt(r['median_ms'], 2)} ms")
-        lines += [f"| kernels | {k} | {'; '.join(v)} |" for k, v in by_kernel.items()]
+        lines += [f"| kernels | {k}{_stamp(kernels)} | {'; '.join(v)} |" for k, v in by_kernel.items()]
     models = _load("bench_models_gpu" if gpu else "bench_models")
     if models:
         summary["models"] = models["results"]
         budget = f"{models.get('size')}, {models.get('epochs') or 'preset'} epochs"
-        lines += [f"| models ({budget}) | {r['model']} | Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
+        lines += [f"| models ({budget}) | {r['model']}{_stamp(models)} | Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
                   f"train {_fmt(r['train_s'], 0)} s, infer {_fmt(r['infer_s_per_case'], 2)} s/case, {_fmt(r['peak_mem_mb'], 0)} MB |"
                   for r in models["results"]]
     aar = _load("bench_aar")
     if aar:
         summary["aar"] = {"strategies": aar["strategies"], "winner": aar["winner"]}
-        lines += [f"| AAR | mean Dice by round: {name} | {' '.join(_fmt(v) for v in values)} |"
+        lines += [f"| AAR | mean Dice by round: {name}{_stamp(aar)} | {' '.join(_fmt(v) for v in values)} |"
                   for name, values in aar["strategies"].items()]
     info = summary["machine"]
     head = (f"Latest results on {info.get('cpu', '?')} ({info.get('cpus')} CPUs)"

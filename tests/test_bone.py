@@ -349,3 +349,25 @@ def test_fluid_in_a_slice_hole_is_not_filled_but_marrow_is():
         image = np.where(ring, 900.0, np.where((r < 8)[:, :, None], inside_hu, 40.0)).astype(np.float32)
         out = fill_cavities(ring, (1.0, 1.0, 1.0), max_slice_hole_mm2=2500.0, image=image)
         assert bool(out[25, 25, 7]) is filled
+
+
+def test_a_contrast_filled_bladder_is_not_bone_but_a_bone_next_to_it_is():
+    """Settled contrast (600 HU, as uniform as the noise) is dropped; a bone of cortex and cancellous
+    bone of the same size stays."""
+    from thagpu.bone.cleanup import remove_non_skeletal
+    rng = np.random.default_rng(4)
+    image = np.full((60, 60, 40), 40.0, np.float32)
+    bladder = np.zeros(image.shape, bool)
+    bladder[5:25, 10:50, 10:30] = True
+    image[bladder] = 600.0
+    bone = np.zeros(image.shape, bool)
+    bone[35:55, 10:50, 10:30] = True
+    image[bone] = 300.0
+    image[35:55, 10:50, 10:12] = 1200.0  # a cortex on two sides
+    image[35:55, 10:50, 28:30] = 1200.0
+    image += rng.normal(0, 15.0, image.shape).astype(np.float32)
+    kept, report = remove_non_skeletal(bladder | bone, np.ones(image.shape, bool), (1.0, 1.0, 1.0),
+                                       min_island_ml=0.2, skeleton_min_ml=1.0, max_gap_mm=25.0,
+                                       image=image, noise_hu=15.0)
+    assert not kept[bladder].any() and kept[bone].all()
+    assert report["dropped_homogeneous"] == 1

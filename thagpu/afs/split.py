@@ -69,7 +69,7 @@ class SurfaceField:
         # seen apart from the socket's, every line with bone beyond the sphere. Then only the socket's
         # side of the rim plane (the neck lies beyond it), and a majority over the neighbourhood
         # (fills single missed lines, drops single strays).
-        raw = boundary.bone_beyond
+        raw = boundary.covered if boundary.separable else boundary.bone_beyond
         seen = ~boundary.outside
         self.rim_axis, self.rim_error_fraction = None, 1.0
         if raw[seen].sum() >= 10 and (~raw[seen]).sum() >= 10:
