@@ -92,7 +92,8 @@ def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, flui
 
 
 def _homogeneous(labels, count, image, noise_hu):
-    """Per label: at least :data:`HOMOGENEOUS_SHARE` of its voxels within 3 noise SDs of its median."""
+    """Per label: at least :data:`HOMOGENEOUS_SHARE` of its voxels within 3 noise SDs of its median, and
+    its 99th percentile within 6 noise SDs of it."""
     xp = get_array_module(labels)
     where = xp.flatnonzero(labels)
     region = labels.ravel()[where]
@@ -101,10 +102,14 @@ def _homogeneous(labels, count, image, noise_hu):
     region, values = region[order], values[order]
     sizes = xp.bincount(region, minlength=count + 1)
     starts = xp.cumsum(sizes) - sizes
-    median = values[xp.minimum(starts + sizes // 2, max(len(values) - 1, 0))]
+    last = max(len(values) - 1, 0)
+    median = values[xp.minimum(starts + sizes // 2, last)]
+    top = values[xp.minimum(starts + (0.99 * xp.maximum(sizes - 1, 0)).astype(sizes.dtype), last)]
     close = xp.abs(values - median[region]) <= np.float32(3.0 * noise_hu)
     share = xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1) / xp.maximum(sizes, 1)
-    out = share >= HOMOGENEOUS_SHARE
+    # ... and no cortex: bone, however uniform its cancellous part (osteoporotic bone at 3 mm), has
+    # a rim brighter than its inside.
+    out = (share >= HOMOGENEOUS_SHARE) & (top <= median + np.float32(6.0 * noise_hu))
     out[0] = False
     return out
 
@@ -173,7 +178,8 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     ``max_gap_mm`` from every component at least that large (vessel
     calcifications, contrast, fragments of noise). With ``image`` and
     ``noise_hu``, also components of which at least :data:`HOMOGENEOUS_SHARE`
-    of the voxels lie within 3 noise SDs of the component's median: a fluid
+    of the voxels lie within 3 noise SDs of the component's median, with no
+    rim brighter than 6 noise SDs above it (a cortex): a fluid
     (contrast settled in the bladder, 300-1500 HU, or filling a vessel or the
     bowel) is as uniform as the noise, while bone always mixes cortex with
     cancellous bone or marrow (on the anatomic phantoms 29-63 % of a bone's
