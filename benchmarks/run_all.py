@@ -98,25 +98,26 @@ def summarise(device: str) -> tuple:
                          f"confidently wrong{stamp} | {_fmt(e['mean_bone_dice'])} ({_fmt(e['min_bone_dice'])}); "
                          f"{e['natural_sides'] and round(100 * e['ok_share'])} % of {e['natural_sides']}; "
                          f"{e['confidently_wrong']} |")
-            lines.append(f"| AFS | anatomic {spacing}, ok sides: Dice head / acetabulum; centre mean (max); radius mean (max) | "
+            lines.append(f"| AFS | anatomic {spacing}, ok sides: Dice head / acetabulum; centre mean (max); radius mean (max)"
+                         f"{stamp} | "
                          f"{_fmt(e['ok_mean_dice_head'])} / {_fmt(e['ok_mean_dice_acetabulum'])}; "
                          f"{_fmt(e['ok_mean_centre_mm'], 2)} ({_fmt(e['ok_max_centre_mm'], 2)}) mm; "
                          f"{_fmt(e['ok_mean_radius_mm'], 2)} ({_fmt(e['ok_max_radius_mm'], 2)}) mm |")
         osteo = experiments.get("anatomic osteoporotic 0.8x0.8x3 mm")
         if osteo:
-            lines.append(f"| BE | anatomic osteoporotic 0.8x0.8x3 mm: bone Dice mean (min) | "
+            lines.append(f"| BE | anatomic osteoporotic 0.8x0.8x3 mm: bone Dice mean (min){stamp} | "
                          f"{_fmt(osteo['mean_bone_dice'])} ({_fmt(osteo['min_bone_dice'])}) |")
         hard = experiments.get("regression hard")
         if hard:
             lines.append(f"| AFS | regression: old `hard` preset, {hard['cases']} phantoms: ok sides; confidently wrong; "
-                         f"ok centre max | {hard['natural_sides'] and round(100 * hard['ok_share'])} %; "
+                         f"ok centre max{stamp} | {hard['natural_sides'] and round(100 * hard['ok_share'])} %; "
                          f"{hard['confidently_wrong']}; {_fmt(hard['ok_max_centre_mm'], 2)} mm |")
         speed = experiments.get("speed 3 mm pelvis")
         if speed:
-            lines.append(f"| BE + AFS | 3 mm pelvis {'x'.join(map(str, speed['shape']))}, warm | "
+            lines.append(f"| BE + AFS | 3 mm pelvis {'x'.join(map(str, speed['shape']))}, warm{stamp} | "
                          f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s |")
         missed = [t for t, met in targets.items() if not met]
-        lines.append(f"| BE + AFS | targets not met | {', '.join(missed) or 'none'} |")
+        lines.append(f"| BE + AFS | targets not met{stamp} | {', '.join(missed) or 'none'} |")
     dataset = _load("bench_dataset_gpu" if gpu else "bench_dataset")
     if dataset:
         summary["dataset"] = dataset["rows"]

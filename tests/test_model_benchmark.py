@@ -66,11 +66,19 @@ def test_bad_requests_are_refused_before_training(export, tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-def test_benchmark_summary_reads_the_result_files():
+def test_benchmark_summary_reads_the_result_files_and_names_their_commits():
+    import json
+
+    from benchmarks.common import RESULTS
     from benchmarks.run_all import summarise
     summary, markdown = summarise("cpu")
-    assert "| BE |" in markdown and "| AFS |" in markdown
-    assert summary["bone"]["speedup_vs_fullgrid"] > 1 and "hard" in summary["accuracy"]
+    accuracy = json.loads((RESULTS / "bench_accuracy.json").read_text())
+    assert summary["accuracy"]["commit"] == accuracy["machine"]["commit"]
+    for spacing in ("1 mm", "0.8x0.8x3 mm", "3 mm"):
+        assert f"anatomic {spacing}" in markdown
+    # Every figure says which code it describes: its commit, or that it was not re-measured.
+    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line != "| stage | measurement | result |"]
+    assert rows and all("(commit " in line or "not re-measured" in line for line in rows)
 
 
 def test_metrics_score_the_labelled_box_and_count_misses():

@@ -398,7 +398,8 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
                                max_slice_hole_mm2=config.max_slice_hole_mm2, image=image_r) & ~energy.background_seed
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
-                                         image=image_r, noise_hu=thresholds.levels.noise_hu)
+                                         image=image_r, noise_hu=thresholds.levels.noise_hu,
+                                         fluid_max_hu=thresholds.seed_hu)
     timings["cleanup"] = round(time.perf_counter() - t, 4)
     diagnostics["cleanup"] = report
     cut[solved] = cut_r

@@ -91,9 +91,9 @@ def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, flui
     return mask | (extra & ~shell), sealed
 
 
-def _homogeneous(labels, count, image, noise_hu):
-    """Per label: at least :data:`HOMOGENEOUS_SHARE` of its voxels within 3 noise SDs of its median, and
-    its 99th percentile within 6 noise SDs of it."""
+def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf):
+    """Per label: at least :data:`HOMOGENEOUS_SHARE` of its voxels within 3 noise SDs of its median, its
+    99th percentile within 6 noise SDs of it, and the median below ``max_median_hu``."""
     xp = get_array_module(labels)
     where = xp.flatnonzero(labels)
     region = labels.ravel()[where]
@@ -109,7 +109,7 @@ def _homogeneous(labels, count, image, noise_hu):
     share = xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1) / xp.maximum(sizes, 1)
     # ... and no cortex: bone, however uniform its cancellous part (osteoporotic bone at 3 mm), has
     # a rim brighter than its inside.
-    out = (share >= HOMOGENEOUS_SHARE) & (top <= median + np.float32(6.0 * noise_hu))
+    out = (share >= HOMOGENEOUS_SHARE) & (top <= median + np.float32(6.0 * noise_hu)) & (median < max_median_hu)
     out[0] = False
     return out
 
@@ -168,7 +168,7 @@ def _enclosed(mask):
 
 def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_min_ml: float,
                         max_gap_mm: float, min_inside_fraction: float = 0.5, body_margin_mm: float = 5.0,
-                        image=None, noise_hu: float | None = None):
+                        image=None, noise_hu: float | None = None, fluid_max_hu: float = np.inf):
     """Keep the skeleton and what lies close to it; drop islands, the table, calcifications, contrast.
 
     Components (26-connected) are dropped when smaller than ``min_island_ml``,
@@ -179,7 +179,9 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     calcifications, contrast, fragments of noise). With ``image`` and
     ``noise_hu``, also components of which at least :data:`HOMOGENEOUS_SHARE`
     of the voxels lie within 3 noise SDs of the component's median, with no
-    rim brighter than 6 noise SDs above it (a cortex): a fluid
+    rim brighter than 6 noise SDs above it (a cortex), and a median below
+    ``fluid_max_hu`` (the cortical seed level: a uniform block of cortical
+    density is not judged by its uniformity): a fluid
     (contrast settled in the bladder, 300-1500 HU, or filling a vessel or the
     bowel) is as uniform as the noise, while bone always mixes cortex with
     cancellous bone or marrow (on the anatomic phantoms 29-63 % of a bone's
@@ -209,7 +211,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     keep = ~small & ~outside
     keep[0] = False
     if image is not None and noise_hu is not None:
-        homogeneous = _homogeneous(labels, count, image, noise_hu) & keep
+        homogeneous = _homogeneous(labels, count, image, noise_hu, fluid_max_hu) & keep
         keep &= ~homogeneous
         report["dropped_homogeneous"] = int(to_host(homogeneous.sum()))
     skeleton = keep & (volume_ml >= skeleton_min_ml)
