@@ -179,7 +179,7 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
 
 
 def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
-                 shells: tuple | None = None) -> tuple:
+                 shells: Shells | None = None) -> tuple:
     """Seeds, intensity model and energy terms of ``image`` (NumPy or CuPy, float32 HU).
 
     Parameters
