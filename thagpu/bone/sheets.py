@@ -45,6 +45,48 @@ def _sampler(image, coords, reach: int):
     return at
 
 
+def _plates_around(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: float):
+    """Voxels below ``dark_hu`` with bright bone (at or above ``bright_hu``) within ``reach_mm``, and
+    for each of the 13 directions whose step is within reach, the dimmer of the two brightest
+    values found on either side along it.
+
+    Returns
+    -------
+    coords : tuple of 3 index arrays
+        The candidate voxels (empty when there are none).
+    value : array
+        Their values.
+    dimmer : list of arrays
+        Per tested direction, ``min(max on the + side, max on the - side)`` for each candidate.
+    """
+    xp = get_array_module(image)
+    ndi = ndimage_for(image)
+    spacing = [float(s) for s in spacing]
+    # Only voxels with bright bone within reach (a separable box dilation) are candidates.
+    near = (image >= np.float32(bright_hu)).view(xp.uint8)
+    for axis, s in enumerate(spacing):
+        r = int(np.floor(reach_mm / s + 1e-9))
+        if r >= 1:
+            near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
+    coords = xp.nonzero((image < np.float32(dark_hu)) & near.astype(bool))
+    steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
+    if int(coords[0].size) == 0 or max(steps.values()) < 1:
+        return coords, image[coords], []
+    at = _sampler(image, coords, max(steps.values()))
+    dimmer = []
+    for d in _DIRECTIONS:
+        if steps[d] < 1:
+            continue
+        sides = []
+        for sign in (1, -1):
+            side = at(tuple(sign * x for x in d))
+            for k in range(2, steps[d] + 1):
+                side = xp.maximum(side, at(tuple(sign * k * x for x in d)))
+            sides.append(side)
+        dimmer.append(xp.minimum(sides[0], sides[1]))
+    return coords, at((0, 0, 0)), dimmer
+
+
 def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: float = 2.0,
                 max_ratio: float = 0.5):
     """Voxels at the centre of a thin dark sheet between two bright plates (a narrow joint space).
@@ -72,29 +114,13 @@ def dark_sheets(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm: f
     xp = get_array_module(image)
     ndi = ndimage_for(image)
     spacing = [float(s) for s in spacing]
-    # Only voxels with bright bone within reach (a separable box dilation) are candidates.
-    near = (image >= np.float32(bright_hu)).view(xp.uint8)
-    for axis, s in enumerate(spacing):
-        r = int(np.floor(reach_mm / s + 1e-9))
-        if r >= 1:
-            near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
     out = xp.zeros(image.shape, dtype=bool)
-    coords = xp.nonzero((image < np.float32(dark_hu)) & near.astype(bool))
-    if int(coords[0].size) == 0:
+    coords, _, dimmer = _plates_around(image, spacing, dark_hu=dark_hu, bright_hu=bright_hu, reach_mm=reach_mm)
+    if not dimmer:
         return out
-    steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
-    at = _sampler(image, coords, max(steps.values()))
     between = xp.zeros(coords[0].shape, dtype=bool)
-    for d in _DIRECTIONS:
-        if steps[d] < 1:
-            continue
-        sides = []
-        for sign in (1, -1):
-            side = at(tuple(sign * x for x in d))
-            for k in range(2, steps[d] + 1):
-                side = xp.maximum(side, at(tuple(sign * k * x for x in d)))
-            sides.append(side)
-        between |= xp.minimum(sides[0], sides[1]) >= np.float32(bright_hu)
+    for plate in dimmer:
+        between |= plate >= np.float32(bright_hu)
     coords = tuple(c[between] for c in coords)
     if int(coords[0].size) == 0:
         return out
@@ -157,33 +183,13 @@ def joint_valleys(light, spacing, *, bright_hu: float, soft_hu: float, reach_mm:
     bool array
     """
     xp = get_array_module(light)
-    ndi = ndimage_for(light)
-    spacing = [float(s) for s in spacing]
-    near = (light >= np.float32(bright_hu)).view(xp.uint8)
-    for axis, s in enumerate(spacing):
-        r = int(np.floor(reach_mm / s + 1e-9))
-        if r >= 1:
-            near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
     out = xp.zeros(light.shape, dtype=bool)
-    coords = xp.nonzero((light < np.float32(bright_hu)) & near.astype(bool))
-    if int(coords[0].size) == 0:
+    coords, value, dimmer = _plates_around(light, spacing, dark_hu=bright_hu, bright_hu=bright_hu, reach_mm=reach_mm)
+    if not dimmer:
         return out
-    steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
-    if max(steps.values()) < 1:
-        return out
-    at = _sampler(light, coords, max(steps.values()))
-    value = at((0, 0, 0))
+    soft = np.float32(soft_hu)
     valley = xp.zeros(value.shape, dtype=bool)
-    for d in _DIRECTIONS:
-        if steps[d] < 1:
-            continue
-        sides = []
-        for sign in (1, -1):
-            side = at(tuple(sign * x for x in d))
-            for k in range(2, steps[d] + 1):
-                side = xp.maximum(side, at(tuple(sign * k * x for x in d)))
-            sides.append(side)
-        dimmer = xp.minimum(sides[0], sides[1])
-        valley |= (dimmer >= np.float32(bright_hu)) & (value < np.float32(soft_hu) + np.float32(depth) * (dimmer - np.float32(soft_hu)))
+    for plate in dimmer:
+        valley |= (plate >= np.float32(bright_hu)) & (value < soft + np.float32(depth) * (plate - soft))
     out[tuple(c[valley] for c in coords)] = True
     return out
