@@ -340,14 +340,14 @@ def test_joint_valleys_mark_a_dark_gap_between_plates_not_marrow():
 
 def test_fluid_in_a_slice_hole_is_not_filled_but_marrow_is():
     """A ring of bone around water (a spinal canal inside its arch) stays open; around fat, it fills."""
-    from thagpu.bone.cleanup import fill_cavities
+    from thagpu.bone.cleanup import fill_cavities, fluid_voxels
     x, y = np.meshgrid(np.arange(50), np.arange(50), indexing="ij")
     r = np.hypot(x - 25, y - 25)
     ring = np.repeat(((r >= 8) & (r < 11))[:, :, None], 14, axis=2)
     ring[:, :, 0] = ring[:, :, -1] = False  # open at both ends: no 3-D cavity
     for inside_hu, filled in ((10.0, False), (-80.0, True), (250.0, True)):
         image = np.where(ring, 900.0, np.where((r < 8)[:, :, None], inside_hu, 40.0)).astype(np.float32)
-        out = fill_cavities(ring, (1.0, 1.0, 1.0), max_slice_hole_mm2=2500.0, image=image)
+        out = fill_cavities(ring, (1.0, 1.0, 1.0), max_slice_hole_mm2=2500.0, fluid=fluid_voxels(image))
         assert bool(out[25, 25, 7]) is filled
 
 

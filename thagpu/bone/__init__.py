@@ -26,7 +26,7 @@ import numpy as np
 from ..config import BoneConfig, Config
 from ..device import get_array_module
 from ..volume import Volume
-from .cleanup import fill_cavities, remove_non_skeletal
+from .cleanup import fill_cavities, fluid_voxels, remove_non_skeletal
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
@@ -395,7 +395,8 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     if config.fill_cavities:
         # Filled cavities never take background seeds (a metal stem inside the femoral shaft).
         mask_r = fill_cavities(cut_r, spacing, closing_mm=config.fill_closing_mm,
-                               max_slice_hole_mm2=config.max_slice_hole_mm2, image=image_r) & ~energy.background_seed
+                               max_slice_hole_mm2=config.max_slice_hole_mm2,
+                               fluid=fluid_voxels(image_r)) & ~energy.background_seed
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
                                          image=image_r, noise_hu=thresholds.levels.noise_hu,

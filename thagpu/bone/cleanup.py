@@ -25,7 +25,7 @@ FILL_PASSES = 3
 FLUID_HU = (-20.0, 35.0)
 
 
-def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, image=None):
+def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, fluid=None):
     """Fill cavities enclosed by bone (marrow, low-density cancellous bone).
 
     A cavity is a background region not connected to the volume's sides; the
@@ -50,12 +50,11 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         except where the slice holes that no 3-D cavity explains stack up to
         no more than :data:`SLICE_HOLE_MIN_DEPTH_MM` along the slice axis
         (the joint space where a slice cuts it tangentially). 0 disables.
-    image : array, optional
-        The CT (HU): the voxels of slice holes, and of cavities that only the closing encloses,
-        that are fluid (:func:`fluid_voxels`: a spinal canal enclosed by its vertebral arch) are
-        not filled. Without it every one counts.
+    fluid : bool array, optional
+        :func:`fluid_voxels` of the CT: those voxels of slice holes, and of cavities that only the
+        closing encloses, are not filled (a spinal canal enclosed by its vertebral arch). Without
+        it every one counts.
     """
-    fluid = fluid_voxels(image) if image is not None and (closing_mm > 0 or max_slice_hole_mm2 > 0) else None
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
         # closing would swallow), then those that only a closed shell encloses.

@@ -68,11 +68,12 @@ def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
 
     shell = shell & ~background_seed
     closed = box_closing(shell, closing_mm, spacing) | shell
-    region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, image=image)
+    fluid = fluid_voxels(image)
+    region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, fluid=fluid)
     # Fluid enclosed by the closed shells is not bone interior (a spinal canal closed off at the
     # intervertebral foramina). A cyst inside a bone is enclosed by the cut itself, and the fill of
     # the cut (cleanup.fill_cavities) keeps it in the mask.
-    region &= ~(fluid_voxels(image) & ~closed)
+    region &= ~(fluid & ~closed)
     # Bridges of the closing that look like soft tissue (the cartilage of a joint space between
     # head and socket, the gap between two bones) are not bone; bridges over a blurred cortex are
     # brighter and stay.
