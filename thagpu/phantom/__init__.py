@@ -152,6 +152,20 @@ class PhantomCase:
         return self.canonical(self.labels)
 
 
+def _draw_pose(rng, spec: Preset, header):
+    """The patient's pose in the scanner and the header orientation (drawn unless ``header`` is given).
+
+    Returns (angles in degrees about x, y, z; rotation; translation in mm; header name).
+    """
+    angles = rng.uniform(-spec.pose_deg, spec.pose_deg, size=3)
+    rotation = _rotation(2, angles[2]) @ _rotation(1, angles[1]) @ _rotation(0, angles[0])
+    translation = np.array([0.0, 15.0, 5.0]) + rng.uniform(-spec.translation_mm, spec.translation_mm, size=3)
+    header = header or spec.headers[int(rng.integers(len(spec.headers)))]
+    if header not in HEADERS:
+        raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
+    return angles, rotation, translation, header
+
+
 def _acquisition_spacing(rng, size, preset: Preset, spacing):
     fov, base, fixed = SIZES[size]
     if spacing is not None:
@@ -298,12 +312,7 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
         truncate_side = ("left", "right")[int(rng.integers(2))]
     anatomy = sample_anatomy(rng, joint_space_mm=tuple(joint_space_mm), aspherical=spec.aspherical,
                              implant_side=implant_side, vessels_calcified=spec.calcifications)
-    angles = rng.uniform(-spec.pose_deg, spec.pose_deg, size=3)
-    rotation = _rotation(2, angles[2]) @ _rotation(1, angles[1]) @ _rotation(0, angles[0])
-    translation = np.array([0.0, 15.0, 5.0]) + rng.uniform(-spec.translation_mm, spec.translation_mm, size=3)
-    header = header or spec.headers[int(rng.integers(len(spec.headers)))]
-    if header not in HEADERS:
-        raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
+    angles, rotation, translation, header = _draw_pose(rng, spec, header)
     phys, shape_ras, fov = _acquisition_spacing(rng, size, spec, spacing)
     center = np.zeros(3)
     centers = {name: rotation @ side.head_center + translation for name, side in anatomy.sides.items()}
@@ -394,12 +403,7 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
     if joint_space_mm is not None and np.isscalar(joint_space_mm):
         joint_space_mm = (float(joint_space_mm), float(joint_space_mm))
     anatomy, info = sample_anatomic(rng, spec.anatomic, joint_space_mm=joint_space_mm, implant_side=implant_side)
-    angles = rng.uniform(-spec.pose_deg, spec.pose_deg, size=3)
-    rotation = _rotation(2, angles[2]) @ _rotation(1, angles[1]) @ _rotation(0, angles[0])
-    translation = np.array([0.0, 15.0, 5.0]) + rng.uniform(-spec.translation_mm, spec.translation_mm, size=3)
-    header = header or spec.headers[int(rng.integers(len(spec.headers)))]
-    if header not in HEADERS:
-        raise ValueError(f"unknown header orientation {header!r}; choose from {', '.join(HEADERS)}")
+    angles, rotation, translation, header = _draw_pose(rng, spec, header)
     phys, shape_ras, _ = _anatomic_spacing(rng, size, spec, spacing, fov_mm)
     centers = {name: rotation @ side.head_center + translation for name, side in anatomy.sides.items()}
     radii = {name: side.head_radius for name, side in anatomy.sides.items()}

@@ -18,6 +18,12 @@ import numpy as np
 __all__ = ["Sphere", "AsphericalSphere", "Capsule", "Ellipsoid", "HalfSpace", "Box"]
 
 
+def _segment_bounds(a, b, reach):
+    """Axis-aligned box around the segment ``a``-``b`` grown by ``reach`` (mm)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.minimum(a, b) - reach, np.maximum(a, b) + reach
+
+
 def _sub(x, y, z, c):
     return x - float(c[0]), y - float(c[1]), z - float(c[2])
 
@@ -115,8 +121,7 @@ class Capsule(_Shape):
 
     def bounds(self):
         r = max(self.radius, self.radius if self.radius_b is None else self.radius_b)
-        a, b = np.asarray(self.a, float), np.asarray(self.b, float)
-        return np.minimum(a, b) - r, np.maximum(a, b) + r
+        return _segment_bounds(self.a, self.b, r)
 
 
 @dataclass(frozen=True)
@@ -334,8 +339,7 @@ class EllipticCylinder(_Shape):
     def bounds(self):
         rb = self.radii_a if self.radii_b is None else self.radii_b
         r = max(max(self.radii_a), max(rb))
-        a, b = np.asarray(self.a, float), np.asarray(self.b, float)
-        return np.minimum(a, b) - r, np.maximum(a, b) + r
+        return _segment_bounds(self.a, self.b, r)
 
 
 @dataclass(frozen=True)
