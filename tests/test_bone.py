@@ -313,6 +313,33 @@ def test_half_max_tilt_changes_sign_at_half_way_across_an_edge():
     assert tilt[2] == 0 and tilt[-3] == 0  # no surface in flat tissue
 
 
+def test_soft_side_rim_is_the_halo_outside_a_cortex_not_marrow_inside_it():
+    """Along x: soft tissue, a blurred 1000 HU cortex, a dark 150 HU marrow pocket, cancellous bone;
+    the smoothed region reaches 3 voxels into the soft tissue. The partial-volume voxel there is
+    the rim; the pocket, below half-way too, is not (the CT rises outwards from it, towards the
+    cortex)."""
+    from thagpu.bone.halfmax import half_max_tilt, soft_side_rim
+    profile = np.array([40.0] * 10 + [60.0, 150.0, 450.0, 850.0, 1000.0, 1000.0, 600.0, 150.0, 150.0]
+                       + [300.0] * 12, np.float32)
+    image = np.broadcast_to(profile[:, None, None], (profile.size, 12, 12)).copy()
+    region = np.zeros(image.shape, bool)
+    region[9:] = True  # reaches from 3 voxels outside the surface (between 11 and 12) inwards
+    tilt = half_max_tilt(image, (1.0, 1.0, 1.0), radius_mm=2.0, min_span_hu=150.0)
+    rim = soft_side_rim(region, image, tilt, (1.0, 1.0, 1.0), rim_mm=3.5, min_rise_hu_per_mm=150.0)[:, 6, 6]
+    assert rim[11]  # the partial-volume halo below half-way, on the steep rise inwards
+    assert not rim[9]  # soft tissue, flat: left to the intensity model
+    assert not rim[12:].any()  # the cortex, the pocket behind it, the cancellous bone
+    # A thin bone (cortex, marrow, cortex) whose region is all rim keeps its marrow.
+    thin = np.array([40.0] * 10 + [500.0, 1000.0, 300.0, 250.0, 300.0, 1000.0, 500.0] + [40.0] * 10, np.float32)
+    image = np.broadcast_to(thin[:, None, None], (thin.size, 12, 12)).copy()
+    region = np.zeros(image.shape, bool)
+    region[8:19] = True
+    tilt = half_max_tilt(image, (1.0, 1.0, 1.0), radius_mm=2.0, min_span_hu=150.0)
+    rim = soft_side_rim(region, image, tilt, (1.0, 1.0, 1.0), rim_mm=3.5, min_rise_hu_per_mm=150.0)[:, 6, 6]
+    assert not rim[11:16].any()
+    assert rim[9]
+
+
 def test_cancellous_region_keeps_bone_behind_a_thin_cortex_not_a_vessel_beside_it():
     """A low-density body (200 HU) behind a partial cortex is kept; a contrast vessel (200 HU) 1 voxel
     from the cortex through a 1-voxel contact is not."""

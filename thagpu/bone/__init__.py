@@ -30,7 +30,7 @@ from .cleanup import fill_cavities, fluid_voxels, remove_non_skeletal
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
-from .halfmax import half_max_tilt
+from .halfmax import half_max_tilt, soft_side_rim
 from .morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
 from .seeds import body_mask, bone_interior, cancellous_region, seeds
@@ -45,6 +45,12 @@ log = logging.getLogger("thagpu.bone")
 #: The "lightly smoothed" image of the valley and half-maximum tests: a Gaussian of half a voxel
 #: (noise down by about 2x, edges kept).
 LIGHT_SMOOTH_VOX = 0.5
+#: The smoothing that finds cancellous bone spans at least this many voxels along each axis: at
+#: 3 mm voxels, 1.5 mm is half a voxel and leaves the noise (25-30 HU) as it was, so 100-150 HU
+#: cancellous bone could not be told from soft tissue 4 noise SDs away.
+SMOOTH_MIN_VOX = 1.0
+#: Rise (fraction of the cortex's height above soft tissue, per voxel) of a bone surface's rim.
+RIM_MIN_RISE = 0.15
 
 
 @dataclass
@@ -119,15 +125,20 @@ class Shells:
     tilt : float32 array or None
         The half-maximum tilt (:func:`thagpu.bone.halfmax.half_max_tilt`) near bone-like voxels,
         0 elsewhere (None when ``half_max_weight`` is 0).
+    outside : bool array or None
+        Voxels of ``cancellous`` on the soft-tissue side of a bone surface
+        (:func:`thagpu.bone.halfmax.soft_side_rim`): they close the shells but take no
+        bone-interior prior (None when either of the above is None).
     """
 
     shell: object
     cancellous: object
     tilt: object
+    outside: object = None
 
     def crop(self, box) -> "Shells":
         """The same maps inside ``box`` (a tuple of slices)."""
-        return Shells(*(None if a is None else a[box] for a in (self.shell, self.cancellous, self.tilt)))
+        return Shells(*(None if a is None else a[box] for a in (self.shell, self.cancellous, self.tilt, self.outside)))
 
 
 def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None) -> Shells:
@@ -157,7 +168,8 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         # the soft tissue around it (1500 HU blurred by 1.5 mm still reads 200 HU 2 mm outside a
         # 1 mm cortex; capped at 500 HU, about 100 HU).
         cap = np.float32(thresholds.shell_hu)
-        smooth = ndi.gaussian_filter(xp.minimum(image, cap), [config.cancellous_smooth_mm / s for s in spacing],
+        smooth_vox = [max(config.cancellous_smooth_mm / s, SMOOTH_MIN_VOX) for s in spacing]
+        smooth = ndi.gaussian_filter(xp.minimum(image, cap), smooth_vox,
                                      mode="nearest")
         low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
         # A resolved joint space, lifted to cancellous levels by the smoothing, must not join head
@@ -175,7 +187,16 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         # Surfaces of bones only, not of muscle against fat.
         tilt = xp.where(box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing]),
                         tilt, np.float32(0.0))
-    return Shells(shell=shell, cancellous=cancellous, tilt=tilt)
+    outside = None
+    if tilt is not None and cancellous is not None:
+        # The rim reaches about twice the smoothing width out (half-way to the soft-tissue level).
+        rim_mm = 2.0 * max(v * s for v, s in zip(smooth_vox, spacing)) + 0.5
+        # A step from soft tissue to cortex rises over about a voxel: a fraction of its height
+        # per voxel is a surface; trabecular texture and noise rise less steeply.
+        voxel_mm = float(np.prod(spacing)) ** (1.0 / 3.0)
+        rise = RIM_MIN_RISE * (thresholds.levels.cortical_hu - soft) / voxel_mm
+        outside = soft_side_rim(cancellous, light, tilt, spacing, rim_mm=rim_mm, min_rise_hu_per_mm=rise)
+    return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside)
 
 
 def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
@@ -209,6 +230,10 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     shell, cancellous = shells.shell, shells.cancellous
     interior = bone_interior(image, shell, background_seed, spacing, closing_mm=config.fill_closing_mm,
                              max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
+    if shells.outside is not None:
+        # The smoothing that finds cancellous bone also spreads a bright cortex outwards: the
+        # partial-volume rim outside it closes the shells but is left to the half-maximum rule.
+        interior &= ~shells.outside
     cost_bone, cost_background = model.costs(image)
     if shells.tilt is not None:
         # Where the intensity model is neutral, near bone-like voxels, the surface lies at

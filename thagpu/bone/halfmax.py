@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from .morphology import ndimage_for
+from .morphology import distance_to, ndimage_for
 
-__all__ = ["half_max_tilt"]
+__all__ = ["half_max_tilt", "soft_side_rim"]
 
 
 def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0):
@@ -63,3 +63,54 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     tilt = (light - np.float32(0.5) * (high + low)) / (np.float32(0.25) * xp.maximum(span, np.float32(1.0)))
     tilt = xp.clip(tilt, -1.0, 1.0)
     return xp.where(span >= np.float32(min_span_hu), tilt, np.float32(0.0)).astype(xp.float32)
+
+
+def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_per_mm: float):
+    """The voxels of a smoothed bone region that lie outside the bone's surface.
+
+    A region found on a smoothed image (:func:`thagpu.bone.seeds.cancellous_region`) reaches
+    beyond a bright cortex by up to about twice the smoothing width. Those voxels are the
+    partial-volume rim on the soft side of the surface: below the half maximum (``tilt < 0``),
+    and on a steep rise of the CT towards the region's inside (the edge of a cortex, hundreds
+    of HU per mm). A dark pocket of cancellous bone just inside a cortex is below the half
+    maximum too, but the CT rises outwards from it, towards the cortex; the marrow in the middle
+    of a thin bone (a spinous process) has cortex on both sides, and no steep rise inwards.
+
+    Parameters
+    ----------
+    region : (X, Y, Z) bool array
+        NumPy or CuPy.
+    light : (X, Y, Z) float32 array
+        The CT lightly smoothed (that of :func:`half_max_tilt`).
+    tilt : (X, Y, Z) float32 array
+        :func:`half_max_tilt` of ``light``.
+    spacing : tuple of 3 float
+        Voxel size (mm) along the array axes.
+    rim_mm : float
+        Depth (mm) from the region's surface within which voxels are looked at (at least the
+        outermost layer of voxels).
+    min_rise_hu_per_mm : float
+        How steeply (HU per mm) the CT must rise towards the region's inside.
+
+    Returns
+    -------
+    (X, Y, Z) bool array
+        The rim voxels on the soft side of a surface.
+    """
+    xp = get_array_module(light)
+    ndi = ndimage_for(light)
+    if not bool(region.any()):
+        return xp.zeros(region.shape, dtype=bool)
+    rim = region & (distance_to(~region, spacing) <= np.float32(max(rim_mm, min(spacing))))
+    # Inwards: up the region's indicator smoothed by a voxel. The rise of the CT along that
+    # direction (HU per mm) is the gradient of the CT projected on it.
+    inside = ndi.gaussian_filter(region.astype(xp.float32), 1.0, mode="nearest")
+    central = np.array([-0.5, 0.0, 0.5], dtype=np.float32)
+    rise = xp.zeros(light.shape, dtype=xp.float32)
+    norm = xp.zeros(light.shape, dtype=xp.float32)
+    for axis, step in enumerate(spacing):
+        slope = ndi.correlate1d(inside, central, axis=axis, mode="nearest") / np.float32(step)
+        rise += ndi.correlate1d(light, central, axis=axis, mode="nearest") / np.float32(step) * slope
+        norm += slope * slope
+    rise /= xp.sqrt(norm) + np.float32(1e-6)
+    return rim & (tilt < 0) & (rise >= np.float32(min_rise_hu_per_mm))
