@@ -1,4 +1,4 @@
-"""Where a phantom's rendered bone surfaces lie against its truth surface (docs/phantom.md, known issue).
+"""Where a phantom's rendered bone surfaces lie against its truth surface (docs/phantom.md, "Edges").
 
 Run: ``.venv/bin/python tools/phantom_edge_bias.py [--preset anatomic] [--seed 9001] [--spacing 1]``.
 
