@@ -355,6 +355,27 @@ def test_cancellous_region_keeps_bone_behind_a_thin_cortex_not_a_vessel_beside_i
     assert not region[37:43, 17:23, 17:23].any()
 
 
+def test_a_contrast_vessel_lying_on_a_bone_is_not_cancellous_bone():
+    """A 300 HU artery touching a bone's cortex along its length hangs together with the bone's
+    cancellous region; no brighter rim encloses it, so it is dropped. The cancellous bone (250 HU)
+    inside its cortex, and faint marrow (130 HU) inside a faint cortex (450 HU), stay."""
+    from thagpu.bone.seeds import cancellous_region, unenclosed_pieces
+    image = np.full((70, 60, 50), 40.0, np.float32)
+    image[10:40, 10:40, 5:45] = 1000.0  # cortex
+    image[12:38, 12:38, 5:45] = 250.0  # cancellous bone (the bone leaves the volume along z)
+    x, y = np.mgrid[0:70, 0:60]
+    tube = (((x - 43.0) ** 2 + (y - 25.0) ** 2) <= 4.6 ** 2) & (image[:, :, 20] == 40.0)
+    image[tube] = 300.0  # round, along z, pressed onto the face x = 40 (6 voxels of contact)
+    image[50:66, 10:30, 5:45] = 450.0  # a faint (osteoporotic) cortex
+    image[52:64, 12:28, 5:45] = 130.0  # and its marrow
+    bright = image >= 400.0
+    region = cancellous_region(image, bright, np.zeros(image.shape, bool), low_hu=100.0)
+    assert region[42:46, 24:27, 10:40].all()  # the vessel hangs together with the bone
+    dropped = unenclosed_pieces(region, bright, image, (1.0, 1.0, 1.0), margin_hu=50.0)
+    assert dropped[42:46, 24:27, 10:40].all()
+    assert not dropped[12:38, 12:38].any() and not dropped[52:64, 12:28].any()
+
+
 def test_joint_valleys_mark_a_dark_gap_between_plates_not_marrow():
     from thagpu.bone.sheets import joint_valleys
     profile = np.array([40.0] * 6 + [900.0, 900.0, 80.0, 80.0, 900.0, 900.0] + [300.0] * 4 + [900.0] * 2

@@ -33,7 +33,7 @@ from .intensity import IntensityModel, estimate_tissue_levels, local_noise
 from .halfmax import half_max_tilt, soft_side_rim
 from .morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
-from .seeds import body_mask, bone_interior, cancellous_region, seeds
+from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
 from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
 
@@ -177,6 +177,10 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         valleys = joint_valleys(light, spacing, bright_hu=thresholds.shell_hu, soft_hu=soft,
                                 reach_mm=config.valley_reach_mm)
         cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
+        # Contrast-filled vessels lying on a bone (the iliac and femoral arteries) hang together
+        # with it too; no brighter rim encloses them.
+        cancellous &= ~unenclosed_pieces(cancellous, shell, light, spacing,
+                                         margin_hu=max(50.0, 3.0 * thresholds.levels.noise_hu))
         # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads
         # low), at a margin above the soft tissue in its own noise SDs.
         light_low = soft + max(config.cancellous_margin_hu,

@@ -7,7 +7,12 @@ import numpy as np
 from ..device import get_array_module
 from .morphology import box_closing, box_erosion, erode_one_voxel, fill_holes_2d, ndimage_for
 
-__all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region"]
+__all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region", "unenclosed_pieces"]
+
+#: A piece of the cancellous region at least this large (ml) ...
+UNENCLOSED_MIN_ML = 0.3
+#: ... whose surroundings are brighter than it on less than this share of its surface is not bone.
+UNENCLOSED_MAX_BRIGHTER_SHARE = 0.3
 
 
 def body_mask(image, spacing, threshold_hu: float = -400.0, *, min_thickness_mm: float = 10.0,
@@ -129,3 +134,59 @@ def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
     for axis in range(3):
         kept = ndi.maximum_filter1d(kept, 3, axis=axis, mode="constant", cval=0)
     return like & kept.astype(bool)
+
+
+def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
+    """Pieces of the cancellous region that no brighter rim encloses: contrast-filled vessels on a bone.
+
+    An artery in the arterial phase (250-450 HU) reads as cancellous bone, and the iliac and
+    femoral vessels run along the pelvic brim and the hip, touching the bone through partial
+    volume, so :func:`cancellous_region` keeps them. Cancellous bone lies inside a cortex: take
+    the region less the bright voxels and their neighbours, and around each of its pieces count
+    the voxels with a voxel brighter than the piece's mean by ``margin_hu`` next to them. Marrow and cancellous bone have a brighter rim on
+    most of their surface (a faint osteoporotic cortex too); a vessel lumen has soft tissue
+    around it except along the strip where it touches the bone.
+
+    Parameters
+    ----------
+    cancellous, bright : (X, Y, Z) bool array
+        NumPy or CuPy: the cancellous region and the voxels at or above the shell level.
+    light : (X, Y, Z) float32 array
+        The CT lightly smoothed.
+    spacing : tuple of 3 float
+    margin_hu : float
+        How much brighter than a piece its rim must be (a few noise SDs: the piece's own voxels
+        next to its surface must not count).
+
+    Returns
+    -------
+    (X, Y, Z) bool array
+        The voxels of pieces of at least :data:`UNENCLOSED_MIN_ML` whose surroundings are brighter
+        on less than :data:`UNENCLOSED_MAX_BRIGHTER_SHARE` of their surface.
+    """
+    xp = get_array_module(light)
+    ndi = ndimage_for(light)
+    near_bright = bright.view(xp.uint8)
+    for axis in range(3):
+        near_bright = ndi.maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
+    pieces, count = ndi.label(cancellous & ~near_bright.astype(bool))
+    if count == 0:
+        return xp.zeros(cancellous.shape, dtype=bool)
+    sizes = xp.bincount(pieces.ravel(), minlength=count + 1)
+    mean = xp.bincount(pieces.ravel(), weights=light.ravel(), minlength=count + 1) / xp.maximum(sizes, 1)
+    # The voxels just outside each piece (a voxel between two pieces counts for the higher label).
+    grown = pieces
+    for axis in range(3):
+        grown = ndi.maximum_filter1d(grown, 3, axis=axis, mode="nearest")
+    around = (grown > 0) & (pieces == 0)
+    owner = grown[around]
+    rim = light
+    for axis in range(3):
+        rim = ndi.maximum_filter1d(rim, 3, axis=axis, mode="nearest")
+    brighter = (rim[around] > mean[owner] + np.float32(margin_hu)).astype(xp.float64)
+    share = xp.bincount(owner, weights=brighter, minlength=count + 1) / xp.maximum(
+        xp.bincount(owner, minlength=count + 1), 1)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    drop = (sizes * voxel_ml >= UNENCLOSED_MIN_ML) & (share < UNENCLOSED_MAX_BRIGHTER_SHARE)
+    drop[0] = False
+    return drop[pieces]
