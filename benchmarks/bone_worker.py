@@ -88,7 +88,7 @@ def main(argv):
     method, seed, preset, spacing = argv[0], int(argv[1]), argv[2], argv[3]
     device = argv[4] if len(argv) > 4 else "cpu"
     joint_space = float(argv[5]) if len(argv) > 5 else None
-    from benchmarks.common import peak_rss_mb
+    from benchmarks.common import code_version, peak_rss_mb
     from thagpu.bone import build_energy, energy_of, extract_bone
     from thagpu.config import BoneConfig
     from thagpu.device import to_device, to_host
@@ -135,6 +135,7 @@ def main(argv):
     sides = case.truth["sides"]
     out["joint_space_mm"] = [sides[s]["joint_space_mm"] for s in ("left", "right")]
     out.update(joint_openness(case, mask))
+    out.update(code_version())  # a row copied out of a GPU session keeps the code it describes
     print(json.dumps(out))
 
 
