@@ -26,6 +26,7 @@ import numpy as np
 
 
 def main(argv=None):
+    from benchmarks.common import code_version
     from thagpu._atomic import atomic_write_text
     from thagpu.config import Config
     from thagpu.device import resolve_device, to_device
@@ -85,7 +86,7 @@ def main(argv=None):
         "cpu_s": round(cpu_s, 2), "labels_differing_voxels": differing,
         "labels_differing_fraction": differing / gpu_labels.size,
         "hip_voxels": int(np.count_nonzero((cpu_labels >= 1) & (cpu_labels <= 4))),
-        "sides": sides, "target_gpu_s": 1.5, "target_met": gpu_s <= 1.5,
+        "sides": sides, "target_gpu_s": 1.5, "target_met": gpu_s <= 1.5, **code_version(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "gpu_pipeline.json", json.dumps(result, indent=2) + "\n")

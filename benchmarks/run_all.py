@@ -5,8 +5,10 @@ Run: ``make bench`` or ``.venv/bin/python -m benchmarks.run_all [--quick] [--dev
 
 Each benchmark runs as its own process (``python -m benchmarks.bench_<name>``) and writes its JSON and
 markdown to ``benchmarks/results/``; then ``summary.json`` and ``summary.md`` are made from the latest
-result files, with the machine (CPU, GPU, library versions), and the README's benchmark section (between
-its ``benchmark-summary`` markers) is replaced by ``summary.md``. ``--summary-only`` skips the runs.
+result files by :func:`summary_markdown` (the machines the files record, the commit and date of each,
+and which no longer describe the current code), and the README's benchmark section (between its
+``benchmark-summary`` markers) is replaced by it. ``--summary-only`` skips the runs. The README holds
+no other figure; ``tests/test_readme_figures.py`` fails when its section is not what the files give.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, machine
+from benchmarks.common import RESULTS
 from thagpu._atomic import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,127 +38,392 @@ BENCHMARKS = {
 }
 
 
-def _load(name: str):
-    path = RESULTS / f"{name}.json"
+#: The code each result file describes (paths in the repository): a file measured at a commit before
+#: the last change to one of them no longer describes the current code, and the summary says so. The
+#: phantoms are the benchmarks' input, not the code they describe, so ``thagpu/phantom`` is not listed.
+PIPELINE = ("thagpu/bone", "thagpu/afs", "kernels")
+CODE_PATHS = {
+    "bench_bone": ("thagpu/bone",),
+    "bench_accuracy": PIPELINE,
+    "bench_dataset": PIPELINE + ("thagpu/dataset", "thagpu/pipeline.py"),
+    "bench_kernels": ("kernels",),
+    "bench_models": ("thagpu/model_benchmark.py", "thagpu/aar"),
+    "bench_aar": ("thagpu/aar",),
+    "gpu": PIPELINE,
+}
+
+#: The phrase every row that does not describe the current code carries.
+STALE = "**not measured on the current code**"
+
+
+class CodeHistory:
+    """Which commit last changed which code, from ``git`` in ``root`` (read-only queries, cached).
+
+    Without git, or outside a repository, every check answers "not checked".
+    """
+
+    def __init__(self, root: Path = ROOT):
+        self.root = Path(root)
+        self._cache: dict = {}
+        self.available = self._git("rev-parse", "--is-inside-work-tree") == "true"
+
+    def _git(self, *args: str):
+        if args not in self._cache:
+            try:
+                result = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
+                self._cache[args] = result.stdout.strip() if result.returncode == 0 else None
+            except OSError:
+                self._cache[args] = None
+        return self._cache[args]
+
+    def commit(self, ref: str):
+        """The full hash of ``ref``, or None when this history does not hold it."""
+        return self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}") or None
+
+    def last_change(self, paths) -> str | None:
+        """The last commit (full hash) that touched any of ``paths``; None when none did."""
+        return self._git("log", "-1", "--format=%H", "--", *paths) or None
+
+    def contains(self, later: str, earlier: str) -> bool:
+        """True when ``earlier`` is ``later`` or one of its ancestors."""
+        try:
+            result = subprocess.run(["git", "merge-base", "--is-ancestor", earlier, later], cwd=self.root,
+                                    capture_output=True, text=True)
+        except OSError:
+            return False
+        return result.returncode == 0
+
+    def _changed_after(self, commit: str, paths) -> str:
+        """The ``paths`` whose last change is not in ``commit``'s history, as a markdown list ('' if none)."""
+        changed = [p for p in paths if (last := self.last_change((p,))) is not None and not self.contains(commit, last)]
+        return ", ".join(f"`{p}`" for p in changed)
+
+    def freshness(self, commit, date, paths, result_path: Path) -> str:
+        """The "measured at" cell of a result: its commit and date, and whether the code changed since.
+
+        Parameters
+        ----------
+        commit, date : str or None
+            The stamp of the result file (``benchmarks.common.code_version``); ``commit`` may end in
+            ``-dirty`` (measured with uncommitted changes).
+        paths : tuple of str
+            The code the result describes (:data:`CODE_PATHS`).
+        result_path : Path
+            The result file; an unstamped file is judged by the commit that last wrote it.
+        """
+        if commit:
+            clean = commit.removesuffix("-dirty")
+            text = f"{commit}, {date}" if date else commit
+            if not self.available:
+                return f"{text}; not checked (no git)"
+            full = self.commit(clean)
+            if full is None:
+                return f"{text}; not checked (commit not in this history)"
+            changed = self._changed_after(full, paths)
+            if changed:
+                return f"{text}; {STALE}: {changed} changed since"
+            return text + ("; with uncommitted changes" if commit.endswith("-dirty") else "")
+        if not self.available:
+            return "not recorded; not checked (no git)"
+        written = self.last_change((str(Path(result_path).resolve().relative_to(self.root)),))
+        if written is None:
+            return "not recorded; not checked (file not committed)"
+        changed = self._changed_after(written, paths)
+        if changed:
+            return f"not recorded; {STALE}: {changed} changed after the file was committed"
+        return "not recorded; code unchanged since the file was committed"
+
+
+def _load(results: Path, name: str):
+    path = results / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _fmt(value, digits: int = 3) -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):
+        return str(value)
     if isinstance(value, float):
         return f"{value:.{digits}f}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_fmt(v, digits) for v in value) + "]"
     return str(value)
 
 
-def _stamp(result: dict) -> str:
-    """Which code a result file describes: its commit, or a warning that it predates the stamps."""
-    commit = result.get("machine", {}).get("commit")
-    return f" (commit {commit})" if commit else " (older code, commit not recorded: not re-measured)"
+def _gap(value) -> str:
+    """A relative energy gap: 0 when exact, else three significant digits."""
+    return "-" if value is None else f"{value:.3g}"
 
 
-def summarise(device: str) -> tuple:
-    """(summary dict, markdown) from the latest result files."""
-    gpu = device == "gpu"
-    lines, summary = [], {"machine": machine(), "device": device}
-    bone = _load("bench_bone")
-    if bone:
-        rows = bone["rows"]
-        speed = {r["method"]: r for r in rows if r["experiment"].startswith("speed")}
-        osteo = [r["dice"] for r in rows if r["experiment"].startswith("accuracy osteoporotic")]
-        hard = [r["dice"] for r in rows if r["experiment"] == "accuracy hard 1 mm"]
-        gap1 = [r for r in rows if r["experiment"] == "joint space 1 mm, hard 1 mm"]
-        big = [r for r in rows if r["experiment"].startswith("size") and r["method"] == "ours"]
-        summary["bone"] = {
-            "speedup_vs_fullgrid": speed.get("ours", {}).get("speedup_vs_fullgrid"),
-            "fullgrid_s": speed.get("fullgrid", {}).get("time_s"), "ours_s": speed.get("ours", {}).get("time_s"),
-            "dice_fullgrid": speed.get("fullgrid", {}).get("dice"), "dice_ours": speed.get("ours", {}).get("dice"),
-            "energy_gap_rel": speed.get("ours", {}).get("energy_gap_rel"),
-            "min_dice_hard_1mm": min(hard) if hard else None, "min_dice_osteoporotic": min(osteo) if osteo else None,
-            "gap_open_1mm": gap1[0]["gap_open"] if gap1 else None, "time_512_s": big[0]["time_s"] if big else None}
-        b = summary["bone"]
-        stamp = _stamp(bone)
-        lines += [f"| BE | 300x200x160: full-grid PyMaxflow vs ours{stamp} | "
-                  f"{_fmt(b['fullgrid_s'], 2)} s vs {_fmt(b['ours_s'], 2)} s ({_fmt(b['speedup_vs_fullgrid'], 1)}x), "
-                  f"Dice {_fmt(b['dice_fullgrid'])} / {_fmt(b['dice_ours'])}, energy gap {_fmt(b['energy_gap_rel'])} |",
-                  f"| BE | Dice: hard 1 mm (min), osteoporotic 0.8x0.8x3 (min){stamp} | {_fmt(b['min_dice_hard_1mm'])}, "
-                  f"{_fmt(b['min_dice_osteoporotic'])} |",
-                  f"| BE | 1 mm joint space left open (fraction, per side){stamp} | {b['gap_open_1mm']} |",
-                  f"| BE | 512x512x300{stamp} | {_fmt(b['time_512_s'], 1)} s |"]
-    accuracy = _load("bench_accuracy_gpu" if gpu else "bench_accuracy")
-    if accuracy:
-        experiments = accuracy["experiments"]
-        targets = {f"{e} {t}": met for e, r in experiments.items() for t, met in r["targets"].items()}
-        summary["accuracy"] = {"experiments": experiments, "targets": targets,
-                               "commit": accuracy["machine"].get("commit")}
-        stamp = _stamp(accuracy)
-        for spacing in ("1 mm", "0.8x0.8x3 mm", "3 mm"):
-            e = experiments.get(f"anatomic {spacing}")
-            if not e:
-                continue
-            lines.append(f"| BE + AFS | anatomic {spacing}, {e['cases']} phantoms: bone Dice mean (min); natural sides ok; "
-                         f"confidently wrong{stamp} | {_fmt(e['mean_bone_dice'])} ({_fmt(e['min_bone_dice'])}); "
-                         f"{e['natural_sides'] and round(100 * e['ok_share'])} % of {e['natural_sides']}; "
-                         f"{e['confidently_wrong']} |")
-            lines.append(f"| AFS | anatomic {spacing}, ok sides: Dice head / acetabulum; centre mean (max); radius mean (max)"
-                         f"{stamp} | "
-                         f"{_fmt(e['ok_mean_dice_head'])} / {_fmt(e['ok_mean_dice_acetabulum'])}; "
-                         f"{_fmt(e['ok_mean_centre_mm'], 2)} ({_fmt(e['ok_max_centre_mm'], 2)}) mm; "
-                         f"{_fmt(e['ok_mean_radius_mm'], 2)} ({_fmt(e['ok_max_radius_mm'], 2)}) mm |")
-        osteo = experiments.get("anatomic osteoporotic 0.8x0.8x3 mm")
-        if osteo:
-            lines.append(f"| BE | anatomic osteoporotic 0.8x0.8x3 mm: bone Dice mean (min){stamp} | "
-                         f"{_fmt(osteo['mean_bone_dice'])} ({_fmt(osteo['min_bone_dice'])}) |")
-        hard = experiments.get("regression hard")
-        if hard:
-            lines.append(f"| AFS | regression: old `hard` preset, {hard['cases']} phantoms: ok sides; confidently wrong; "
-                         f"ok centre max{stamp} | {hard['natural_sides'] and round(100 * hard['ok_share'])} %; "
-                         f"{hard['confidently_wrong']}; {_fmt(hard['ok_max_centre_mm'], 2)} mm |")
-        speed = experiments.get("speed 3 mm pelvis")
-        if speed:
-            lines.append(f"| BE + AFS | 3 mm pelvis {'x'.join(map(str, speed['shape']))}, warm{stamp} | "
-                         f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s |")
-        missed = [t for t, met in targets.items() if not met]
-        lines.append(f"| BE + AFS | targets not met{stamp} | {', '.join(missed) or 'none'} |")
-    dataset = _load("bench_dataset_gpu" if gpu else "bench_dataset")
+def _shape(shape) -> str:
+    return "x".join(str(n) for n in shape) if shape else "-"
+
+
+def _machine_name(info: dict) -> str:
+    cpu = f"{info.get('cpu', 'CPU not recorded')} ({info.get('cpus', '?')} CPUs)"
+    return cpu + (f", {info['gpu']}" if info.get("gpu") else "")
+
+
+def _table(header: list, rows: list) -> list:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _bone_sections(bone: dict, cell) -> tuple:
+    """The BE side-by-side table and the BE accuracy lines of ``bench_bone.json``."""
+    rows = bone["rows"]
+
+    def at(row):  # rows carry their own stamp (``--speed-only`` keeps older rows)
+        return cell(row.get("commit", bone["machine"].get("commit")), row.get("date", bone["machine"].get("date")))
+
+    speed = [r for r in rows if r["experiment"].startswith("speed")]
+    names = {"fullgrid_uncropped": "plain PyMaxflow, whole grid (uncropped)",
+             "fullgrid_cropped": "plain PyMaxflow, every voxel of ours' box (cropped)",
+             "ours": "ours: crop + exact reduction + PyMaxflow on the free voxels",
+             "banded": "banded (coarse solve + band; approximate)", "fullgrid": "plain PyMaxflow, whole grid (old row)"}
+    table = []
+    for r in speed:
+        stages = r.get("stages_s") or {}
+        ratios = " / ".join(_fmt(r.get(k), 1) + ("x" if r.get(k) is not None else "")
+                            for k in ("speedup_vs_uncropped", "speedup_vs_cropped"))
+        table.append([names.get(r["method"], r["method"]), r["device"], _shape(r.get("solved_shape")),
+                      _fmt(r.get("graph_nodes")),
+                      " + ".join(_fmt(stages.get(k), 2) for k in ("energy", "graph_cut", "cleanup")),
+                      _fmt(r["time_s"], 2) + (f" (runs: {', '.join(_fmt(t, 2) for t in r['time_s_runs'])})"
+                                              if len(r.get("time_s_runs") or []) > 1 else ""),
+                      _fmt(r.get("peak_rss_mb"), 0),
+                      ratios if r["device"] == "cpu" else "own row, no ratio",
+                      _gap(r.get("energy_gap_rel")), _fmt(r.get("dice"), 4), at(r)])
+    shape = _shape(speed[0]["shape"]) if speed else "-"
+    lines = [f"**BE: ours against plain PyMaxflow** ({shape}, `hard` phantom seed 2000; one process per row; "
+             "the stages are the same three for every row and the total is their sum, the fastest of the runs "
+             "listed; the energy check is outside every timer; CPU speed-ups divide CPU times only):", ""]
+    lines += _table(["method", "device", "solved grid", "graph nodes", "energy + cut + cleanup (s)", "total (s)",
+                     "peak memory (MB)", "CPU speed-up vs uncropped / cropped",
+                     "energy gap (relative, vs the uncropped minimum)", "Dice", "measured at"], table)
+    acc = []
+    hard = [r for r in rows if r["experiment"] == "accuracy hard 1 mm"]
+    osteo = [r for r in rows if r["experiment"].startswith("accuracy osteoporotic")]
+    for label, group in (("hard phantoms at 1 mm", hard), ("osteoporotic phantoms at 0.8x0.8x3 mm", osteo)):
+        if group:
+            acc.append([f"bone Dice, {len(group)} {label}: mean (min)",
+                        f"{_fmt(sum(r['dice'] for r in group) / len(group), 4)} ({_fmt(min(r['dice'] for r in group), 4)})",
+                        at(group[0])])
+    for r in rows:
+        if r["experiment"].startswith("joint space"):
+            acc.append([f"{r['experiment']}: gap voxels left open per side; femur and pelvis apart",
+                        f"{_fmt(r.get('gap_open'), 3)}; {_fmt(r.get('joint_open'))}", at(r)])
+    for r in rows:
+        if r["experiment"].startswith("size"):
+            stages = r.get("stages_s") or {}
+            acc.append([f"{_shape(r['shape'])}, {r['method']}, {r['device']}: total (energy + cut + cleanup), Dice",
+                        f"{_fmt(r['time_s'], 1)} s ({' + '.join(_fmt(stages.get(k), 1) for k in ('energy', 'graph_cut', 'cleanup'))}), "
+                        f"{_fmt(r.get('dice'), 4)}", at(r)])
+    lines += ["", "**BE accuracy** (`bench_bone`, simple phantoms):", ""]
+    lines += _table(["measurement", "result", "measured at"], acc)
+    return lines
+
+
+def _accuracy_sections(accuracy: dict, at: str) -> list:
+    """The BE + AFS table of ``bench_accuracy.json``."""
+    experiments = accuracy["experiments"]
+    table = []
+    for name in ("anatomic 1 mm", "anatomic 0.8x0.8x3 mm", "anatomic 3 mm", "regression hard"):
+        e = experiments.get(name)
+        if not e:
+            continue
+        table.append([name if name != "regression hard" else "old `hard` preset (regression)", e["cases"],
+                      f"{_fmt(e['mean_bone_dice'])} ({_fmt(e['min_bone_dice'])})",
+                      f"{round(100 * e['ok_share'])} % of {e['natural_sides']}", e["confidently_wrong"],
+                      f"{_fmt(e['ok_mean_dice_head'])} / {_fmt(e['ok_mean_dice_acetabulum'])}",
+                      f"{_fmt(e['ok_mean_centre_mm'], 2)} ({_fmt(e['ok_max_centre_mm'], 2)})",
+                      f"{_fmt(e['ok_mean_radius_mm'], 2)} ({_fmt(e['ok_max_radius_mm'], 2)})", at])
+    lines = ["**BE + AFS on unseen phantoms** (`bench_accuracy`; errors on the sides reported `ok`; "
+             "confidently wrong: `ok` or `truncated` with the centre more than 2 mm off):", ""]
+    lines += _table(["phantoms", "cases", "bone Dice mean (min)", "natural sides ok", "confidently wrong",
+                     "ok sides: Dice head / acetabulum", "centre error mean (max), mm", "radius error mean (max), mm",
+                     "measured at"], table)
+    other = []
+    osteo = experiments.get("anatomic osteoporotic 0.8x0.8x3 mm")
+    if osteo:
+        other.append(["BE", "anatomic osteoporotic 0.8x0.8x3 mm: bone Dice mean (min)",
+                      f"{_fmt(osteo['mean_bone_dice'])} ({_fmt(osteo['min_bone_dice'])})", at])
+    speed = experiments.get("speed 3 mm pelvis")
+    if speed:
+        other.append(["BE + AFS", f"3 mm pelvis {_shape(speed['shape'])}, warm: BE + AFS",
+                      f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s", at])
+    targets = {f"{e} {t}": met for e, r in experiments.items() for t, met in r.get("targets", {}).items()}
+    missed = [t for t, met in targets.items() if not met]
+    other.append(["BE + AFS", "targets not met", ", ".join(missed) or "none", at])
+    return lines, other
+
+
+def _other_lines(results: Path, history: CodeHistory) -> list:
+    """Dataset, kernels, models and AAR lines: (stage, measurement, result, measured at)."""
+    out = []
+    dataset = _load(results, "bench_dataset")
     if dataset:
-        summary["dataset"] = dataset["rows"]
-        lines += [f"| dataset | {r['workers']} worker(s), {r['scheduler']}{_stamp(dataset)} | {_fmt(r['cases_per_min'], 1)} cases/min, "
-                  f"scaling {_fmt(r.get('scaling_efficiency'), 2)}, overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case |"
-                  for r in dataset["rows"]]
-    kernels = _load("bench_kernels_gpu" if gpu else "bench_kernels")
+        at = _file_cell(history, dataset, "bench_dataset", results)
+        out += [["dataset", f"{r['workers']} worker(s), {r['scheduler']}",
+                 f"{_fmt(r['cases_per_min'], 1)} cases/min, scaling {_fmt(r.get('scaling_efficiency'), 2)}, "
+                 f"overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case", at] for r in dataset["rows"]]
+    kernels = _load(results, "bench_kernels")
     if kernels:
-        summary["kernels"] = kernels["rows"]
+        at = _file_cell(history, kernels, "bench_kernels", results)
         by_kernel: dict = {}
         for r in kernels["rows"]:
             by_kernel.setdefault(r["kernel"], []).append(f"{r['form']} {_fmt(r['median_ms'], 2)} ms")
-        lines += [f"| kernels | {k}{_stamp(kernels)} | {'; '.join(v)} |" for k, v in by_kernel.items()]
-    models = _load("bench_models_gpu" if gpu else "bench_models")
+        out += [["kernels", k, "; ".join(v), at] for k, v in by_kernel.items()]
+    models = _load(results, "bench_models")
     if models:
-        summary["models"] = models["results"]
+        at = _file_cell(history, models, "bench_models", results)
         budget = f"{models.get('size')}, {models.get('epochs') or 'preset'} epochs"
-        lines += [f"| models ({budget}) | {r['model']}{_stamp(models)} | Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
-                  f"train {_fmt(r['train_s'], 0)} s, infer {_fmt(r['infer_s_per_case'], 2)} s/case, {_fmt(r['peak_mem_mb'], 0)} MB |"
-                  for r in models["results"]]
-    aar = _load("bench_aar")
+        out += [[f"models ({budget})", r["model"],
+                 f"Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
+                 f"train {_fmt(r['train_s'], 0)} s, infer {_fmt(r['infer_s_per_case'], 2)} s/case, "
+                 f"{_fmt(r['peak_mem_mb'], 0)} MB", at] for r in models["results"]]
+    aar = _load(results, "bench_aar")
     if aar:
-        summary["aar"] = {"strategies": aar["strategies"], "winner": aar["winner"]}
-        lines += [f"| AAR | mean Dice by round: {name}{_stamp(aar)} | {' '.join(_fmt(v) for v in values)} |"
-                  for name, values in aar["strategies"].items()]
-    info = summary["machine"]
-    head = (f"Latest results on {info.get('cpu', '?')} ({info.get('cpus')} CPUs)"
-            + (f", {info['gpu']}" if info.get("gpu") else "") + f"; numpy {info['numpy']}, scipy {info['scipy']}. "
-            "Each line comes from `benchmarks/results/<name>.md`.\n\n| stage | measurement | result |\n|---|---|---|\n")
-    return summary, head + "\n".join(lines) + "\n"
+        at = _file_cell(history, aar, "bench_aar", results)
+        out += [["AAR", f"mean Dice by round: {name}", " ".join(_fmt(v) for v in values), at]
+                for name, values in aar["strategies"].items()]
+    return out
+
+
+def _file_cell(history: CodeHistory, result: dict, name: str, results: Path) -> str:
+    stamp = result.get("machine", {}) if isinstance(result, dict) else {}
+    return history.freshness(stamp.get("commit"), stamp.get("date"), CODE_PATHS[name], results / f"{name}.json")
+
+
+def _gpu_lines(results: Path, history: CodeHistory) -> list:
+    """The GPU figures: ``*_gpu.json`` and ``gpu/`` (the files of the last session on a GPU)."""
+    out = []
+    folder = results / "gpu"
+
+    def read(name):
+        path = folder / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def cell(name, stamp=None):
+        stamp = stamp or {}
+        return history.freshness(stamp.get("commit"), stamp.get("date"), CODE_PATHS["gpu"], folder / name)
+
+    for name, label in (("bone_gpu_speed.json", "BE ours on the GPU"), ("bone_gpu_full.json", "BE ours on the GPU")):
+        r = read(name)
+        if r:
+            stages = r.get("stages_s") or {}
+            out.append([f"gpu/{name}", f"{label}, {_shape(r['shape'])} (warm): total (energy + cut + cleanup), Dice",
+                        f"{_fmt(r['time_s'], 3)} s ({' + '.join(_fmt(stages.get(k), 3) for k in ('energy', 'graph_cut', 'cleanup'))}), "
+                        f"{_fmt(r.get('dice'), 4)}", cell(name, r)])
+    r = read("bone_parity.json")
+    if r:
+        out.append(["gpu/bone_parity.json", f"BE CPU against GPU, {_shape(r['shape'])}: mask voxels differing; cut energies",
+                    f"{r['mask_voxels_differing']} of {r['mask_voxels_cpu']}; {_fmt(r['cut_energy_cpu'], 3)} / "
+                    f"{_fmt(r['cut_energy_gpu'], 3)}", cell("bone_parity.json", r)])
+    r = read("afs_full_gpu_warm.json")
+    if r:
+        last = r[sorted(r, key=int)[-1]]
+        out.append(["gpu/afs_full_gpu_warm.json", f"BE + AFS on the GPU, 512x512x300, run {len(r)} of {len(r)}",
+                    f"{_fmt(last['bone_s'], 3)} + {_fmt(last['afs_s'], 3)} s", cell("afs_full_gpu_warm.json")])
+    accuracy = _load(results, "bench_accuracy_gpu")
+    if accuracy:
+        at = history.freshness(accuracy["machine"].get("commit"), accuracy["machine"].get("date"), CODE_PATHS["gpu"],
+                               results / "bench_accuracy_gpu.json")
+        for name, e in accuracy["experiments"].items():
+            s = e.get("summary")
+            if s:
+                out.append(["bench_accuracy_gpu.json", f"{name} (old benchmark): Dice bone; head / acetabulum; centre mean (max)",
+                            f"{_fmt(s['mean_dice_bone'])}; {_fmt(s['mean_dice_femoral_head'])} / "
+                            f"{_fmt(s['mean_dice_acetabulum'])}; {_fmt(s['mean_abs_center_mm'], 2)} "
+                            f"({_fmt(s['max_abs_center_mm'], 2)}) mm", at])
+            elif "bone_s" in e:
+                out.append(["bench_accuracy_gpu.json", f"{name}: BE + AFS", f"{_fmt(e['bone_s'], 2)} + {_fmt(e['afs_s'], 2)} s", at])
+    return out
+
+
+def summary_markdown(results: Path = RESULTS, root: Path = ROOT) -> tuple:
+    """The benchmark summary from the result files alone: (summary dict, markdown).
+
+    A pure function of the files under ``results`` and of the git history in ``root``: the machines
+    named are those the files record, not the one running this, so the README's section is the same
+    wherever it is regenerated. Each row names the commit and date its file was measured at, and says
+    :data:`STALE` where the code it describes (:data:`CODE_PATHS`) changed after that commit.
+
+    Parameters
+    ----------
+    results : Path
+        The folder of result files (``benchmarks/results``).
+    root : Path
+        The repository, for the git history.
+
+    Returns
+    -------
+    summary : dict
+        The figures and "measured at" cells, for ``summary.json``.
+    markdown : str
+        The section that goes between the README's ``benchmark-summary`` markers.
+    """
+    results, history = Path(results), CodeHistory(root)
+    summary: dict = {}
+    machines: dict = {}
+    lines = []
+    bone = _load(results, "bench_bone")
+    if bone:
+        machines.setdefault(_machine_name(bone["machine"]), []).append("bench_bone")
+
+        def bone_cell(commit, date):
+            return history.freshness(commit, date, CODE_PATHS["bench_bone"], results / "bench_bone.json")
+
+        lines += _bone_sections(bone, bone_cell) + [""]
+        summary["bone"] = bone["rows"]
+    other = []
+    accuracy = _load(results, "bench_accuracy")
+    if accuracy:
+        machines.setdefault(_machine_name(accuracy["machine"]), []).append("bench_accuracy")
+        at = _file_cell(history, accuracy, "bench_accuracy", results)
+        table, other = _accuracy_sections(accuracy, at)
+        lines += table + [""]
+        summary["accuracy"] = {"experiments": accuracy["experiments"], "measured_at": at}
+    other += _other_lines(results, history)
+    for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar"):
+        result = _load(results, name)
+        if result:
+            machines.setdefault(_machine_name(result.get("machine", {})), []).append(name)
+    if other:
+        lines += ["**Other benchmarks:**", ""] + _table(["stage", "measurement", "result", "measured at"], other) + [""]
+    gpu = _gpu_lines(results, history)
+    if gpu:
+        info = _load(results, "bench_accuracy_gpu")
+        name = _machine_name(info["machine"]) if info else "a GPU machine"
+        machines.setdefault(name, []).append("gpu/, bench_accuracy_gpu")
+        lines += [f"**GPU** (the last session on a GPU; these files carry no commit stamp, so each row says "
+                  f"whether the code changed after it was committed):", ""]
+        lines += _table(["file", "measurement", "result", "measured at"], gpu) + [""]
+    summary["other"] = other
+    summary["gpu"] = gpu
+    summary["machines"] = machines
+    head = ["Generated by `python -m benchmarks.run_all --summary-only` from the files in `benchmarks/results/`; "
+            "not edited by hand (`tests/test_readme_figures.py` fails when it differs from what they give). "
+            "\"measured at\" is the commit and date of the code a file was made with; rows marked "
+            f"{STALE} were measured before the last change to the code they describe.", "",
+            "Machines (as the result files record them): "
+            + "; ".join(f"{m}: {', '.join(files)}" for m, files in machines.items()) + ".", ""]
+    return summary, "\n".join(head + lines).rstrip("\n") + "\n"
+
+
+def replace_readme_section(text: str, markdown: str) -> str:
+    """``text`` (a README) with the part between the ``benchmark-summary`` markers replaced by ``markdown``."""
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"the README lacks the {README_START} / {README_END} markers")
+    before, rest = text.split(README_START, 1)
+    after = rest.split(README_END, 1)[1]
+    return before + README_START + "\n" + markdown + README_END + after
 
 
 def _update_readme(markdown: str) -> None:
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    if README_START in text and README_END in text:
-        before, rest = text.split(README_START, 1)
-        after = rest.split(README_END, 1)[1]
-        atomic_write_text(readme, before + README_START + "\n" + markdown + README_END + after)
+    atomic_write_text(readme, replace_readme_section(readme.read_text(), markdown))
 
 
 def main(argv=None):
@@ -182,17 +449,14 @@ def main(argv=None):
             code = subprocess.run([sys.executable, "-m", module, *extra], cwd=ROOT).returncode
             runs[name] = {"returncode": code, "wall_s": round(time.perf_counter() - start, 1)}
             print(f"== {name}: exit {code} in {runs[name]['wall_s']} s", flush=True)
-    summary, markdown = summarise(args.device)
-    summary["runs"] = runs
+    summary, markdown = summary_markdown()
     failed = [name for name, run in runs.items() if run["returncode"]]
-    if failed:  # their lines above come from older result files
-        markdown += f"\n**Failed in this run (older results shown):** {', '.join(failed)}\n"
-    suffix = "_gpu" if args.device == "gpu" else ""
-    atomic_write_text(RESULTS / f"summary{suffix}.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(RESULTS / f"summary{suffix}.md", "## Benchmark summary\n\n" + markdown)
-    if args.device == "cpu":
-        _update_readme(markdown)
+    atomic_write_text(RESULTS / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(RESULTS / "summary.md", "## Benchmark summary\n\n" + markdown)
+    _update_readme(markdown)
     print(markdown)
+    if failed:  # the summary shows their older result files, with the commits those were made at
+        print(f"Failed in this run (older results shown): {', '.join(failed)}", file=sys.stderr)
     return 1 if any(r["returncode"] for r in runs.values()) else 0
 
 

@@ -214,6 +214,28 @@ def test_extract_bone_solves_a_box_around_the_bone_exactly(seed, preset):
     assert energy_of(result.cut, energy) == pytest.approx(energy_of(full, energy), rel=1e-9, abs=1e-6)
 
 
+def test_the_benchmark_baselines_solve_the_same_energy_to_the_same_minimum():
+    """``crop=False`` and ``solver="full_grid"`` (the rows of bench_bone) find the same minimum as ours;
+    the cropped full grid solves the same box with every voxel a node, the uncropped one the whole grid."""
+    volume = make_phantom(14, size="tiny", preset="hard").to_volume()
+    energy, _, _ = build_energy(volume.array, volume.spacing, BoneConfig())
+    ours = extract_bone(volume)
+    cropped = extract_bone(volume, solver="full_grid")
+    uncropped = extract_bone(volume, crop=False, solver="full_grid")
+    assert cropped.diagnostics["crop"] == ours.diagnostics["crop"]
+    assert uncropped.diagnostics["crop"] == [[0, n] for n in volume.shape]
+    box = np.prod([b - a for a, b in ours.diagnostics["crop"]])
+    assert cropped.diagnostics["graph_nodes"] == box > ours.diagnostics["graph_nodes"]
+    assert uncropped.diagnostics["graph_nodes"] == np.prod(volume.shape) > box
+    minimum = energy_of(uncropped.cut, energy)
+    for result in (ours, cropped):
+        assert energy_of(result.cut, energy) == pytest.approx(minimum, rel=1e-9)
+        assert set(result.diagnostics["timings_s"]) == {"energy", "graph_cut", "cleanup"}
+    assert cropped.diagnostics["cut_energy"] == pytest.approx(ours.diagnostics["cut_energy"], rel=1e-9)
+    with pytest.raises(ValueError, match="solver"):
+        extract_bone(volume, solver="maxflow")
+
+
 def test_extract_bone_falls_back_when_bone_reaches_the_box_side(monkeypatch):
     import thagpu.bone as bone
 

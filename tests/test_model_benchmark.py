@@ -1,4 +1,5 @@
-"""Model benchmark: four networks, tiny, on the CPU; results, resume, refusals; the benchmark summary."""
+"""Model benchmark: four networks, tiny, on the CPU; results, resume, refusals (the benchmark summary:
+tests/test_readme_figures.py)."""
 
 from __future__ import annotations
 
@@ -64,21 +65,6 @@ def test_bad_requests_are_refused_before_training(export, tmp_path):
     with pytest.raises(InputError, match="training and test"):
         benchmark_models(tmp_path, tmp_path / "b", ["unet"], size="tiny")
     assert not (tmp_path / "b").exists()
-
-
-def test_benchmark_summary_reads_the_result_files_and_names_their_commits():
-    import json
-
-    from benchmarks.common import RESULTS
-    from benchmarks.run_all import summarise
-    summary, markdown = summarise("cpu")
-    accuracy = json.loads((RESULTS / "bench_accuracy.json").read_text())
-    assert summary["accuracy"]["commit"] == accuracy["machine"]["commit"]
-    for spacing in ("1 mm", "0.8x0.8x3 mm", "3 mm"):
-        assert f"anatomic {spacing}" in markdown
-    # Every figure says which code it describes: its commit, or that it was not re-measured.
-    rows = [line for line in markdown.splitlines() if line.startswith("| ") and line != "| stage | measurement | result |"]
-    assert rows and all("(commit " in line or "not re-measured" in line for line in rows)
 
 
 def test_metrics_score_the_labelled_box_and_count_misses():

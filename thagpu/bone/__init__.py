@@ -348,7 +348,13 @@ def minimum_cut(energy: Energy, image, spacing, config: BoneConfig) -> tuple:
     return labels, stats
 
 
-def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> BoneResult:
+#: The solvers :func:`extract_bone` takes: the exact reduction then PyMaxflow on the free voxels
+#: (``config.mode`` chooses exact or banded), or plain PyMaxflow on every voxel (the reference).
+SOLVERS = ("reduced", "full_grid")
+
+
+def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, crop: bool = True,
+                 solver: str = "reduced") -> BoneResult:
     """Extract the bone mask of a CT volume by an exact graph cut.
 
     Parameters
@@ -357,6 +363,18 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
         Canonical CT in HU; its array may be NumPy or CuPy, and the work
         happens on that device (the max-flow itself on the CPU).
     config : Config or BoneConfig, optional
+    crop : bool
+        Solve in a box around the body and the voxels that could be bone (the
+        default; exact, see the comments in the code). ``False`` solves the
+        whole grid: the uncropped reference of the benchmarks.
+    solver : {"reduced", "full_grid"}
+        ``"reduced"`` (default): the exact reduction (:mod:`.reduction`), then
+        PyMaxflow on the voxels left free, or the banded approximation when
+        ``config.mode`` is ``"banded"``. ``"full_grid"``: plain PyMaxflow with
+        every voxel of the solved region a node (:func:`solve_full_grid`), the
+        same energy and the same minimum; the baseline of ``benchmarks/bench_bone.py``.
+        Both return the same stages and timings (``energy``, ``graph_cut``,
+        ``cleanup``).
 
     Returns
     -------
@@ -376,13 +394,18 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     if isinstance(config, Config):
         config = config.bone
     config = config or BoneConfig()
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, not {solver!r}")
     xp = get_array_module(volume.array)
     image = volume.array.astype(xp.float32, copy=False)
     spacing = tuple(float(s) for s in volume.spacing)
     timings, warnings = {}, []
     start = time.perf_counter()
     body = body_mask(image, spacing, config.body_threshold_hu)
-    box = bounding_box(body, (1, 1, 1))
+    if crop:
+        box = bounding_box(body, (1, 1, 1))
+    else:  # the uncropped reference: the whole grid, as long as there is a body
+        box = tuple(slice(0, n) for n in image.shape) if bool(body.any()) else None
     mask = xp.zeros(image.shape, dtype=bool)
     cut = xp.zeros(image.shape, dtype=bool)
     diagnostics = {"shape": list(image.shape), "mode": config.mode, "connectivity": config.connectivity,
@@ -397,7 +420,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
     # energy by turning bone (it would pay its bone cost and cut links to background only): the
     # solution is a minimum of the whole volume's energy. Otherwise solve the whole crop.
     shells_c = bone_shells(image_c, body_c, spacing, thresholds, config)
-    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c)
+    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c) if crop else None
     attempts = [region, None] if region is not None else [None]
     for sub in attempts:
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
@@ -408,7 +431,11 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None) -> B
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
-        cut_r, stats = minimum_cut(energy, image_r, spacing, config)
+        if solver == "full_grid":
+            cut_r, stats = solve_full_grid(energy)
+            cut_r = xp.asarray(cut_r)
+        else:
+            cut_r, stats = minimum_cut(energy, image_r, spacing, config)
         timings["graph_cut"] = round(time.perf_counter() - t, 4)
         if not _bone_next_to_sides(cut_r, sides):
             break
