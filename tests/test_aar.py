@@ -247,14 +247,22 @@ def test_simulation_runs_tiny_and_resumes(tmp_path):
     config.write_text(TINY_TOML)
     command = [sys.executable, "-m", "thagpu.cli", "refine", "simulate", "--out", str(tmp_path / "sim"),
                "--cases", "5", "--rounds", "2", "--budget", "1", "--size", "tiny", "--config", str(config),
-               "--device", "cpu"]
+               "--device", "cpu", "--strategies", "disagreement,random,epistemic", "--dropout", "0.2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # Not a terminal: one progress line per built case, epoch, scored case and round, with elapsed and ETA.
+    lines = result.stderr.splitlines()
+    for stage, count in (("dataset build:", 5), ("disagreement round 1: fold 0:", 2),
+                         ("epistemic round 2: fold 1:", 2), ("epistemic round 1: scoring:", 5), ("random: rounds:", 2)):
+        found = [line for line in lines if stage in line]
+        assert len(found) == count and all("elapsed" in line and "eta" in line for line in found), (stage, lines)
     summary = json.loads((tmp_path / "sim" / "simulation.json").read_text())
     curves = summary["strategies"]
-    assert set(curves) == {"disagreement", "random"} and all(len(v) == 3 for v in curves.values())
-    assert curves["disagreement"][0] == curves["random"][0] < 0.9  # the pseudo labels do contain errors
+    assert set(curves) == {"disagreement", "random", "epistemic"} and all(len(v) == 3 for v in curves.values())
+    assert curves["disagreement"][0] == curves["random"][0] == curves["epistemic"][0] < 0.9  # pseudo labels err
+    epistemic = summary["rounds_detail"]["epistemic"][1]
+    assert epistemic["chosen"] == sorted(epistemic["scores"], key=lambda c: (-epistemic["scores"][c], c))[:1]
     for values in curves.values():  # the oracle's truth never lowers a case's Dice
         assert all(0.0 <= a <= b <= 1.0 for a, b in zip(values, values[1:]))
     detail = summary["rounds_detail"]["disagreement"]
@@ -291,3 +299,74 @@ def test_refine_cli_errors_are_one_line(fresh, tmp_path):
                  ["refine", "train", str(tmp_path / "nowhere")]):
         result = subprocess.run([sys.executable, "-m", "thagpu.cli", *args], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _dropout_model(logits_of):
+    """A stand-in network: logits computed from a dropout layer's output, so Monte-Carlo passes differ."""
+    import torch
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(p=0.5)
+
+        def forward(self, x):
+            return logits_of(self.drop(torch.ones_like(x)), x)
+
+    return Model().eval()
+
+
+def test_mc_dropout_entropy_is_zero_when_certain_one_when_uniform_and_seeded():
+    import torch
+
+    from thagpu.aar.strategies import mc_dropout_entropy
+
+    image = np.zeros((16, 16, 16), np.float32)
+    certain = _dropout_model(lambda d, x: torch.cat([x * 0 + 50.0] + [x * 0] * 5, dim=1))
+    uniform = _dropout_model(lambda d, x: torch.cat([x * 0] * 6, dim=1))
+    # Class 0 wins where the dropout mask kept the voxel, class 1 where it dropped it: passes disagree.
+    flipping = _dropout_model(lambda d, x: torch.cat([d * 10.0, (1 - d) * 10.0] + [x * 0 - 50.0] * 4, dim=1))
+    assert mc_dropout_entropy(certain, image, 16, "cpu", 0.25, samples=4) == pytest.approx(0.0, abs=1e-6)
+    assert mc_dropout_entropy(uniform, image, 16, "cpu", 0.25, samples=4) == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    few = mc_dropout_entropy(flipping, image, 16, "cpu", 0.25, samples=8, seed=1)
+    assert torch.equal(torch.get_rng_state(), before)  # the global random state is left alone
+    assert 0.2 < few < np.log(2) / np.log(6) + 1e-6  # two classes share the voxels: at most log 2 / log 6
+    assert mc_dropout_entropy(flipping, image, 16, "cpu", 0.25, samples=8, seed=1) == few
+    assert not flipping.training and not flipping.drop.training  # dropout switched back off
+    with pytest.raises(ValueError, match="no dropout"):
+        mc_dropout_entropy(make_network("unet", 4, 16).eval(), image, 16, "cpu", 0.25)
+
+
+def test_strategies_rank_by_their_own_value_and_random_is_seeded():
+    from thagpu.aar.strategies import choose
+
+    scores = {"a": {"score": 0.2, "parts": {"epistemic": 0.9}}, "b": {"score": 0.5, "parts": {"epistemic": 0.1}},
+              "c": {"score": 0.5, "parts": {"epistemic": 0.3}}, "d": {"score": 0.1, "parts": {}}}
+    assert choose("disagreement", scores, 2, scores=scores) == ["b", "c"]  # tie broken by case id
+    assert choose("epistemic", ["a", "b", "c"], 2, scores=scores) == ["a", "c"]
+    with pytest.raises(InputError, match="without Monte-Carlo dropout"):
+        choose("epistemic", scores, 1, scores=scores)
+    draws = {tuple(choose("random", "abcdefgh", 3, seed=s, round_=1)) for s in range(6)}
+    assert choose("random", "abcdefgh", 3, seed=2, round_=1) == choose("random", "abcdefgh", 3, seed=2, round_=1)
+    assert len(draws) > 1
+    with pytest.raises(InputError):
+        choose("first", scores, 1, scores=scores)
+
+
+def test_dropout_round_scores_mc_entropy_and_the_queue_ranks_by_it(fresh, tmp_path):
+    from dataclasses import replace
+
+    config = replace(TINY, dropout=0.2, mc_samples=3)
+    round_ = train_round(fresh, config, "cpu")
+    model, checkpoint = load_model(checkpoint_path(fresh, round_, 0), "cpu")
+    assert checkpoint["dropout"] == 0.2 and any(isinstance(m, __import__("torch").nn.Dropout) for m in model.modules())
+    scores = score_round(fresh, "cpu")
+    values = {c: item["parts"]["epistemic"] for c, item in scores.items()}
+    assert all(0.0 < v < 1.0 for v in values.values()) and len(set(values.values())) == len(values)
+    entries = make_queue(fresh, 2, tmp_path / "queue", "cpu", strategy="epistemic")
+    assert [e.case_id for e in entries] == sorted(values, key=lambda c: (-values[c], c))[:2]
+    assert [e.score for e in entries] == [values[e.case_id] for e in entries]
+    with open(tmp_path / "queue" / "queue.csv", newline="") as handle:
+        assert {row["strategy"] for row in csv.DictReader(handle)} == {"epistemic"}

@@ -110,3 +110,66 @@ def test_demo_prints_accuracy_table(tmp_path, capsys):
 def test_bad_choice_is_a_usage_error(capsys):
     code, _, err = run_cli(["phantom", "--out", "x", "--size", "huge"], capsys)
     assert code == 2 and "--size" in err
+
+
+@pytest.mark.parametrize("command, bracketed", [(["refine", "simulate"], "[aar]"), (["refine", "train"], "[dynunet]"),
+                                                (["refine", "train"], "[aar]"), (["run"], "TOML or YAML")])
+def test_help_prints_brackets_as_written(command, bracketed, capsys):
+    # rich reads "[aar]" as a style tag and drops it unless the help text is escaped.
+    code, out, _ = run_cli(command + ["--help"], capsys)
+    assert code == 0 and bracketed in out
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_line_progress_prints_one_line_per_step_with_elapsed_and_eta():
+    import io
+
+    from rich.console import Console
+
+    from thagpu.progress import LineProgress, format_duration, make_progress, stage_progress
+
+    buffer, clock = io.StringIO(), _Clock()
+    progress = LineProgress(Console(file=buffer, width=200), clock=clock)
+    task = progress.add_task("fold 0", total=4)
+    clock.now += 30.0
+    progress.advance(task)
+    clock.now += 90.0
+    progress.update(task, completed=3, rate="2.0 cases/min")
+    progress.update(task, total=4)  # nothing done: no line
+    lines = buffer.getvalue().splitlines()
+    assert lines == ["[0:00:30] fold 0: 1/4 (25%), elapsed 0:00:30, eta 0:01:30",
+                     "[0:02:00] fold 0: 3/4 (75%), elapsed 0:02:00, eta 0:00:40, 2.0 cases/min"]
+    assert format_duration(3725.9) == "1:02:05"
+    # A log gets lines, a terminal the rich bar.
+    assert isinstance(make_progress(Console(file=io.StringIO())), LineProgress)
+    from rich.progress import Progress
+    assert isinstance(make_progress(Console(file=io.StringIO(), force_terminal=True)), Progress)
+    buffer = io.StringIO()
+    progress, report = stage_progress(Console(file=buffer, width=200), lines=True)
+    with progress:
+        report("scoring", 0, 2)
+        report("scoring", 1, 2)
+        report("scoring", 2, 2)
+    assert [line.split("] ")[1].split(",")[0] for line in buffer.getvalue().splitlines()] == [
+        "scoring: 1/2 (50%)", "scoring: 2/2 (100%)"]
+
+
+def test_simulate_size_preset_sits_under_the_config_file_and_the_options(tmp_path):
+    from thagpu.aar.simulate import SIZES
+    from thagpu.cli import _aar_config
+    from thagpu.config import AARConfig
+
+    tiny = _aar_config(None, SIZES["tiny"]).aar
+    assert (tiny.folds, tiny.epochs, tiny.width, tiny.spacing_mm, tiny.model) == (2, 10, 8, 4.5, "unet")
+    assert (tiny.folds, tiny.epochs) != (AARConfig().folds, AARConfig().epochs)
+    config = tmp_path / "c.toml"
+    config.write_text("[aar]\nepochs = 3\nwidth = 12\n")
+    layered = _aar_config(config, SIZES["tiny"], width=16).aar
+    assert (layered.epochs, layered.width, layered.folds) == (3, 16, 2)  # file over preset, option over file

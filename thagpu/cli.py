@@ -14,12 +14,14 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
+from rich.progress import TextColumn
 from rich.table import Table
 
 from ._version import __version__
 from .device import DEVICES
 from .errors import ThagpuError, describe
+from .progress import make_progress, stage_progress
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hip CT -> THA-planning segmentation dataset (bone extraction, acetabulum "
@@ -59,11 +61,9 @@ def _choice(value: str, allowed, what: str) -> str:
     return value
 
 
-def _progress(*extra_columns) -> Progress:
-    """A progress bar with done / total, elapsed time and ETA, and ``extra_columns`` after the count."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                    transient=False)
+def _progress(*extra_columns):
+    """Progress on stderr: a rich bar (``extra_columns`` after the count) on a terminal, else one line per step."""
+    return make_progress(console, *extra_columns)
 
 
 @app.command()
@@ -111,15 +111,13 @@ def run(
                 result = run_case(path, out_dir, config=config, device=device)
                 progress.console.print(f"{result.case_id}: done ({sum(result.measurements['timings_s'].values()):.1f} s)")
             except ThagpuError as error:
-                if _STATE["debug"]:
-                    raise
+                if _STATE["debug"] or len(inputs) == 1:
+                    raise  # one input: its error is the command's one line, with no progress line after it
                 failures.append(str(error))
                 if len(inputs) > 1:
                     progress.console.print(f"failed: {error}", markup=False, highlight=False)
             progress.advance(task)
     if failures:
-        if len(inputs) == 1:
-            raise ThagpuError(failures[0])
         raise ThagpuError(f"{len(failures)} of {len(inputs)} case(s) failed (see above)")
 
 
@@ -256,27 +254,20 @@ refine_app = typer.Typer(no_args_is_help=True,
 app.add_typer(refine_app, name="refine")
 
 
-def _aar_config(config_file: Optional[Path], **overrides):
-    """The configuration with ``[aar]`` overrides from the command line (None: keep the file's/default)."""
+def _aar_config(config_file: Optional[Path], preset: Optional[dict] = None, **overrides):
+    """The configuration: ``[aar]`` ``preset``, then the file, then the command line (None: not given)."""
     from .aar.networks import NETWORKS
     from .config import load_config
     if overrides.get("model") is not None:
         _choice(overrides["model"], NETWORKS, "--model")
     values = {key: value for key, value in overrides.items() if value is not None}
-    return load_config(config_file, overrides={"aar": values} if values else None)
+    return load_config(config_file, overrides={"aar": values} if values else None,
+                       defaults={"aar": preset} if preset else None)
 
 
 def _stage_progress():
-    """progress(what, i, n) callbacks drawn as one bar per stage."""
-    progress = _progress()
-    tasks = {}
-
-    def report(what: str, i: int, n: int) -> None:
-        if what not in tasks:
-            tasks[what] = progress.add_task(what, total=n)
-        progress.update(tasks[what], completed=i, total=n)
-
-    return progress, report
+    """progress(what, i, n) callbacks drawn as one bar per stage (one line per step in a log)."""
+    return stage_progress(console)
 
 
 @refine_app.command("train")
@@ -285,6 +276,9 @@ def refine_train(
     folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K of the K-fold split [5]."),
     model: Optional[str] = typer.Option(None, "--model", help="dynunet | segresnet | unet [dynunet]."),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per fold [50]."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.95,
+                                            help="Dropout while training [0]; above 0, scoring also measures the "
+                                                 "Monte-Carlo dropout entropy (queue --strategy epistemic)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides ([aar] section)."),
 ):
@@ -292,7 +286,7 @@ def refine_train(
     from .aar import train_round
     from .device import resolve_device
     _choice(device, DEVICES, "--device")
-    config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
+    config = _aar_config(config_file, folds=folds, model=model, epochs=epochs, dropout=dropout)
     progress, report = _stage_progress()
     with progress:
         round_ = train_round(dataset_dir, config.aar, resolve_device(device), progress=report)
@@ -316,13 +310,16 @@ def refine_score(
     progress, report = _stage_progress()
     with progress:
         scores = score_round(dataset_dir, resolve_device(device), fuse=fuse, progress=report)
+    epistemic = any("epistemic" in item["parts"] for item in scores.values())
     table = Table(title=f"{dataset_dir}: uncertainty, most uncertain first")
-    for column in ("case", "fold", "score", "1 - Dice (hips)", "boundary mm", "disagree ml", "label"):
+    columns = ["case", "fold", "score", "1 - Dice (hips)", "boundary mm", "disagree ml", "label"]
+    for column in columns + (["MC-dropout entropy"] if epistemic else []):
         table.add_column(column, justify="left" if column in ("case", "label") else "right")
     for case_id, item in sorted(scores.items(), key=lambda kv: -kv[1]["score"]):
         parts = item["parts"]
         table.add_row(case_id, str(item["fold"]), f"{item['score']:.3f}", f"{parts['dice_uncertainty']:.3f}",
-                      f"{parts['boundary_mm']:.2f}", f"{parts['disagree_ml']:.1f}", parts.get("label_source", ""))
+                      f"{parts['boundary_mm']:.2f}", f"{parts['disagree_ml']:.1f}", parts.get("label_source", ""),
+                      *([_fmt(parts.get("epistemic"))] if epistemic else []))
     out.print(table)
 
 
@@ -332,12 +329,16 @@ def refine_queue(
     budget: int = typer.Option(..., "--budget", min=1, help="Number of cases to queue."),
     out_dir: Path = typer.Option(..., "--out", help="New or empty queue folder."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    strategy: str = typer.Option("disagreement", "--strategy",
+                                 help="disagreement (label vs out-of-fold prediction) | epistemic (Monte-Carlo "
+                                      "dropout entropy; the round must be trained with --dropout)."),
 ):
     """Export the most uncertain cases without a manual label for correction."""
     from .aar import make_queue
     from .device import resolve_device
     _choice(device, DEVICES, "--device")
-    entries = make_queue(dataset_dir, budget, out_dir, resolve_device(device))
+    _choice(strategy, ("disagreement", "epistemic"), "--strategy")
+    entries = make_queue(dataset_dir, budget, out_dir, resolve_device(device), strategy=strategy)
     for entry in entries:
         out.print(f"{entry.rank:3d}. {entry.case_id} (score {entry.score:.3f}) -> {out_dir / entry.folder}")
     out.print(f"queued {len(entries)} case(s) in {out_dir}: correct each label.nii.gz, then "
@@ -361,26 +362,39 @@ def refine_simulate(
     cases: int = typer.Option(..., "--cases", min=2, help="Number of phantoms."),
     rounds: int = typer.Option(..., "--rounds", min=1, help="Rounds after round 0."),
     budget: int = typer.Option(..., "--budget", min=1, help="Cases corrected per round and strategy."),
-    size: str = typer.Option("small", "--size", help="tiny | small."),
-    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K of the K-fold split."),
-    model: Optional[str] = typer.Option(None, "--model", help="dynunet | segresnet | unet."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per fold."),
+    size: str = typer.Option("small", "--size",
+                             help="tiny | small: phantom size and network budget (tiny: 4.5 mm, 2 folds x 10 "
+                                  "epochs of a width-8 UNet; small: 3 mm, 3 folds x 15 epochs, width 16)."),
+    folds: Optional[int] = typer.Option(None, "--folds", min=2, help="K of the K-fold split (default: the size's)."),
+    model: Optional[str] = typer.Option(None, "--model", help="dynunet | segresnet | unet (default: unet)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs per fold (default: the size's)."),
+    dropout: Optional[float] = typer.Option(None, "--dropout", min=0.0, max=0.95,
+                                            help="Dropout while training [0]; the epistemic strategy needs it > 0."),
+    strategies: str = typer.Option("disagreement,random", "--strategies",
+                                   help="Comma-separated: disagreement, random, epistemic (MC-dropout entropy)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
     workers: int = typer.Option(2, "--workers", min=1, help="Dask workers of the dataset build."),
     seed: int = typer.Option(0, "--seed", help="Phantom and random-strategy seed."),
     fuse: bool = typer.Option(False, "--fuse", help="Disagreement strategy also writes model-refined labels."),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides ([aar] section)."),
+    config_file: Optional[Path] = typer.Option(None, "--config",
+                                               help="TOML or YAML overrides ([aar] section, over the size's)."),
 ):
-    """Compare disagreement-ranked and random selection of cases to correct, with an oracle annotator."""
+    """Compare strategies that choose the cases to correct (disagreement, random, MC dropout), with an oracle."""
     from .aar import simulate
+    from .aar.simulate import SIZES as SIM_SIZES
+    from .aar.strategies import STRATEGIES
     from .device import resolve_device
-    _choice(size, ("tiny", "small"), "--size")
+    _choice(size, tuple(SIM_SIZES), "--size")
     _choice(device, DEVICES, "--device")
-    config = _aar_config(config_file, folds=folds, model=model, epochs=epochs)
+    names = [name.strip() for name in strategies.split(",") if name.strip()]
+    for name in names:
+        _choice(name, STRATEGIES, "--strategies")
+    config = _aar_config(config_file, SIM_SIZES[size], folds=folds, model=model, epochs=epochs, dropout=dropout)
     progress, report = _stage_progress()
     with progress:
         summary = simulate(out_dir, cases=cases, rounds=rounds, budget=budget, size=size, config=config,
-                           device=resolve_device(device), seed=seed, workers=workers, fuse=fuse, progress=report)
+                           device=resolve_device(device), seed=seed, workers=workers, fuse=fuse,
+                           strategies=names, progress=report)
     for name, values in summary["strategies"].items():
         out.print(f"{name:>12}: mean Dice by round " + " ".join(f"{v:.4f}" for v in values))
     out.print(f"winner: {summary['winner']}; results in {out_dir / 'simulation.json'} and simulation.png")
@@ -410,9 +424,42 @@ def benchmark_models_command(
     progress, report = _stage_progress()
     with progress:
         results = benchmark_models(export_dir, out_dir, names, size=size, epochs=epochs,
-                                   device=resolve_device(device), seed=seed, progress=report)
+                                   device=resolve_device(device), seed=seed, progress=report,
+                                   lines=not console.is_terminal)
     out.print((out_dir / "results.md").read_text())
     out.print(f"{len(results)} network(s); results in {out_dir}")
+
+
+def _escape_help(typer_app: typer.Typer) -> None:
+    """Escape rich markup in every help text of ``typer_app`` and its sub-apps, in place.
+
+    Typer renders help through rich markup, which swallows a bracketed word such as ``[aar]`` or
+    ``[dynunet]`` as an unknown style tag. No help text here means markup, so all of them are
+    escaped: the brackets print as written.
+    """
+    from typer.models import ParameterInfo
+
+    def text(value):
+        return escape(value) if isinstance(value, str) else value
+
+    typer_app.info.help = text(typer_app.info.help)
+    commands = list(typer_app.registered_commands)
+    if typer_app.registered_callback is not None:
+        commands.append(typer_app.registered_callback)
+    for command in commands:
+        command.help = text(command.help)
+        if command.callback is not None and command.callback.__doc__:
+            command.callback.__doc__ = escape(command.callback.__doc__)
+        for default in getattr(command.callback, "__defaults__", None) or ():
+            if isinstance(default, ParameterInfo):
+                default.help = text(default.help)
+    for group in typer_app.registered_groups:
+        group.help = text(group.help)
+        if group.typer_instance is not None:
+            _escape_help(group.typer_instance)
+
+
+_escape_help(app)
 
 
 def main(argv=None) -> None:

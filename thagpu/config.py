@@ -198,6 +198,11 @@ class AARConfig:
     learning_rate: float = 1e-3
     #: Sliding-window overlap at inference.
     sw_overlap: float = 0.25
+    #: Dropout probability in the network's blocks while training (0: none). Above 0, scoring also
+    #: measures the Monte-Carlo dropout entropy of each case (the ``epistemic`` strategy) from
+    #: ``mc_samples`` forward passes with dropout left on.
+    dropout: float = 0.0
+    mc_samples: int = 8
     #: Seed of fold assignment, initialisation, sampling and augmentation.
     seed: int = 0
     #: Uncertainty score = mean hip-class (1 - Dice) + ``boundary_weight`` x min(ASSD / ``boundary_mm``, 1)
@@ -218,6 +223,8 @@ class AARConfig:
             raise ValueError("aar.epochs, samples_per_case, batch_size must be >= 1 and aar.width >= 4")
         if self.spacing_mm <= 0 or min(self.roi_lr_mm, self.roi_ap_mm, self.roi_si_mm) <= 0:
             raise ValueError("aar.spacing_mm and the aar.roi_*_mm sizes must be > 0")
+        if not 0.0 <= self.dropout < 1.0 or self.mc_samples < 2:
+            raise ValueError("aar.dropout must be in [0, 1) and aar.mc_samples at least 2")
 
 
 @dataclass(frozen=True)
@@ -258,8 +265,13 @@ def _merge(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
-def load_config(path=None, overrides: dict | None = None) -> Config:
-    """Defaults, then the TOML/YAML file at ``path``, then ``overrides`` (a nested dict)."""
+def load_config(path=None, overrides: dict | None = None, defaults: dict | None = None) -> Config:
+    """Built-in defaults, then ``defaults``, then the TOML/YAML file at ``path``, then ``overrides``.
+
+    ``defaults`` and ``overrides`` are nested dicts (section -> key -> value); ``defaults`` is a
+    preset the file may change (as ``thagpu refine simulate --size``), ``overrides`` the command
+    line, which the file may not.
+    """
     values: dict = {}
     if path is not None:
         path = Path(path)
@@ -282,6 +294,10 @@ def load_config(path=None, overrides: dict | None = None) -> Config:
             raise
         except Exception as error:  # the parsers' own exception types differ
             raise InputError(path, f"cannot parse config: {str(error).splitlines()[0]}") from None
+    for section, settings in (defaults or {}).items():
+        if not isinstance(values.get(section, {}), dict):
+            continue  # a malformed section: _merge refuses it below
+        values[section] = {**settings, **values.get(section, {})}
     for section, settings in (overrides or {}).items():
         values.setdefault(section, {}).update(settings)
     try:

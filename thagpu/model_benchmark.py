@@ -136,10 +136,19 @@ def _nanmean_per_class(cases: list) -> dict:
     return out
 
 
-def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: str) -> None:
-    """Train and evaluate one network (in its own process); write ``out_dir/<model>/result.json``."""
+def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: str, lines: bool = False) -> None:
+    """Train and evaluate one network (in its own process); write ``out_dir/<model>/result.json``.
+
+    With ``lines``, print one progress line per epoch and per test case on stderr (for a log).
+    """
     from .aar.roi import from_roi
     from .aar.train import load_model, sample_from_files, segment, train_fold
+    from .progress import stage_progress
+
+    report = None
+    if lines:
+        from rich.console import Console
+        report = stage_progress(Console(stderr=True), lines=True)[1]
 
     config = AARConfig(**settings, model=model)
     training, test = read_split(export_dir)
@@ -148,7 +157,8 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
     samples = [sample_from_files(item["id"], item["image"], item["label"], config, region="whole")[0]
                for item in training]
     start = time.perf_counter()
-    checkpoint_file = train_fold(samples, 0, 0, config, device, folder / "model.pt")
+    checkpoint_file = train_fold(samples, 0, 0, config, device, folder / "model.pt",
+                                 progress=(lambda e, n: report(f"{model}: training epochs", e, n)) if report else None)
     train_s = time.perf_counter() - start
     network, _ = load_model(checkpoint_file, device)
     per_case, infer_s = [], []
@@ -159,6 +169,8 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
         infer_s.append(time.perf_counter() - begin)
         prediction = from_roi(predicted, sample.roi, volume.shape, outside=np.zeros(volume.shape, np.uint8))
         per_case.append({"id": item["id"], **_metrics(prediction, truth, volume.spacing)})
+        if report:
+            report(f"{model}: test cases", len(per_case), len(test))
     result = {
         "model": model,
         "dice": _nanmean_per_class([c["dice"] for c in per_case]),
@@ -219,7 +231,7 @@ def _table(results: list) -> str:
 
 def benchmark_models(export_dir, out, models, *, size: str = "small", epochs: Optional[int] = None,
                      device: str = "cpu", seed: int = 0,
-                     progress: Optional[Callable[[str, int, int], None]] = None) -> list:
+                     progress: Optional[Callable[[str, int, int], None]] = None, lines: bool = False) -> list:
     """Train and evaluate each network; write ``results.json``, ``results.md``, ``results.png`` in ``out``.
 
     Parameters
@@ -236,6 +248,10 @@ def benchmark_models(export_dir, out, models, *, size: str = "small", epochs: Op
         Overrides the preset's epochs.
     device : {"cpu", "gpu"}
     seed : int
+    progress : callable, optional
+        ``progress("models", i, n)`` after each network.
+    lines : bool
+        Each network's process prints a progress line per epoch and test case on stderr (for logs).
 
     Returns
     -------
@@ -268,7 +284,7 @@ def benchmark_models(export_dir, out, models, *, size: str = "small", epochs: Op
                 raise InputError(out, f"holds a {model} result made with other settings, device or export; "
                                       "use a new --out")
         else:
-            process = context.Process(target=_run_one, args=(model, export_dir, str(out), settings, device))
+            process = context.Process(target=_run_one, args=(model, export_dir, str(out), settings, device, lines))
             process.start()
             process.join()
             if process.exitcode != 0 or not result_file.is_file():

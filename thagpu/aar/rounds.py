@@ -10,6 +10,10 @@ out-of-fold prediction ``P`` on the hip region grid:
 * ``disagree_ml``: the volume where ``L != P`` and either is a hip class;
 * ``score = dice_uncertainty + boundary_weight x min(boundary_mm / aar.boundary_mm, 1)
   + volume_weight x min(disagree_ml / aar.volume_ml, 1)``.
+
+A round trained with dropout (``aar.dropout`` > 0) also stores ``epistemic``, the Monte-Carlo
+dropout entropy of the out-of-fold model (:func:`thagpu.aar.strategies.mc_dropout_entropy`); the
+queue ranks by either (:mod:`thagpu.aar.strategies`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..metrics import assd, dice
 from ..qc import LABEL_COLOURS, save_slices_png
 from .roi import from_roi
 from .store import RefineStore
+from .strategies import choose, mc_dropout_entropy, strategy_value
 from .train import checkpoint_path, load_model, load_sample, predict, segment, train_fold
 
 __all__ = ["uncertainty", "train_round", "score_round", "make_queue", "import_labels", "merge_changes",
@@ -112,7 +117,9 @@ def train_round(dataset_dir, config: AARConfig, device: str = "cpu", progress: P
 def score_round(dataset_dir, device: str = "cpu", fuse: bool = False, progress: Progress = None) -> dict:
     """Predict every case with the model of its own fold and store its uncertainty.
 
-    Cases already scored in the round are kept (a stopped scoring continues). With ``fuse``, where
+    A round trained with ``aar.dropout`` > 0 also stores each case's Monte-Carlo dropout entropy
+    (``parts["epistemic"]``). Cases already scored in the round are kept (a stopped scoring
+    continues). With ``fuse``, where
     every fold's model agrees with the others but not with the current label, the prediction is
     written as a ``model-refined`` label (never over a manual one).
 
@@ -129,6 +136,8 @@ def score_round(dataset_dir, device: str = "cpu", fuse: bool = False, progress: 
         models = [load_model(checkpoint_path(dataset_dir, round_, k), device) for k in range(config.folds)]
         sources = store.label_sources()
         todo = [row for row in cases if row["case_id"] not in done or fuse]
+        if progress:
+            progress("scoring", 0, len(todo))
         for i, row in enumerate(todo):
             case_id = row["case_id"]
             source, path = store.current_label(row, sources)
@@ -138,6 +147,10 @@ def score_round(dataset_dir, device: str = "cpu", fuse: bool = False, progress: 
             if case_id not in done:
                 parts = uncertainty(sample.label, prediction, sample.roi.spacing_mm, config)
                 parts["label_source"] = source
+                if config.dropout > 0:  # the same out-of-fold model, dropout on (predict checked it)
+                    parts["epistemic"] = mc_dropout_entropy(model, sample.image, checkpoint["patch_size"], device,
+                                                            config.sw_overlap, samples=config.mc_samples,
+                                                            seed=config.seed)
                 store.record_score(round_, case_id, folds[case_id], parts["score"], parts)
             if fuse and sources.get(case_id, ("pseudo",))[0] != "manual":
                 _fuse(store, row, sample, volume, labels, models, folds[case_id], prediction, round_, device, config)
@@ -209,8 +222,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
+def make_queue(dataset_dir, budget: int, out, device: str = "cpu", strategy: str = "disagreement") -> list:
     """Export the ``budget`` most uncertain cases without a manual label for correction.
+
+    ``strategy`` ranks them: ``disagreement`` (the round's score) or ``epistemic`` (Monte-Carlo
+    dropout entropy, for a round trained with dropout); see :mod:`thagpu.aar.strategies`.
 
     Each case folder ``out/<rank>_<case_id>/`` holds ``ct.nii.gz``, ``label.nii.gz`` (the current
     label, to be corrected in place), ``prediction.nii.gz``, ``disagreement.nii.gz`` (1 where they
@@ -231,8 +247,9 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
         scores = store.scores(round_)
         manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
         rows = {row["case_id"]: row for row in store.cases()}
-        ranked = sorted((c for c in scores if c not in manual and c in rows), key=lambda c: (-scores[c]["score"], c))
-        chosen = ranked[:budget]
+        if strategy not in ("disagreement", "epistemic"):
+            raise InputError(strategy, "--strategy must be disagreement or epistemic")
+        chosen = choose(strategy, [c for c in scores if c not in manual and c in rows], budget, scores=scores)
         if not chosen:
             raise InputError(dataset_dir, "has no case left to queue: every scored case has a manual label")
         models = {}
@@ -260,17 +277,18 @@ def make_queue(dataset_dir, budget: int, out, device: str = "cpu") -> list:
                     else (np.asarray(labels.shape) - 1) / 2.0
                 save_slices_png(folder / "qc.png", volume.array, labels, volume.spacing,
                                 {"disagreement centre: current label": centre},
-                                title=f"{case_id}: score {scores[case_id]['score']:.3f} (current label)")
-                entries.append(QueueEntry(rank, case_id, scores[case_id]["score"], folder.name,
+                                title=f"{case_id}: {strategy} {strategy_value(strategy, scores[case_id]):.3f} "
+                                      "(current label)")
+                entries.append(QueueEntry(rank, case_id, strategy_value(strategy, scores[case_id]), folder.name,
                                           _sha256(label_file)))
             write_slicer_table(staged / "thagpu_labels.ctbl")
             write_itksnap_labels(staged / "thagpu_labels.txt")
             buffer = io.StringIO()
             writer = csv.writer(buffer)
-            writer.writerow(["rank", "case_id", "score", "folder", "round", "label_sha256"])
+            writer.writerow(["rank", "case_id", "score", "folder", "round", "label_sha256", "strategy"])
             for entry in entries:
                 writer.writerow([entry.rank, entry.case_id, f"{entry.score:.6f}", entry.folder, round_,
-                                 entry.label_sha256])
+                                 entry.label_sha256, strategy])
             atomic_write_text(staged / "queue.csv", buffer.getvalue())
             if out.exists():
                 out.rmdir()

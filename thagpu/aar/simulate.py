@@ -1,20 +1,23 @@
-"""Evidence for active learning: disagreement-ranked against random selection, with an oracle.
+"""Evidence for active learning: selection strategies compared with an oracle annotator.
 
 Phantoms get their pseudo labels from our own BE + AFS (``thagpu dataset build``), so their errors
 are the pipeline's real errors. Each round, each strategy sends ``budget`` cases without a manual
-label to an oracle annotator, which returns the phantom's ground truth, imported as a manual label:
+label to an oracle annotator, which returns the phantom's ground truth, imported as a manual label.
+The strategies (:mod:`thagpu.aar.strategies`):
 
 * ``disagreement``: train the K fold models on the current labels, score every case out of fold,
   take the most uncertain (:func:`thagpu.aar.rounds.score_round`);
+* ``epistemic``: the same training with dropout, take the highest Monte-Carlo dropout entropy;
 * ``random``: a seeded random draw, no model.
 
 After every round (round 0: before any manual label) the mean Dice of the dataset's current labels
 against the truth (hip classes 1-4, averaged per case, then over cases) is recorded, together with the
-cases chosen, their Dice before correction and, for the disagreement strategy, the Spearman rank
-correlation between the score and the true error (1 - Dice) over the cases it could choose from.
+cases chosen, their Dice before correction and, for the model strategies, the Spearman rank
+correlation between the ranking value and the true error (1 - Dice) over the cases it could choose from.
 
-State is saved after every round (``OUT/<strategy>/simulation_state.json``), so a stopped simulation
-continues where it stopped.
+:data:`SIZES` sets the networks' budget per phantom size (``tiny`` runs in minutes on 2 CPU cores);
+a ``config`` changes it. State is saved after every round (``OUT/<strategy>/simulation_state.json``),
+so a stopped simulation continues where it stopped.
 """
 
 from __future__ import annotations
@@ -36,10 +39,22 @@ from ..io import load_ct, load_labels
 from ..metrics import dice
 from .rounds import HIP_CLASSES, import_labels, score_round, train_round
 from .store import RefineStore
+from .strategies import MODEL_STRATEGIES, STRATEGIES, choose, strategy_value
 
-__all__ = ["simulate", "STRATEGIES"]
+__all__ = ["simulate", "STRATEGIES", "DEFAULT_STRATEGIES", "SIZES"]
 
-STRATEGIES = ("disagreement", "random")
+#: The strategies a simulation compares unless told otherwise (``epistemic`` needs ``aar.dropout`` > 0).
+DEFAULT_STRATEGIES = ("disagreement", "random")
+#: ``[aar]`` settings per phantom size, under the config file and the command line. ``tiny``
+#: (4.5-mm phantoms): 2 folds x 10 epochs of a width-8 UNet on the phantoms' own 4.5-mm grid, so
+#: ``refine simulate --cases 8 --rounds 2 --budget 2 --size tiny`` takes minutes on 2 CPU cores;
+#: ``small``: 3 folds x 15 epochs of a width-16 UNet on a 3-mm grid (the AAR benchmark's networks).
+SIZES = {
+    "tiny": {"model": "unet", "width": 8, "spacing_mm": 4.5, "patch_size": 32, "folds": 2, "epochs": 10,
+             "samples_per_case": 2, "batch_size": 2},
+    "small": {"model": "unet", "width": 16, "spacing_mm": 3.0, "patch_size": 48, "folds": 3, "epochs": 15,
+              "samples_per_case": 2, "batch_size": 2},
+}
 #: Joint spaces drawn from this range (mm): narrow ones make the pseudo labels err.
 JOINT_SPACE_MM = (0.3, 3.0)
 
@@ -91,6 +106,8 @@ def _run_strategy(strategy: str, folder: Path, rounds: int, budget: int, config:
         state["rounds"].append({"round": 0, "mean_dice": float(np.mean(list(per_case.values()))),
                                 "per_case_dice": per_case, "chosen": []})
         _save_state(state_path, state)
+    if progress:
+        progress(f"{strategy}: rounds", len(state["rounds"]) - 1, rounds)
     for round_ in range(len(state["rounds"]), rounds + 1):
         before = state["rounds"][-1]["per_case_dice"]
         record = state.get("pending")
@@ -109,28 +126,30 @@ def _run_strategy(strategy: str, folder: Path, rounds: int, budget: int, config:
         del state["pending"]
         _save_state(state_path, state)
         if progress:
-            progress(f"{strategy} round {round_}", round_, rounds)
+            progress(f"{strategy}: rounds", round_, rounds)
     return state
 
 
 def _choose(strategy, folder, round_, before, budget, config, device, seed, fuse, progress) -> dict:
-    """The cases a strategy sends to the oracle in one round (with the scores it ranked them by)."""
+    """The cases a strategy sends to the oracle in one round (with the values it ranked them by)."""
     with RefineStore(folder) as store:
         manual = {c for c, (source, _) in store.label_sources().items() if source == "manual"}
     candidates = sorted(c for c in before if c not in manual)
     record = {"round": round_}
-    if strategy == "disagreement":
-        train_round(folder, config.aar, device,
-                    progress=(lambda what, i, n: progress(f"{strategy} round {round_}: {what}", i, n))
-                    if progress else None)
-        scores = score_round(folder, device, fuse=fuse)
-        chosen = sorted(candidates, key=lambda c: (-scores[c]["score"], c))[:budget]
-        record["scores"] = {c: scores[c]["score"] for c in candidates}
-        record["spearman_score_vs_error"] = _spearman([scores[c]["score"] for c in candidates],
+    if strategy in MODEL_STRATEGIES:
+        def stage(what, i, n):
+            progress(f"{strategy} round {round_}: {what}", i, n)
+
+        train_round(folder, config.aar, device, progress=stage if progress else None)
+        scores = score_round(folder, device, fuse=fuse and strategy == "disagreement",
+                             progress=stage if progress else None)
+        values = {c: strategy_value(strategy, scores[c]) for c in candidates}
+        chosen = choose(strategy, candidates, budget, scores=scores)
+        record["scores"] = values
+        record["spearman_score_vs_error"] = _spearman([values[c] for c in candidates],
                                                       [1.0 - before[c] for c in candidates])
     else:
-        rng = np.random.default_rng(seed * 1000 + round_)
-        chosen = sorted(rng.choice(candidates, size=min(budget, len(candidates)), replace=False).tolist())
+        chosen = choose(strategy, candidates, budget, seed=seed, round_=round_)
     record["chosen"] = chosen
     record["chosen_dice_before"] = {c: before[c] for c in chosen}
     return record
@@ -156,7 +175,7 @@ def _plot(path: Path, curves: dict, budget: int) -> None:
 
 def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", config: Config | None = None,
              device: str = "cpu", seed: int = 0, workers: int = 2, fuse: bool = False,
-             progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
+             strategies=DEFAULT_STRATEGIES, progress: Optional[Callable[[str, int, int], None]] = None) -> dict:
     """Run the simulation; write ``out/simulation.json`` and ``out/simulation.png``.
 
     Parameters
@@ -166,9 +185,10 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
     cases, rounds, budget : int
         Phantoms, rounds after round 0, and cases corrected per round and strategy.
     size : {"tiny", "small"}
-        Phantom size (``tiny`` for tests).
+        Phantom size (``tiny``: 4.5-mm voxels, for tests and a first look).
     config : Config, optional
-        ``config.aar`` sets the networks and training.
+        ``config.aar`` sets the networks and training; default: the defaults with the size's
+        :data:`SIZES` settings.
     device : {"cpu", "gpu"}
     seed : int
         Phantom seeds start at ``8000 + 100 * seed``; also seeds the random strategy.
@@ -176,6 +196,11 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
         Dask workers of the dataset build.
     fuse : bool
         Let the disagreement strategy also write model-refined labels (``score --fuse``).
+    strategies : sequence of str
+        From :data:`~thagpu.aar.strategies.STRATEGIES`; ``epistemic`` needs ``config.aar.dropout`` > 0.
+    progress : callable, optional
+        ``progress(what, i, n)``: the dataset build per case, training per epoch, scoring per case,
+        and each strategy's rounds.
 
     Returns
     -------
@@ -185,12 +210,23 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
     from ..dataset import build_dataset
     from ..phantom import make_phantom, write_phantom
 
-    config = config or Config()
+    from ..config import load_config
+
+    if size not in SIZES:
+        raise InputError(size, f"size must be one of {', '.join(SIZES)}")
+    config = config or load_config(defaults={"aar": SIZES[size]})
     out = Path(out)
+    strategies = tuple(dict.fromkeys(strategies))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown or not strategies:
+        raise InputError(",".join(unknown) or "--strategies", f"choose strategies from {', '.join(STRATEGIES)}")
+    if "epistemic" in strategies and config.aar.dropout <= 0:
+        raise InputError("epistemic", "Monte-Carlo dropout needs networks trained with dropout: set --dropout "
+                                      "(aar.dropout) above 0")
     if cases < config.aar.folds or budget < 1 or rounds < 1:
         raise InputError("simulate", f"needs --cases >= the folds ({config.aar.folds}), --budget >= 1 and --rounds >= 1")
     params = {"cases": cases, "budget": budget, "size": size, "seed": seed, "fuse": fuse,
-              "aar": dataclasses.asdict(config.aar)}
+              "strategies": list(strategies), "aar": dataclasses.asdict(config.aar)}
     if (out / "params.json").is_file():
         previous = json.loads((out / "params.json").read_text())
         if previous != params:
@@ -208,10 +244,14 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
                                        joint_space_mm=JOINT_SPACE_MM), phantoms)
         staged = out / ".pseudo.partial"
         shutil.rmtree(staged, ignore_errors=True)
-        build_dataset(phantoms, staged, workers=workers, device=device, config=config)
+        def built(finished, total, case_id, status):
+            progress("dataset build", finished, total)
+
+        build_dataset(phantoms, staged, workers=workers, device=device, config=config,
+                      progress=built if progress else None)
         staged.rename(base)
     results = {}
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         folder = out / strategy
         if not (folder / "ledger.sqlite").is_file():
             staged = out / f".{strategy}.partial"
@@ -228,6 +268,7 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
         "cases": cases, "cases_with_hip_labels": n_labelled, "rounds": rounds, "budget": budget,
         "size": size, "device": device, "seed": seed, "fuse": fuse,
         "model": config.aar.model, "folds": config.aar.folds, "epochs": config.aar.epochs,
+        "aar": dataclasses.asdict(config.aar),
         "final_gain": {name: values[-1] - values[0] for name, values in curves.items()},
         "winner": max(curves, key=lambda name: curves[name][-1]) if len({v[-1] for v in curves.values()}) > 1 else "tie",
         "rounds_detail": {name: [{k: v for k, v in r.items() if k != "per_case_dice"} for r in state["rounds"]]

@@ -111,7 +111,7 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(Dataset(data, transform), batch_size=config.batch_size, shuffle=True, num_workers=0,
                         generator=generator)
-    model = make_network(config.model, config.width, config.patch_size).to(torch_device)
+    model = make_network(config.model, config.width, config.patch_size, config.dropout).to(torch_device)
     if torch_device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
@@ -119,6 +119,8 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     model.train()
     start = time.perf_counter()
+    if progress:
+        progress(0, config.epochs)  # the fold starts now: its elapsed time and ETA count from here
     for epoch in range(config.epochs):
         # Summed where the loss is: reading it back each step would wait for the GPU every step.
         epoch_loss = torch.zeros((), device=torch_device)
@@ -139,7 +141,7 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
             progress(epoch + 1, config.epochs)
     checkpoint = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "model": config.model, "width": config.width, "patch_size": config.patch_size,
+        "model": config.model, "width": config.width, "patch_size": config.patch_size, "dropout": config.dropout,
         "fold": fold, "round": round_, "seed": seed, "train_cases": sorted(s.case_id for s in samples),
         "final_loss": float(epoch_loss) / max(1, len(loader)) if config.epochs else None,  # last epoch's mean
         "train_s": round(time.perf_counter() - start, 2), "complete": True,
@@ -153,7 +155,8 @@ def load_model(path: Path, device: str):
     """(model in eval mode, checkpoint dict) from a fold checkpoint."""
     import torch
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = make_network(checkpoint["model"], checkpoint["width"], checkpoint["patch_size"])
+    model = make_network(checkpoint["model"], checkpoint["width"], checkpoint["patch_size"],
+                         checkpoint.get("dropout", 0.0))  # checkpoints from before dropout have none
     model.load_state_dict(checkpoint["state_dict"])
     model = model.to(_torch_device(device)).eval()
     return model, checkpoint
