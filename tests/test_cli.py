@@ -173,3 +173,23 @@ def test_simulate_size_preset_sits_under_the_config_file_and_the_options(tmp_pat
     config.write_text("[aar]\nepochs = 3\nwidth = 12\n")
     layered = _aar_config(config, SIZES["tiny"], width=16).aar
     assert (layered.epochs, layered.width, layered.folds) == (3, 16, 2)  # file over preset, option over file
+
+
+def test_run_outputs_stay_inside_out_whatever_the_input_path(tmp_path, capsys):
+    """``run case/sub/../ct.nii.gz`` once took ``..`` as the case id and wrote into OUT's parent."""
+    from thagpu.errors import InputError
+    from thagpu.pipeline import case_id_for, run_case, safe_case_id
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "5", "--preset", "hard"],
+            capsys)
+    folder = tmp_path / "ph" / "hard-tiny-00005"
+    (folder / "sub").mkdir()
+    climbing = folder / "sub" / ".." / "ct.nii.gz"
+    assert case_id_for(climbing) == "hard-tiny-00005"
+    assert safe_case_id("..") == "case" and safe_case_id("a/b c") == "a_b_c"
+    out = tmp_path / "out" / "res"
+    code, _, _ = run_cli(["run", str(climbing), "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 0
+    assert (out / "hard-tiny-00005" / "labels.nii.gz").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["res"]
+    with pytest.raises(InputError, match="plain folder name"):
+        run_case(folder / "ct.nii.gz", out, case_id="../escape")

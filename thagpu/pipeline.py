@@ -8,6 +8,8 @@ failing case leaves no partial output behind.
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,11 +22,14 @@ from ._atomic import atomic_write_text
 from ._version import __version__
 from .config import Config, config_hash
 from .device import resolve_device
+from .errors import InputError
 from .io import load_ct, save_labels
 from .qc import save_slices_png
 from .volume import Volume
 
-__all__ = ["CaseResult", "case_id_for", "segment_volume", "qc_points", "run_case"]
+__all__ = ["CaseResult", "case_id_for", "safe_case_id", "segment_volume", "qc_points", "run_case"]
+
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 @dataclass
@@ -46,13 +51,23 @@ def _timed(timings: dict, stage: str):
         timings[stage] = round(time.perf_counter() - start, 4)
 
 
+def safe_case_id(name: str) -> str:
+    """``name`` as a plain folder name: runs of characters other than letters, digits, ``.``,
+    ``_`` and ``-`` become ``_``; leading and trailing dots and underscores go (no ``..``, no hidden
+    folder); an empty result is ``case``."""
+    return _UNSAFE_ID.sub("_", str(name)).strip("._") or "case"
+
+
 def case_id_for(path) -> str:
-    """A case id from an input path: the file name without its image suffix.
+    """A case id from an input path: the file name without its image suffix, made safe.
 
     Generic names (``ct.nii.gz``, ``image.nii.gz``) take their folder's name,
-    which is how phantom and many public datasets lay out cases.
+    which is how phantom and many public datasets lay out cases; the path is
+    normalised first, so ``sub/../ct.nii.gz`` takes the name of the folder it
+    really lies in, never ``..``. The id is :func:`safe_case_id`: a case's
+    outputs always lie inside the output folder.
     """
-    path = Path(path)
+    path = Path(os.path.abspath(path))
     name = path.name
     for suffix in (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
         if name.lower().endswith(suffix):
@@ -60,7 +75,7 @@ def case_id_for(path) -> str:
             break
     if name.lower() in ("ct", "image", "img", "volume", "scan") and path.parent.name:
         name = path.parent.name
-    return name
+    return safe_case_id(name)
 
 
 def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -> tuple:
@@ -146,6 +161,10 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
     """
     config = config or Config()
     device = resolve_device(device)
+    if case_id is not None and case_id != safe_case_id(case_id):
+        # A given id names a folder inside out_dir: nothing that could climb out of it or hide.
+        raise InputError(case_id, "a case id must be a plain folder name (letters, digits, '.', '_', '-'; "
+                                  "not starting or ending with '.' or '_')")
     case_id = case_id or case_id_for(path)
     timings: dict = {}
     with _timed(timings, "load"):

@@ -215,19 +215,16 @@ def discover_inputs(source) -> list:
     return inputs
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 def unique_case_ids(paths, taken=()) -> list:
     """A file-system-safe case id per path, made unique against ``taken`` and each other.
 
-    The id is :func:`thagpu.pipeline.case_id_for` of the path with unsafe
-    characters replaced; a repeated id gets ``-2``, ``-3``... in order.
+    The id is :func:`thagpu.pipeline.case_id_for` of the path (already safe); a repeated id gets
+    ``-2``, ``-3``... in order.
     """
     used = set(taken)
     ids = []
     for path in paths:
-        base = _UNSAFE.sub("_", case_id_for(path)).strip("._") or "case"
+        base = case_id_for(path)
         candidate, n = base, 1
         while candidate in used:
             n += 1
