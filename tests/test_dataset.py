@@ -450,3 +450,27 @@ def test_msd_export_loads_in_monai_and_takes_manual_test_labels(built, tiny_case
         export_dataset(built / "ds", built / "exports" / "refused", fmt="msd", test_labels=bad)
     assert not (built / "exports" / "refused").exists()
     assert not list((built / "exports").glob(".*partial*"))
+
+
+def test_a_local_build_starts_while_the_default_dashboard_port_is_taken():
+    """Two builds on one machine (or any Dask cluster) once collided on port 8787."""
+    import socket
+    import warnings
+    from thagpu.dataset.engine import _start_client
+    holder = socket.socket()
+    try:
+        holder.bind(("0.0.0.0", 8787))
+        holder.listen(1)
+    except OSError:
+        pass  # already taken by something else: the condition under test holds anyway
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "Port 8787 is already in use" was a warning
+            client, cluster = _start_client("local", 1, None)
+        try:
+            assert cluster.scheduler.http_server.port != 8787
+        finally:
+            client.close()
+            cluster.close()
+    finally:
+        holder.close()

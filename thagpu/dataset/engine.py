@@ -139,8 +139,10 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
     if scheduler == "local":
         n = workers or max(1, min(os.cpu_count() or 1, 4))
         with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
+            # ":0": the scheduler's HTTP server on a free port. None means the default 8787, and a
+            # second build (or any Dask cluster) on the machine then hit "Port 8787 is already in use".
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
         return Client(cluster), cluster
     if scheduler == "cuda":
         try:
@@ -150,7 +152,7 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
                               "(or 'thagpu[gpu-cu13]')") from None
         with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
             kwargs = {"n_workers": workers} if workers else {}
-            cluster = LocalCUDACluster(threads_per_worker=2, dashboard_address=None,
+            cluster = LocalCUDACluster(threads_per_worker=2, dashboard_address=":0",
                                        silence_logs=logging.ERROR, **kwargs)
         return Client(cluster), cluster
     if not scheduler.startswith(("tcp://", "tls://")):
