@@ -37,28 +37,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, machine, markdown_table, write_results
+from thagpu.stats import t_interval  # noqa: F401 (shared with the model benchmark; tests import it here)
 
 #: The [aar] settings of the measured run (``aar.seed`` is the seed; ``--epochs`` overrides epochs).
 SETTINGS = {"model": "unet", "width": 8, "spacing_mm": 3.0, "patch_size": 32, "folds": 2, "epochs": 10,
             "samples_per_case": 2, "batch_size": 2, "dropout": 0.2, "mc_samples": 4}
 #: Strategies compared, in table order.
 STRATEGY_ORDER = ("disagreement", "epistemic", "random")
-
-
-def t_interval(values) -> tuple:
-    """(mean, half-width of the two-sided 95 % Student-t interval) of ``values`` (half-width None for n < 2).
-
-    Examples
-    --------
-    >>> t_interval([1.0, 2.0, 3.0])[1].__round__(3)
-    2.484
-    """
-    from scipy import stats
-    values = np.asarray(values, dtype=float)
-    if values.size < 2:
-        return float(values.mean()), None
-    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
-    return float(values.mean()), float(half)
 
 
 def area_under_curve(dice: list, budget: int) -> float:

@@ -32,8 +32,8 @@ BENCHMARKS = {
     "accuracy": ("benchmarks.bench_accuracy", [], ["--quick"]),
     "dataset": ("benchmarks.bench_dataset", [], ["--cases", "8"]),
     "kernels": ("benchmarks.bench_kernels", [], []),
-    "models": ("benchmarks.bench_models", ["--size", "small", "--epochs", "10"],
-               ["--size", "small", "--epochs", "2", "--models", "unet,segresnet"]),
+    "models": ("benchmarks.bench_models", ["--preset", "cpu"],
+               ["--preset", "cpu", "--epochs", "2", "--seeds", "2", "--models", "unet"]),
     "aar": ("benchmarks.bench_aar", [], ["--cases", "9", "--rounds", "2"]),
 }
 
@@ -278,11 +278,20 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
     models = _load(results, "bench_models")
     if models:
         at = _file_cell(history, models, "bench_models", results)
-        budget = f"{models.get('size')}, {models.get('epochs') or 'preset'} epochs"
-        out += [[f"models ({budget})", r["model"],
-                 f"Dice hips {_fmt(r['dice']['mean_hips'])}, HD95 {_fmt(r['hd95']['mean_hips'], 1)} mm, "
-                 f"train {_fmt(r['train_s'], 0)} s, infer {_fmt(r['infer_s_per_case'], 2)} s/case, "
-                 f"{_fmt(r['peak_mem_mb'], 0)} MB", at] for r in models["results"]]
+        epochs = (models.get("settings") or {}).get("epochs") or models.get("epochs") or "preset"
+        budget = f"{models.get('preset') or models.get('size')}, {epochs} epochs"
+
+        def ci(r, metric, key=None, digits=3):
+            half = (r.get("ci95") or {}).get(metric)
+            half = half.get(key) if key and isinstance(half, dict) else half
+            value = r[metric][key] if key else r[metric]
+            return _fmt(value, digits) + (f" ± {_fmt(half, digits)}" if half is not None else "")
+
+        out += [[f"models ({budget}, {r.get('n_seeds', 1)} seed(s))", r["model"],
+                 f"Dice hips {ci(r, 'dice', 'mean_hips')}, HD95 {ci(r, 'hd95', 'mean_hips', 1)} mm, "
+                 f"ASSD {ci(r, 'assd', 'mean_hips', 1)} mm, train {ci(r, 'train_s', digits=0)} s, "
+                 f"infer {ci(r, 'infer_s_per_case', digits=2)} s/case, {ci(r, 'peak_mem_mb', digits=0)} MB", at]
+                for r in models["results"]]
     aar = _load(results, "bench_aar")
     if aar:
         at = _file_cell(history, aar, "bench_aar", results)

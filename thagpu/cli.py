@@ -407,25 +407,30 @@ app.add_typer(benchmark_app, name="benchmark")
 @benchmark_app.command("models")
 def benchmark_models_command(
     export_dir: Path = typer.Argument(..., help="A folder written by 'thagpu dataset export' (with a test split)."),
-    models: str = typer.Option("unet,attention_unet,segresnet,dynunet,unetr,swinunetr", "--models",
-                               help="Comma-separated: unet, attention_unet, segresnet, dynunet, unetr, swinunetr."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the size's)."),
-    size: str = typer.Option("small", "--size", help="tiny | small | full: spacing, patch, width, epochs."),
+    models: Optional[str] = typer.Option(None, "--models",
+                                         help="Comma-separated: unet, attention_unet, segresnet, dynunet, unetr, "
+                                              "swinunetr (default: the preset's; cpu: unet,segresnet)."),
+    preset: str = typer.Option("auto", "--preset",
+                               help="auto | cpu | gpu | tiny: spacing, patch, width, epochs, seeds (auto: the "
+                                    "device's)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs (default: the preset's)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", min=1,
+                                        help="Seeds per network, for the 95 % intervals (default: the preset's, 3)."),
     out_dir: Path = typer.Option(..., "--out", help="Results: results.json, results.md, results.png."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
-    seed: int = typer.Option(0, "--seed", help="The seed every network shares."),
+    seed: int = typer.Option(0, "--seed", help="The first seed (then seed + 1, ...)."),
 ):
-    """Train each network on the training split, score it on the test split (Dice, HD95, ASSD)."""
+    """Train each network on the training split per seed, score it on the test split (Dice, HD95, ASSD)."""
     from .device import resolve_device
-    from .model_benchmark import SIZES, benchmark_models
-    _choice(size, tuple(SIZES), "--size")
+    from .model_benchmark import PRESETS, benchmark_models
+    _choice(preset, ("auto", *PRESETS), "--preset")
     _choice(device, DEVICES, "--device")
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    names = [m.strip() for m in models.split(",") if m.strip()] if models else None
     progress, report = _stage_progress()
     with progress:
-        results = benchmark_models(export_dir, out_dir, names, size=size, epochs=epochs,
-                                   device=resolve_device(device), seed=seed, progress=report,
-                                   lines=not console.is_terminal)
+        results = benchmark_models(export_dir, out_dir, names, preset=None if preset == "auto" else preset,
+                                   epochs=epochs, device=resolve_device(device), seed=seed, seeds=seeds,
+                                   progress=report, lines=not console.is_terminal)
     out.print((out_dir / "results.md").read_text())
     out.print(f"{len(results)} network(s); results in {out_dir}")
 

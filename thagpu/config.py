@@ -196,6 +196,11 @@ class AARConfig:
     samples_per_case: int = 2
     batch_size: int = 2
     learning_rate: float = 1e-3
+    #: Training crops: 0 centres them on labelled / unlabelled voxels 2:1 (most labelled voxels are
+    #: other bone); above 0 on a voxel of each class with weights background 1, each hip class this
+    #: weight, other bone 1, so hips are seen often even in whole-volume samples (the CPU preset of
+    #: the model benchmark uses it).
+    hip_crop_weight: float = 0.0
     #: Sliding-window overlap at inference.
     sw_overlap: float = 0.25
     #: Dropout probability in the network's blocks while training (0: none). Above 0, scoring also
@@ -223,6 +228,8 @@ class AARConfig:
             raise ValueError("aar.epochs, samples_per_case, batch_size must be >= 1 and aar.width >= 4")
         if self.spacing_mm <= 0 or min(self.roi_lr_mm, self.roi_ap_mm, self.roi_si_mm) <= 0:
             raise ValueError("aar.spacing_mm and the aar.roi_*_mm sizes must be > 0")
+        if self.hip_crop_weight < 0:
+            raise ValueError("aar.hip_crop_weight must be >= 0")
         if not 0.0 <= self.dropout < 1.0 or self.mc_samples < 2:
             raise ValueError("aar.dropout must be in [0, 1) and aar.mc_samples at least 2")
 

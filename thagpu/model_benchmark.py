@@ -12,8 +12,13 @@ Each network runs in a fresh process, so its peak memory (peak resident memory o
 allocated CUDA memory on a GPU) is its own, and a crash in one does not stop the others (the command
 fails at the end, naming them). Results are kept per network in ``OUT/<model>/result.json``: a stopped
 benchmark resumes with the networks not yet measured, and refuses results made with other settings.
-Networks train on whole volumes resampled to the size's spacing (balanced random crops), as they are
+Networks train on whole volumes resampled to the preset's spacing (balanced random crops), as they are
 evaluated.
+
+Presets (:data:`PRESETS`) fix the budget: ``cpu`` (the default without a GPU) is sized so that UNet
+and SegResNet learn the hip labels in about an hour on 2 CPU cores; ``gpu`` is the larger one. Every
+network runs once per seed (initialisation, crops, augmentation; the split is the export's), and the
+tables give each figure's mean over seeds with its 95 % Student-t interval.
 """
 
 from __future__ import annotations
@@ -37,16 +42,38 @@ from .bone.morphology import bounding_box
 from .config import AARConfig
 from .errors import InputError, ThagpuError
 
-__all__ = ["SIZES", "read_split", "benchmark_models", "RESULT_KEYS"]
+__all__ = ["PRESETS", "PRESET_MODELS", "PRESET_SEEDS", "default_preset", "read_split", "aggregate_seeds",
+           "benchmark_models", "RESULT_KEYS"]
 
-#: Network budget presets: resampled spacing (mm), cubic patch, width, epochs.
-SIZES = {
-    "tiny": {"spacing_mm": 4.5, "patch_size": 32, "width": 8, "epochs": 2},
-    "small": {"spacing_mm": 3.0, "patch_size": 64, "width": 16, "epochs": 30},
-    "full": {"spacing_mm": 1.5, "patch_size": 96, "width": 32, "epochs": 300},
+#: Budget presets: the ``[aar]`` settings every network trains with (resampled spacing in mm, cubic
+#: patch in voxels, width of the first level, epochs, patches per training case and epoch, batch, and
+#: hip-weighted crops: whole-volume samples are mostly air and other bone, and with plain
+#: labelled/unlabelled crops a CPU budget never learns the hips).
+#: ``tiny`` only checks that everything runs (tests); ``cpu`` is sized for about an hour on 2 CPU
+#: cores for UNet and SegResNet over :data:`PRESET_SEEDS` seeds; ``gpu`` is the larger one.
+PRESETS = {
+    "tiny": {"spacing_mm": 4.5, "patch_size": 32, "width": 8, "epochs": 2, "samples_per_case": 2, "batch_size": 2,
+             "hip_crop_weight": 1.0},
+    "cpu": {"spacing_mm": 3.0, "patch_size": 32, "width": 8, "epochs": 40, "samples_per_case": 4, "batch_size": 4,
+            "hip_crop_weight": 1.0},
+    "gpu": {"spacing_mm": 1.5, "patch_size": 96, "width": 32, "epochs": 300, "samples_per_case": 2,
+            "batch_size": 2, "hip_crop_weight": 1.0},
 }
-RESULT_KEYS = ("model", "dice", "hd95", "assd", "train_s", "infer_s_per_case", "peak_mem_mb")
+#: The networks each preset runs when none are named (the CPU hour holds two; a GPU runs all).
+PRESET_MODELS = {"tiny": ("unet", "segresnet"), "cpu": ("unet", "segresnet"), "gpu": tuple(BENCHMARK_NETWORKS)}
+#: Seeds per network: an interval needs at least 2; the presets that measure run 3.
+PRESET_SEEDS = {"tiny": 1, "cpu": 3, "gpu": 3}
+#: Keys of each network's summary in ``results.json``: figures are means over seeds, ``ci95`` holds
+#: the half-widths of their 95 % t-intervals (None with one seed).
+RESULT_KEYS = ("model", "n_seeds", "dice", "hd95", "assd", "train_s", "infer_s_per_case", "peak_mem_mb",
+               "parameters", "missed", "ci95")
+_COST_KEYS = ("train_s", "infer_s_per_case", "peak_mem_mb")
 _CLASSES = [v for v in schema.LABEL_NAMES if v != schema.BACKGROUND]
+
+
+def default_preset(device: str) -> str:
+    """The preset a device gets when none is named: ``gpu`` on a GPU, else ``cpu``."""
+    return "gpu" if device == "gpu" else "cpu"
 
 
 def read_split(export_dir) -> tuple:
@@ -137,7 +164,7 @@ def _nanmean_per_class(cases: list) -> dict:
 
 
 def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: str, lines: bool = False) -> None:
-    """Train and evaluate one network (in its own process); write ``out_dir/<model>/result.json``.
+    """Train and evaluate one network with one seed (in its own process); write ``out_dir/result.json``.
 
     With ``lines``, print one progress line per epoch and per test case on stderr (for a log).
     """
@@ -152,13 +179,14 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
 
     config = AARConfig(**settings, model=model)
     training, test = read_split(export_dir)
-    folder = Path(out_dir) / model
+    folder = Path(out_dir)
+    name = f"{model} seed {config.seed}"
     # Whole volumes, as at evaluation: a network must also learn where there is no hip.
     samples = [sample_from_files(item["id"], item["image"], item["label"], config, region="whole")[0]
                for item in training]
     start = time.perf_counter()
     checkpoint_file = train_fold(samples, 0, 0, config, device, folder / "model.pt",
-                                 progress=(lambda e, n: report(f"{model}: training epochs", e, n)) if report else None)
+                                 progress=(lambda e, n: report(f"{name}: training epochs", e, n)) if report else None)
     train_s = time.perf_counter() - start
     network, _ = load_model(checkpoint_file, device)
     per_case, infer_s = [], []
@@ -170,9 +198,9 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
         prediction = from_roi(predicted, sample.roi, volume.shape, outside=np.zeros(volume.shape, np.uint8))
         per_case.append({"id": item["id"], **_metrics(prediction, truth, volume.spacing)})
         if report:
-            report(f"{model}: test cases", len(per_case), len(test))
+            report(f"{name}: test cases", len(per_case), len(test))
     result = {
-        "model": model,
+        "model": model, "seed": config.seed,
         "dice": _nanmean_per_class([c["dice"] for c in per_case]),
         "hd95": _nanmean_per_class([c["hd95"] for c in per_case]),
         "assd": _nanmean_per_class([c["assd"] for c in per_case]),
@@ -188,6 +216,51 @@ def _run_one(model: str, export_dir: str, out_dir: str, settings: dict, device: 
     atomic_write_text(folder / "result.json", json.dumps(result, indent=2) + "\n")
 
 
+def aggregate_seeds(per_seed: list) -> dict:
+    """One network's summary over seeds: each figure's mean and the half-width of its 95 % t-interval.
+
+    Parameters
+    ----------
+    per_seed : list of dict
+        The ``result.json`` of each seed (:func:`_run_one`): per-class ``dice``, ``hd95``, ``assd``
+        (means over the test cases, None where no case gave a finite value) and the costs.
+
+    Returns
+    -------
+    dict
+        The keys :data:`RESULT_KEYS`: ``dice``, ``hd95``, ``assd`` map each class (and ``mean_hips``) to
+        the mean over the seeds that have a value (None if none has), the costs are means too,
+        ``missed`` sums the misses of every seed per class, and ``ci95`` holds the half-widths
+        (:func:`thagpu.stats.t_interval`; None with fewer than 2 values).
+
+    Examples
+    --------
+    >>> seeds = [{"model": "unet", "dice": {"a": 0.8}, "hd95": {"a": 2.0}, "assd": {"a": 1.0}, "train_s": 10.0,
+    ...           "infer_s_per_case": 1.0, "peak_mem_mb": 900.0, "parameters": 5, "missed": {"a": 0}},
+    ...          {"model": "unet", "dice": {"a": 0.9}, "hd95": {"a": 4.0}, "assd": {"a": 1.0}, "train_s": 12.0,
+    ...           "infer_s_per_case": 1.0, "peak_mem_mb": 900.0, "parameters": 5, "missed": {"a": 1}}]
+    >>> summary = aggregate_seeds(seeds)
+    >>> round(summary["dice"]["a"], 3), round(summary["ci95"]["dice"]["a"], 3), summary["missed"]
+    (0.85, 0.635, {'a': 1})
+    """
+    from .stats import t_interval
+
+    out = {"model": per_seed[0]["model"], "n_seeds": len(per_seed)}
+    ci95: dict = {}
+    for metric in ("dice", "hd95", "assd"):
+        out[metric], ci95[metric] = {}, {}
+        for name in per_seed[0][metric]:
+            values = [r[metric][name] for r in per_seed if r[metric][name] is not None]
+            mean, half = t_interval(values) if values else (None, None)
+            out[metric][name], ci95[metric][name] = mean, half
+    for key in _COST_KEYS:
+        out[key], ci95[key] = t_interval([r[key] for r in per_seed])
+    out["parameters"] = per_seed[0]["parameters"]
+    out["missed"] = {name: sum(r["missed"][name] for r in per_seed) for name in per_seed[0]["missed"]}
+    out["ci95"] = ci95
+    return {key: out[key] for key in RESULT_KEYS}
+
+
 def _plot(path: Path, results: list) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -197,10 +270,15 @@ def _plot(path: Path, results: list) -> None:
     width = 0.8 / max(1, len(results))
     for i, result in enumerate(results):
         x = np.arange(len(names)) + i * width
-        axes[0].bar(x, [result["dice"][n] or 0.0 for n in names], width, label=result["model"])
-        axes[1].bar(i, result["infer_s_per_case"], 0.6, label=result["model"])
+        errors = [result["ci95"]["dice"][n] or 0.0 for n in names]
+        axes[0].bar(x, [result["dice"][n] or 0.0 for n in names], width, yerr=errors, capsize=2,
+                    label=result["model"])
+        axes[1].bar(i, result["infer_s_per_case"], 0.6, yerr=result["ci95"]["infer_s_per_case"] or 0.0, capsize=3,
+                    label=result["model"])
+    n_seeds = min(r["n_seeds"] for r in results)
     axes[0].set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=20, fontsize=8)
     axes[0].set_ylabel("Dice on the test split")
+    axes[0].set_title(f"mean and 95 % t-interval over {n_seeds} seed(s)", fontsize=9)
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=7)
     axes[1].set_xticks(range(len(results)), [r["model"] for r in results], rotation=20, fontsize=8)
@@ -211,93 +289,127 @@ def _plot(path: Path, results: list) -> None:
     plt.close(figure)
 
 
+def _cell(mean, half, digits: int = 3) -> str:
+    """``mean ± half`` (``-`` for no value; the mean alone without an interval)."""
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
 def _table(results: list) -> str:
-    hips = [schema.LABEL_NAMES[c] for c in (1, 2, 3, 4)]
-    head = ["model", "Dice hips (mean)", *[f"Dice {n}" for n in hips], "Dice other_bone", "HD95 hips mm",
-            "ASSD hips mm", "train s", "infer s/case", "peak MB", "parameters"]
-
-    def fmt(value, digits=3):
-        return "-" if value is None else f"{value:.{digits}f}"
-
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    """Markdown: per-class Dice, HD95 and ASSD, then the costs; each cell a mean ± 95 % half-width."""
+    names = [schema.LABEL_NAMES[c] for c in _CLASSES] + ["mean_hips"]
+    sections = []
+    for metric, title, digits in (("dice", "Dice", 3), ("hd95", "HD95 (mm)", 2), ("assd", "ASSD (mm)", 2)):
+        lines = [f"### {title} per class (test split; mean ± 95 % t-interval over seeds)", "",
+                 "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        lines += ["| " + " | ".join([r["model"], *[_cell(r[metric][n], r["ci95"][metric][n], digits) for n in names]])
+                  + " |" for r in results]
+        sections.append("\n".join(lines))
+    head = ["model", "seeds", "train s", "infer s/case", "peak MB", "parameters", "missed (cases x seeds)"]
+    lines = ["### Cost (mean ± 95 % t-interval over seeds)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
     for r in results:
-        lines.append("| " + " | ".join([r["model"], fmt(r["dice"]["mean_hips"]), *[fmt(r["dice"][n]) for n in hips],
-                                        fmt(r["dice"]["other_bone"]), fmt(r["hd95"]["mean_hips"], 2),
-                                        fmt(r["assd"]["mean_hips"], 2), fmt(r["train_s"], 1),
-                                        fmt(r["infer_s_per_case"], 3), fmt(r["peak_mem_mb"], 0),
-                                        str(r["parameters"])]) + " |")
-    return "\n".join(lines)
+        missed = ", ".join(f"{n} {k}" for n, k in r["missed"].items() if k) or "none"
+        lines.append("| " + " | ".join([r["model"], str(r["n_seeds"]),
+                                        _cell(r["train_s"], r["ci95"]["train_s"], 1),
+                                        _cell(r["infer_s_per_case"], r["ci95"]["infer_s_per_case"], 2),
+                                        _cell(r["peak_mem_mb"], r["ci95"]["peak_mem_mb"], 0),
+                                        str(r["parameters"]), missed]) + " |")
+    sections.append("\n".join(lines))
+    return "\n\n".join(sections)
 
 
-def benchmark_models(export_dir, out, models, *, size: str = "small", epochs: Optional[int] = None,
-                     device: str = "cpu", seed: int = 0,
+def benchmark_models(export_dir, out, models=None, *, preset: Optional[str] = None, epochs: Optional[int] = None,
+                     device: str = "cpu", seed: int = 0, seeds: Optional[int] = None,
                      progress: Optional[Callable[[str, int, int], None]] = None, lines: bool = False) -> list:
-    """Train and evaluate each network; write ``results.json``, ``results.md``, ``results.png`` in ``out``.
+    """Train and evaluate each network per seed; write ``results.json``, ``results.md``, ``results.png`` in ``out``.
 
     Parameters
     ----------
     export_dir : str or Path
         A folder written by ``thagpu dataset export`` (or any nnU-Net raw / MSD folder with a test split).
     out : str or Path
-        Results folder; networks with a ``<model>/result.json`` there are not run again.
-    models : list of str
-        Names from :data:`thagpu.aar.networks.BENCHMARK_NETWORKS`.
-    size : {"tiny", "small", "full"}
-        Budget preset (:data:`SIZES`); ``swinunetr`` needs ``small`` or ``full``.
+        Results folder; a network and seed with a ``<model>/seed_<s>/result.json`` there is not run again.
+    models : list of str, optional
+        Names from :data:`thagpu.aar.networks.BENCHMARK_NETWORKS`; default the preset's
+        (:data:`PRESET_MODELS`).
+    preset : {"tiny", "cpu", "gpu"}, optional
+        Budget (:data:`PRESETS`); default :func:`default_preset` of ``device``. ``swinunetr`` needs
+        ``gpu`` (a patch of 64 or more).
     epochs : int, optional
         Overrides the preset's epochs.
     device : {"cpu", "gpu"}
     seed : int
+        The first seed; the runs use ``seed, seed + 1, ...``.
+    seeds : int, optional
+        How many seeds each network runs with; default the preset's (:data:`PRESET_SEEDS`).
     progress : callable, optional
-        ``progress("models", i, n)`` after each network.
+        ``progress("networks x seeds", i, n)`` after each run.
     lines : bool
-        Each network's process prints a progress line per epoch and test case on stderr (for logs).
+        Each run's process prints a progress line per epoch and test case on stderr (for logs).
 
     Returns
     -------
     list of dict
-        One result per network, in the order asked (keys :data:`RESULT_KEYS` and more).
+        One summary per network, in the order asked (:func:`aggregate_seeds`; keys :data:`RESULT_KEYS`)
+        plus ``per_seed``, the results of its seeds without their per-case figures.
     """
     out = Path(out)
+    preset = preset or default_preset(device)
+    if preset not in PRESETS:
+        raise InputError(preset, f"--preset must be one of {', '.join(PRESETS)}")
+    models = list(models or PRESET_MODELS[preset])
     unknown = [m for m in models if m not in BENCHMARK_NETWORKS]
     if unknown or not models:
         raise InputError(",".join(unknown) or "--models", f"unknown network(s); choose from {', '.join(BENCHMARK_NETWORKS)}")
-    if size not in SIZES:
-        raise InputError(size, f"--size must be one of {', '.join(SIZES)}")
-    settings = dict(SIZES[size], seed=seed, folds=2)
+    seeds = PRESET_SEEDS[preset] if seeds is None else seeds
+    if seeds < 1:
+        raise InputError(str(seeds), "--seeds must be at least 1")
+    settings = dict(PRESETS[preset], seed=seed, folds=2)
     if epochs is not None:
         settings["epochs"] = epochs
     if "swinunetr" in models and settings["patch_size"] < 64:
-        raise InputError("swinunetr", f"needs a patch of at least 64 voxels; use --size small or full (not {size})")
+        raise InputError("swinunetr", f"needs a patch of at least 64 voxels; use --preset gpu (not {preset})")
     replace(AARConfig(), **settings)  # validate the settings here, not in every child process
     read_split(export_dir)  # refuse a bad export before starting any process
     context = multiprocessing.get_context("spawn")
     export_dir = str(Path(export_dir).resolve())
-    results, failed = [], []
-    for i, model in enumerate(models):
-        result_file = out / model / "result.json"
+    runs = [(model, seed + k) for model in models for k in range(seeds)]
+    per_model: dict = {model: [] for model in models}
+    failed = []
+    for i, (model, run_seed) in enumerate(runs):
+        run_settings = dict(settings, seed=run_seed)
+        folder = out / model / f"seed_{run_seed}"
+        result_file = folder / "result.json"
         if result_file.is_file():
             kept = json.loads(result_file.read_text())
-            same = (kept.get("settings") == asdict(AARConfig(**settings, model=model))
+            same = (kept.get("settings") == asdict(AARConfig(**run_settings, model=model))
                     and kept.get("device") == device and kept.get("export") == export_dir)
             if not same:
                 raise InputError(out, f"holds a {model} result made with other settings, device or export; "
                                       "use a new --out")
         else:
-            process = context.Process(target=_run_one, args=(model, export_dir, str(out), settings, device, lines))
+            process = context.Process(target=_run_one,
+                                      args=(model, export_dir, str(folder), run_settings, device, lines))
             process.start()
             process.join()
             if process.exitcode != 0 or not result_file.is_file():
-                failed.append(f"{model} (exit status {process.exitcode})")  # the others still run
+                failed.append(f"{model} seed {run_seed} (exit status {process.exitcode})")  # the others still run
                 continue
-        results.append(json.loads(result_file.read_text()))
+        per_model[model].append(json.loads(result_file.read_text()))
         if progress:
-            progress("models", i + 1, len(models))
+            progress("networks x seeds", i + 1, len(runs))
+    results = [dict(aggregate_seeds(per_model[m]),
+                    per_seed=[{k: v for k, v in r.items() if k != "per_case"} for r in per_model[m]])
+               for m in models if per_model[m]]
     if not results:
         raise ThagpuError(f"every network failed: {', '.join(failed)}; see the messages above")
     summary = [{key: r[key] for key in RESULT_KEYS} for r in results]
     atomic_write_text(out / "results.json", json.dumps(summary, indent=2) + "\n")
-    atomic_write_text(out / "results.md", f"## Model benchmark ({size}, {device}, seed {seed})\n\n" + _table(results) + "\n")
+    described = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("seed", "folds"))
+    atomic_write_text(out / "results.md", f"## Model benchmark (preset {preset}: {described}; {device}; "
+                                          f"seeds {seed}-{seed + seeds - 1})\n\n" + _table(results) + "\n")
     _plot(out / "results.png", results)
     if failed:
         raise ThagpuError(f"failed: {', '.join(failed)} (see the messages above); the others are in {out}")

@@ -22,7 +22,7 @@ from .. import labels as schema
 from .._atomic import atomic_path
 from ..config import AARConfig
 from ..io import load_ct, load_labels
-from .networks import make_network
+from .networks import N_CLASSES, make_network
 from .roi import HipROI, hip_roi, normalise_hu, to_roi, whole_roi
 
 __all__ = ["Sample", "sample_from_files", "load_sample", "train_fold", "load_model", "predict", "segment",
@@ -83,6 +83,18 @@ def _seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def _crop(config: AARConfig, patch: tuple, by_classes, by_pos_neg):
+    """The training crop of :attr:`AARConfig.hip_crop_weight` (MONAI transform classes passed in)."""
+    if config.hip_crop_weight > 0:
+        hips = config.hip_crop_weight
+        ratios = [1.0 if value in (schema.BACKGROUND, schema.OTHER_BONE) else hips for value in range(N_CLASSES)]
+        # warn=False: a case without one of the classes (a hip outside the volume) gets crops of the others.
+        return by_classes(keys=["image", "label"], label_key="label", spatial_size=patch, ratios=ratios,
+                          num_classes=N_CLASSES, num_samples=config.samples_per_case, warn=False)
+    return by_pos_neg(keys=["image", "label"], label_key="label", spatial_size=patch, pos=2.0, neg=1.0,
+                      num_samples=config.samples_per_case)
+
+
 def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device: str, out: Path,
                progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """Train one fold's network on ``samples`` (the other folds' cases) and save its checkpoint.
@@ -93,7 +105,8 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     import torch
     from monai.data import DataLoader, Dataset
     from monai.losses import DiceCELoss
-    from monai.transforms import Compose, RandCropByPosNegLabeld, RandScaleIntensityd, RandShiftIntensityd, SpatialPadd
+    from monai.transforms import (Compose, RandCropByLabelClassesd, RandCropByPosNegLabeld, RandScaleIntensityd,
+                                  RandShiftIntensityd, SpatialPadd)
 
     seed = int(np.random.SeedSequence([config.seed, round_, fold]).generate_state(1)[0])
     _seed_everything(seed)
@@ -102,8 +115,7 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     patch = (config.patch_size,) * 3
     transform = Compose([
         SpatialPadd(keys=["image", "label"], spatial_size=patch),
-        RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=patch, pos=2.0, neg=1.0,
-                               num_samples=config.samples_per_case),
+        _crop(config, patch, RandCropByLabelClassesd, RandCropByPosNegLabeld),
         RandShiftIntensityd(keys="image", offsets=0.03, prob=0.5),
         RandScaleIntensityd(keys="image", factors=0.05, prob=0.5),
     ])
