@@ -27,7 +27,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side-by-side row (the fastest is kept)")
     args = parser.parse_args(argv)
     if args.speed_only:
-        previous = json.loads((RESULTS / "bench_bone.json").read_text())
+        previous = json.loads((RESULTS / "bench_bone.json").read_text(encoding="utf-8"))
         speed = _stamped(_speed_rows(args.device, args.repeats))
         kept = [r for r in previous["rows"] if not r["experiment"].startswith("speed")]
         for row in kept:  # they keep the commit they were measured at

@@ -79,11 +79,11 @@ def main(argv=None):
               f"{first['n_test']} test cases with ground truth); preset {preset} "
               f"({', '.join(f'{k} {v}' for k, v in settings.items())}); {seeds} seed(s) per network; "
               f"{args.device}; wall time {wall_s / 60:.1f} min (`{command}`)\n\n")
-    table = (out / "results.md").read_text()
+    table = (out / "results.md").read_text(encoding="utf-8")
     write_results(name, {"machine": machine(), "command": command, "cases": args.cases, "preset": preset,
                          "settings": settings, "epochs": args.epochs, "seeds": seeds,
                          "n_train": first["n_train"], "n_test": first["n_test"], "wall_s": round(wall_s, 1),
-                         "results": json.loads((out / "results.json").read_text()),
+                         "results": json.loads((out / "results.json").read_text(encoding="utf-8")),
                          "per_seed": {r["model"]: r["per_seed"] for r in results}},
                   header + table)
     shutil.copyfile(out / "results.png", RESULTS / f"{name}.png")

@@ -136,7 +136,7 @@ class CodeHistory:
 
 def _load(results: Path, name: str):
     path = results / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -312,7 +312,7 @@ def _gpu_lines(results: Path, history: CodeHistory) -> list:
 
     def read(name):
         path = folder / name
-        return json.loads(path.read_text()) if path.is_file() else None
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
     def cell(name, stamp=None):
         stamp = stamp or {}
@@ -432,7 +432,7 @@ def replace_readme_section(text: str, markdown: str) -> str:
 
 def _update_readme(markdown: str) -> None:
     readme = ROOT / "README.md"
-    atomic_write_text(readme, replace_readme_section(readme.read_text(), markdown))
+    atomic_write_text(readme, replace_readme_section(readme.read_text(encoding="utf-8"), markdown))
 
 
 def main(argv=None):

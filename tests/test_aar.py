@@ -172,11 +172,11 @@ def test_queue_exports_the_most_uncertain_cases_in_their_own_geometry(fresh, tmp
                                            for name in ("label.nii.gz", "prediction.nii.gz", "disagreement.nii.gz"))
         assert np.array_equal(disagreement, (label != prediction).astype(np.uint8))
         assert (folder / "qc.png").stat().st_size > 1000
-    table = (tmp_path / "queue" / "thagpu_labels.ctbl").read_text().splitlines()
+    table = (tmp_path / "queue" / "thagpu_labels.ctbl").read_text(encoding="utf-8").splitlines()
     assert table[1:] == [f"{v} {n} " + " ".join(map(str, rounds_module.TABLE_COLOURS[v])) + f" {0 if v == 0 else 255}"
                          for v, n in schema.LABEL_NAMES.items()]
     assert table[4].split()[2:5] == [str(c) for c in LABEL_COLOURS[3]]  # the QC picture's colours
-    assert '"acetabulum_right"' in (tmp_path / "queue" / "thagpu_labels.txt").read_text()
+    assert '"acetabulum_right"' in (tmp_path / "queue" / "thagpu_labels.txt").read_text(encoding="utf-8")
     # Labels nobody corrected are not imported; corrected ones become manual and leave the next queue.
     with pytest.raises(InputError, match="unchanged"):
         import_labels(fresh, tmp_path / "queue")
@@ -259,7 +259,7 @@ def test_simulation_runs_tiny_and_resumes(tmp_path):
                          ("epistemic round 2: fold 1:", 1), ("epistemic round 1: scoring:", 4)):
         found = [line for line in lines if stage in line]
         assert len(found) == count and all("elapsed" in line and "eta" in line for line in found), (stage, lines)
-    summary = json.loads((tmp_path / "sim" / "simulation.json").read_text())
+    summary = json.loads((tmp_path / "sim" / "simulation.json").read_text(encoding="utf-8"))
     curves = summary["strategies"]
     assert set(curves) == {"disagreement", "epistemic"} and all(len(v) == 3 for v in curves.values())
     assert curves["disagreement"][0] == curves["epistemic"][0] < 0.9  # pseudo labels err
@@ -271,7 +271,7 @@ def test_simulation_runs_tiny_and_resumes(tmp_path):
     assert [len(r["chosen"]) for r in detail] == [0, 1, 1] and detail[1]["chosen"] != detail[2]["chosen"]
     assert (tmp_path / "sim" / "simulation.png").stat().st_size > 5000
     again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0 and json.loads((tmp_path / "sim" / "simulation.json").read_text())["strategies"] == curves
+    assert again.returncode == 0 and json.loads((tmp_path / "sim" / "simulation.json").read_text(encoding="utf-8"))["strategies"] == curves
 
 
 def test_simulation_stopped_after_choosing_does_not_choose_again(tmp_path, monkeypatch):

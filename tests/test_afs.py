@@ -284,7 +284,7 @@ def test_abdomen_without_hips_is_not_found(abdomen_dicom, tmp_path):
     result = run_case(abdomen_dicom, tmp_path, case_id="abdomen", device="cpu")
     assert not np.isin(result.labels, [1, 2, 3, 4]).any()
     assert (result.labels == schema.OTHER_BONE).any()  # the spine is still bone
-    stored = json.loads(result.outputs["measurements"].read_text())
+    stored = json.loads(result.outputs["measurements"].read_text(encoding="utf-8"))
     for side in ("left", "right"):
         assert stored["sides"][side]["status"] == "not_found"
         assert "no femoral head" in stored["sides"][side]["message"]
@@ -296,7 +296,7 @@ def test_run_case_writes_labels_measurements_and_qc(tmp_path):
     case = make_phantom(4004, size="small", preset="easy")
     paths = write_phantom(case, tmp_path / "in")
     result = run_case(paths["ct"], tmp_path / "out", device="cpu")
-    stored = json.loads(result.outputs["measurements"].read_text())
+    stored = json.loads(result.outputs["measurements"].read_text(encoding="utf-8"))
     assert set(stored["timings_s"]) >= {"load", "bone", "afs", "write"}
     assert {stored["sides"][s]["status"] for s in ("left", "right")} == {"ok"}
     import SimpleITK as sitk

@@ -11,7 +11,7 @@ from benchmarks import gpu_pipeline
 def test_gpu_pipeline_dry_run_on_the_cpu(tmp_path, capsys):
     gpu_pipeline.main(["--device", "cpu", "--size", "small", "--repeats", "1", "--seed", "4001",
                        "--out", str(tmp_path)])
-    result = json.loads((tmp_path / "gpu_pipeline.json").read_text())
+    result = json.loads((tmp_path / "gpu_pipeline.json").read_text(encoding="utf-8"))
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
     # A dry run compares the CPU with itself, so its parity figures say nothing about a GPU: check that
     # the fields a GPU run reports are there and well formed (tests/test_gpu_parity.py checks parity).

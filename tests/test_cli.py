@@ -80,7 +80,7 @@ def test_phantom_then_run_writes_outputs(tmp_path, capsys):
     code, _, _ = run_cli(["run", str(ct), "--out", str(tmp_path / "res"), "--device", "cpu"], capsys)
     assert code == 0
     case = tmp_path / "res" / "hard-tiny-00003"
-    measurements = json.loads((case / "measurements.json").read_text())
+    measurements = json.loads((case / "measurements.json").read_text(encoding="utf-8"))
     assert measurements["input"]["size"] == list(sitk.ReadImage(str(ct)).GetSize())
     assert {"load", "write"} <= set(measurements["timings_s"])
     labels = sitk.ReadImage(str(case / "labels.nii.gz"))
@@ -103,7 +103,7 @@ def test_demo_prints_accuracy_table(tmp_path, capsys):
                             "--device", "cpu"], capsys)
     assert code == 0
     assert "head L" in out and "mean" in out
-    summary = json.loads((tmp_path / "d" / "demo.json").read_text())
+    summary = json.loads((tmp_path / "d" / "demo.json").read_text(encoding="utf-8"))
     assert summary["cases"][0]["case_id"] == "hard-tiny-01000"
 
 

@@ -187,7 +187,7 @@ def test_build_mixed_folder_records_each_failure_and_goes_on(tmp_path, tiny_case
     for case_id in ("hard-tiny-07200", "hard-tiny-07201", "abdomen"):
         out = tmp_path / "ds" / "cases" / case_id
         assert sorted(p.name for p in out.iterdir()) == ["labels.nii.gz", "measurements.json", "qc.png"]
-        measurements = json.loads((out / "measurements.json").read_text())
+        measurements = json.loads((out / "measurements.json").read_text(encoding="utf-8"))
         assert measurements["config_hash"] == config_hash(Config())
         assert measurements["input"]["sha256"] == rows[case_id]["input_hash"]
         assert rows[case_id]["t_bone"] > 0 and rows[case_id]["t_total"] >= rows[case_id]["t_afs"]
@@ -235,7 +235,7 @@ class _ReportParser(HTMLParser):
 
 def _parse_report(path: Path) -> dict:
     parser = _ReportParser()
-    parser.feed(path.read_text())
+    parser.feed(path.read_text(encoding="utf-8"))
     return {"rows": parser.rows, "links": parser.links}
 
 
@@ -347,7 +347,7 @@ def test_cluster_build_survives_a_killed_worker_and_resume_does_nothing(tmp_path
             volume = load_ct(folder / case / "ct.nii.gz")
             labels = load_labels(out / "labels.nii.gz", volume, allowed=schema.LABEL_NAMES)
             assert labels.any()
-            assert json.loads((out / "measurements.json").read_text())["input"]["sha256"] == \
+            assert json.loads((out / "measurements.json").read_text(encoding="utf-8"))["input"]["sha256"] == \
                 content_hash(folder / case / "ct.nii.gz")
         assert not list(dataset.rglob("*.partial*")) and not (dataset / ".staging").exists()
 
@@ -390,7 +390,7 @@ def _all_text(folder: Path) -> str:
     for path in folder.rglob("*"):
         parts.append(str(path.relative_to(folder)))
         if path.suffix == ".json":
-            parts.append(path.read_text())
+            parts.append(path.read_text(encoding="utf-8"))
         elif path.name.endswith(".nii.gz"):
             with gzip.open(path) as handle:
                 parts.append(handle.read(352).decode("latin-1"))
@@ -401,7 +401,7 @@ def test_nnunet_export_is_valid_and_deidentified(built):
     out = built / "exports" / "Dataset501_Hip"
     summary = export_dataset(built / "ds", out, fmt="nnunet", split=0.67, seed=3)
     assert (summary.n_train, summary.n_test) == (2, 1)
-    meta = json.loads((out / "dataset.json").read_text())
+    meta = json.loads((out / "dataset.json").read_text(encoding="utf-8"))
     assert meta["channel_names"] == {"0": "CT"} and meta["file_ending"] == ".nii.gz"
     assert meta["numTraining"] == 2 and meta["labels"]["acetabulum_right"] == 4 and meta["labels"]["background"] == 0
     images = sorted(p.name for p in (out / "imagesTr").iterdir())
@@ -420,7 +420,7 @@ def test_nnunet_export_is_valid_and_deidentified(built):
         mapping = list(csv.DictReader(handle))
     assert mapping_path(out).parent == out.parent and len(mapping) == 3
     assert {row["case_id"] for row in mapping} >= {"DOE_JOHN_19700101"}
-    datalist = json.loads((out / "datalist.json").read_text())
+    datalist = json.loads((out / "datalist.json").read_text(encoding="utf-8"))
     assert len(datalist["training"]) == 2 and (out / datalist["training"][0]["image"]).is_file()
     with pytest.raises(InputError, match="not empty"):
         export_dataset(built / "ds", out, fmt="nnunet")

@@ -37,7 +37,7 @@ def test_four_networks_train_evaluate_and_resume(export, tmp_path):
     results = benchmark_models(export, tmp_path / "bench", MODELS, preset="tiny", epochs=1, device="cpu",
                                progress=lambda what, i, n: progress.append(i))
     assert [r["model"] for r in results] == MODELS and progress == [1, 2, 3, 4]
-    summary = json.loads((tmp_path / "bench" / "results.json").read_text())
+    summary = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))
     assert [list(r) for r in summary] == [list(RESULT_KEYS)] * 4
     for result in summary:
         assert set(result["dice"]) >= {"femoral_head_left", "acetabulum_right", "other_bone", "mean_hips"}
@@ -48,7 +48,7 @@ def test_four_networks_train_evaluate_and_resume(export, tmp_path):
     settings = [r["per_seed"][0]["settings"] for r in results]
     assert all({k: v for k, v in s.items() if k != "model"} == {k: v for k, v in settings[0].items() if k != "model"}
                for s in settings)
-    table = (tmp_path / "bench" / "results.md").read_text()
+    table = (tmp_path / "bench" / "results.md").read_text(encoding="utf-8")
     assert all(f"| {m} |" in table for m in MODELS)
     assert (tmp_path / "bench" / "results.png").stat().st_size > 5000
     # Resume: nothing is trained again.
@@ -110,11 +110,11 @@ def test_seeds_run_separately_and_report_their_intervals(export, tmp_path):
     low, high = stats.t.interval(0.95, 1, loc=np.mean(train), scale=stats.sem(train))
     assert result["train_s"] == pytest.approx(np.mean(train))
     assert result["ci95"]["train_s"] == pytest.approx((high - low) / 2)
-    (summary,) = json.loads((tmp_path / "bench" / "results.json").read_text())
+    (summary,) = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))
     assert list(summary) == list(RESULT_KEYS)
     assert set(summary["ci95"]) == {"dice", "hd95", "assd", "train_s", "infer_s_per_case", "peak_mem_mb"}
     assert set(summary["ci95"]["dice"]) == set(summary["dice"])
-    table = (tmp_path / "bench" / "results.md").read_text()
+    table = (tmp_path / "bench" / "results.md").read_text(encoding="utf-8")
     assert "seeds 5-6" in table and " ± " in table
     for title in ("### Dice per class", "### HD95 (mm) per class", "### ASSD (mm) per class", "### Cost"):
         assert title in table

@@ -157,6 +157,6 @@ def test_write_phantom_files(tmp_path, hard_case):
     paths = write_phantom(hard_case, tmp_path)
     assert paths["ct"].name == "ct.nii.gz" and paths["ct"].exists()
     assert paths["gt"].exists()
-    truth = json.loads(paths["truth"].read_text())
+    truth = json.loads(paths["truth"].read_text(encoding="utf-8"))
     assert truth["case_id"] == hard_case.case_id
     assert not [p for p in paths["ct"].parent.iterdir() if p.name.startswith(".")]

@@ -282,7 +282,7 @@ def test_truth_is_plain_json_and_written(tmp_path):
     for preset, seed in (("anatomic_truncated", 83), ("anatomic_implant", 84)):
         case = make_phantom(seed, size="tiny", preset=preset)
         paths = write_phantom(case, tmp_path)
-        truth = json.loads(paths["truth"].read_text())
+        truth = json.loads(paths["truth"].read_text(encoding="utf-8"))
         assert truth == json.loads(json.dumps(case.truth))
         for side in truth["sides"].values():
             assert side["joint_space_min_mm"] <= side["joint_space_mean_mm"] == side["joint_space_mm"]

@@ -25,7 +25,7 @@ def test_readme_section_is_what_run_all_writes_from_the_committed_results():
     """Fails when a result file, the code a row describes, or the README's section changed without
     ``python -m benchmarks.run_all --summary-only`` being run after it."""
     _, markdown = summary_markdown()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert _readme_section(readme) == markdown, (
         "README.md's benchmark section differs from the result files: run "
         "`python -m benchmarks.run_all --summary-only` and commit README.md and benchmarks/results/summary.*")
@@ -41,7 +41,7 @@ def test_every_row_says_which_code_it_describes():
     for row in rows:
         cell = row.rstrip(" |").rsplit(" | ", 1)[1]
         assert cell.startswith(stamp) or cell[:7].isalnum(), row  # a commit, or why there is none
-    accuracy = json.loads((RESULTS / "bench_accuracy.json").read_text())
+    accuracy = json.loads((RESULTS / "bench_accuracy.json").read_text(encoding="utf-8"))
     assert summary["accuracy"]["measured_at"].startswith(accuracy["machine"]["commit"])
     for spacing in ("1 mm", "0.8x0.8x3 mm", "3 mm"):
         assert f"| anatomic {spacing} |" in markdown

@@ -40,7 +40,7 @@ def atomic_path(path):
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> with atomic_path(d / "a.txt") as tmp:
     ...     _ = tmp.write_text("done")
-    >>> (d / "a.txt").read_text()
+    >>> (d / "a.txt").read_text(encoding="utf-8")
     'done'
     """
     path = Path(path)

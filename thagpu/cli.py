@@ -431,7 +431,7 @@ def benchmark_models_command(
         results = benchmark_models(export_dir, out_dir, names, preset=None if preset == "auto" else preset,
                                    epochs=epochs, device=resolve_device(device), seed=seed, seeds=seeds,
                                    progress=report, lines=not console.is_terminal)
-    out.print((out_dir / "results.md").read_text())
+    out.print((out_dir / "results.md").read_text(encoding="utf-8"))
     out.print(f"{len(results)} network(s); results in {out_dir}")
 
 

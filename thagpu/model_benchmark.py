@@ -82,7 +82,7 @@ def read_split(export_dir) -> tuple:
     for name in ("datalist.json", "dataset.json"):
         path = export_dir / name
         if path.is_file():
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data.get("training"), list):
                 def entries(items):
                     return [{"id": Path(item["label"]).name.replace(".nii.gz", ""),
@@ -383,7 +383,7 @@ def benchmark_models(export_dir, out, models=None, *, preset: Optional[str] = No
         folder = out / model / f"seed_{run_seed}"
         result_file = folder / "result.json"
         if result_file.is_file():
-            kept = json.loads(result_file.read_text())
+            kept = json.loads(result_file.read_text(encoding="utf-8"))
             same = (kept.get("settings") == asdict(AARConfig(**run_settings, model=model))
                     and kept.get("device") == device and kept.get("export") == export_dir)
             if not same:
@@ -397,7 +397,7 @@ def benchmark_models(export_dir, out, models=None, *, preset: Optional[str] = No
             if process.exitcode != 0 or not result_file.is_file():
                 failed.append(f"{model} seed {run_seed} (exit status {process.exitcode})")  # the others still run
                 continue
-        per_model[model].append(json.loads(result_file.read_text()))
+        per_model[model].append(json.loads(result_file.read_text(encoding="utf-8")))
         if progress:
             progress("networks x seeds", i + 1, len(runs))
     results = [dict(aggregate_seeds(per_model[m]),

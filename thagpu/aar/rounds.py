@@ -312,7 +312,7 @@ def _corrected_files(folder: Path) -> tuple:
         raise InputError(folder, "must be a folder of corrected labels")
     found, untouched = {}, []
     if (folder / "queue.csv").is_file():
-        with open(folder / "queue.csv", newline="") as handle:
+        with open(folder / "queue.csv", newline="", encoding="utf-8") as handle:
             for entry in csv.DictReader(handle):
                 path = folder / entry["folder"] / "label.nii.gz"
                 if not path.is_file():

@@ -100,7 +100,7 @@ def _save_state(path: Path, state: dict) -> None:
 def _run_strategy(strategy: str, folder: Path, rounds: int, budget: int, config: Config, device: str,
                   seed: int, fuse: bool, progress) -> dict:
     state_path = folder / "simulation_state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"rounds": []}
+    state = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {"rounds": []}
     if not state["rounds"]:
         per_case = _dataset_dice(folder)
         state["rounds"].append({"round": 0, "mean_dice": float(np.mean(list(per_case.values()))),
@@ -228,7 +228,7 @@ def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", 
     params = {"cases": cases, "budget": budget, "size": size, "seed": seed, "fuse": fuse,
               "strategies": list(strategies), "aar": dataclasses.asdict(config.aar)}
     if (out / "params.json").is_file():
-        previous = json.loads((out / "params.json").read_text())
+        previous = json.loads((out / "params.json").read_text(encoding="utf-8"))
         if previous != params:
             changed = sorted(k for k in params if previous.get(k) != params[k])
             raise InputError(out, f"holds a simulation with other settings ({', '.join(changed)}); "
