@@ -19,8 +19,6 @@ def _readme_section(text: str) -> str:
     return text.split(README_START, 1)[1].split(README_END, 1)[0].lstrip("\n")
 
 
-@pytest.mark.skipif(not CodeHistory(ROOT).available,
-                    reason="the 'measured at' column needs the git history (not in an installed copy)")
 def test_readme_section_is_what_run_all_writes_from_the_committed_results():
     """Fails when a result file, the code a row describes, or the README's section changed without
     ``python -m benchmarks.run_all --summary-only`` being run after it."""
@@ -49,8 +47,7 @@ def test_every_row_says_which_code_it_describes():
 
 def test_the_gpu_files_say_they_were_not_measured_on_the_current_code():
     """``results/gpu/`` predates the commit stamps and the code changed after it was committed."""
-    if not CodeHistory(ROOT).available:
-        pytest.skip("needs the git history")
+    assert CodeHistory(ROOT).available, "the staleness marks need the git history (a clone has it)"
     _, markdown = summary_markdown()
     gpu = [line for line in markdown.splitlines() if line.startswith("| gpu/")]
     assert gpu and all(STALE in line for line in gpu)
@@ -77,7 +74,6 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_rows_measured_before_a_code_change_are_marked_stale(tmp_path):
     repo = tmp_path
     _git(repo, "init", "-q")
