@@ -4,11 +4,9 @@ them, every row says which code it describes, and rows measured before a code ch
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from benchmarks.common import RESULTS
 from benchmarks.run_all import (README_END, README_START, ROOT, STALE, CodeHistory, replace_readme_section,
