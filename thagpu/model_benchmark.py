@@ -54,7 +54,7 @@ __all__ = ["PRESETS", "PRESET_MODELS", "PRESET_SEEDS", "default_preset", "read_s
 PRESETS = {
     "tiny": {"spacing_mm": 4.5, "patch_size": 32, "width": 8, "epochs": 2, "samples_per_case": 2, "batch_size": 2,
              "hip_crop_weight": 1.0},
-    "cpu": {"spacing_mm": 3.0, "patch_size": 32, "width": 8, "epochs": 40, "samples_per_case": 4, "batch_size": 4,
+    "cpu": {"spacing_mm": 3.0, "patch_size": 32, "width": 8, "epochs": 500, "samples_per_case": 4, "batch_size": 4,
             "hip_crop_weight": 1.0},
     "gpu": {"spacing_mm": 1.5, "patch_size": 96, "width": 32, "epochs": 300, "samples_per_case": 2,
             "batch_size": 2, "hip_crop_weight": 1.0},
