@@ -160,6 +160,12 @@ class AFSConfig:
     min_joint_space_mm: float = 0.5
     #: Confidence below this makes an otherwise fitted side ``low_confidence``.
     min_confidence: float = 0.5
+    #: The head's radius from a blurred thin-cortex model along its lines (docs/afs.md, step 4b):
+    #: the scanner's in-plane point-spread sigma (mm; standard kernels 0.4-0.7) and the slice
+    #: sensitivity profile's sigma as a fraction of the slice spacing (0.42: FWHM = the slice).
+    cortex_edge_model: bool = True
+    psf_sigma_mm: float = 0.55
+    slice_profile_fraction: float = 0.42
 
     def __post_init__(self):
         if not 0 < self.min_radius_mm < self.max_radius_mm:
@@ -170,6 +176,8 @@ class AFSConfig:
             raise ValueError("afs.profile_step_mm and afs.vote_spacing_mm must be > 0, afs.profile_sigma_mm >= 0")
         if not 0.0 < self.min_inlier_fraction < 1.0:
             raise ValueError("afs.min_inlier_fraction must be between 0 and 1")
+        if self.psf_sigma_mm < 0 or self.slice_profile_fraction < 0:
+            raise ValueError("afs.psf_sigma_mm and afs.slice_profile_fraction must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from ..config import AFSConfig, Config
 from ..device import get_array_module, to_host
 from ..volume import Volume
 from .angles import center_edge_angle, radiographic_angles
-from .boundary import RadialBoundary, locate_boundary
+from .boundary import RadialBoundary, fibonacci_directions, locate_boundary
+from .cortex_model import CortexEdge, head_edge_offset
 from .candidates import head_candidates
 from .fit import fit_sphere
 from .implant import find_metal
@@ -84,6 +85,14 @@ def _head_score(boundary: RadialBoundary) -> float:
     0.1 mm). Trochanters and shafts fit spheres loosely and stand in soft tissue.
     """
     return boundary.consensus() * boundary.embedded / max(boundary.sphere.rms, 0.1)
+
+
+def _edge_report(edge: CortexEdge | None) -> dict | None:
+    """The blurred-cortex fit as measurements: None when it was not run or had too few clean lines."""
+    if edge is None:
+        return None
+    return {"offset_mm": edge.offset_mm, "applied": edge.trusted, "cortex_mm": edge.thickness_mm,
+            "levels_hu": list(edge.levels_hu), "lines": edge.lines}
 
 
 def _not_found(message: str) -> dict:
@@ -299,8 +308,16 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         boundary = locate_boundary(image, first.sphere.center / np.asarray(spacing), first.sphere.radius, spacing,
                                    n_directions=cfg.n_directions, step_mm=cfg.profile_step_mm,
                                    sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm, bone=bone) or first
+        edge = None
+        if cfg.cortex_edge_model:
+            edge = head_edge_offset(image, boundary.sphere.center, boundary.sphere.radius,
+                                    fibonacci_directions(cfg.n_directions), spacing,
+                                    psf_sigma_mm=cfg.psf_sigma_mm, slice_profile_fraction=cfg.slice_profile_fraction)
+            if edge is not None and edge.trusted:
+                boundary = boundary.with_surface_offset(edge.offset_mm)
         field = SurfaceField(boundary)
         sides[side] = _side_measurements(boundary, field, volume, side, cfg)
+        sides[side]["head_edge_model"] = _edge_report(edge)
         region = hip_region(image, bone, spacing, field)  # device -> host here, in this thread
         if region is not None:
             splits[side] = (region, field, spacing, side)

@@ -18,8 +18,8 @@ directions in which the acetabulum covers the head.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -119,7 +119,7 @@ def _peak_table(keep, response):
     return index, strength
 
 
-@dataclass
+@dataclasses.dataclass
 class RadialBoundary:
     """The head (and socket) boundary found along radial lines.
 
@@ -181,6 +181,14 @@ class RadialBoundary:
         """
         inside = ~self.outside
         return float(self.bone_beyond[inside].mean()) if inside.any() else 0.0
+
+    def with_surface_offset(self, offset_mm: float) -> "RadialBoundary":
+        """The same boundary with the head's surface ``offset_mm`` further out (negative: in) on every line.
+
+        Used to correct the edge positions by the blurred-cortex model (:mod:`thagpu.afs.cortex_model`).
+        """
+        sphere = dataclasses.replace(self.sphere, radius=self.sphere.radius + offset_mm)
+        return dataclasses.replace(self, head_t=self.head_t + offset_mm, sphere=sphere)
 
     def consensus(self, tolerance_mm: float = 1.0) -> float:
         """Share of the lines inside the field of view whose head point lies within ``tolerance_mm`` of the sphere.
