@@ -314,7 +314,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                                     fibonacci_directions(cfg.n_directions), spacing,
                                     psf_sigma_mm=cfg.psf_sigma_mm, slice_profile_fraction=cfg.slice_profile_fraction)
             if edge is not None and edge.trusted:
-                boundary = boundary.with_surface_offset(edge.offset_mm)
+                boundary = boundary.with_radius_offset(edge.offset_mm)
         field = SurfaceField(boundary)
         sides[side] = _side_measurements(boundary, field, volume, side, cfg)
         sides[side]["head_edge_model"] = _edge_report(edge)

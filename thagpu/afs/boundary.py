@@ -182,13 +182,16 @@ class RadialBoundary:
         inside = ~self.outside
         return float(self.bone_beyond[inside].mean()) if inside.any() else 0.0
 
-    def with_surface_offset(self, offset_mm: float) -> "RadialBoundary":
-        """The same boundary with the head's surface ``offset_mm`` further out (negative: in) on every line.
+    def with_radius_offset(self, offset_mm: float) -> "RadialBoundary":
+        """The same boundary with the fitted sphere's radius ``offset_mm`` larger (negative: smaller).
 
-        Used to correct the edge positions by the blurred-cortex model (:mod:`thagpu.afs.cortex_model`).
+        The blurred-cortex model (:mod:`thagpu.afs.cortex_model`) corrects the radius; the lines' edges
+        stay where the profiles fall fastest, as the socket's edges do, so the joint space between the
+        two and the split's mid-surface keep one convention (shifting them too let the femur's flood
+        take acetabular roof at 3 mm slices).
         """
         sphere = dataclasses.replace(self.sphere, radius=self.sphere.radius + offset_mm)
-        return dataclasses.replace(self, head_t=self.head_t + offset_mm, sphere=sphere)
+        return dataclasses.replace(self, sphere=sphere)
 
     def consensus(self, tolerance_mm: float = 1.0) -> float:
         """Share of the lines inside the field of view whose head point lies within ``tolerance_mm`` of the sphere.
