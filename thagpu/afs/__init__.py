@@ -33,7 +33,7 @@ from ..config import AFSConfig, Config
 from ..device import get_array_module, to_host
 from ..volume import Volume
 from .angles import center_edge_angle, radiographic_angles
-from .boundary import RadialBoundary, fibonacci_directions, locate_boundary
+from .boundary import RadialBoundary, locate_boundary
 from .cortex_model import CortexEdge, head_edge_offset
 from .candidates import head_candidates
 from .fit import fit_sphere
@@ -310,9 +310,9 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
                                    sigma_mm=cfg.profile_sigma_mm, scale_mm=cfg.fit_outlier_mm, bone=bone) or first
         edge = None
         if cfg.cortex_edge_model:
-            edge = head_edge_offset(image, boundary.sphere.center, boundary.sphere.radius,
-                                    fibonacci_directions(cfg.n_directions), spacing,
-                                    psf_sigma_mm=cfg.psf_sigma_mm, slice_profile_fraction=cfg.slice_profile_fraction)
+            edge = head_edge_offset(image, boundary.sphere.center, boundary.sphere.radius, boundary.directions,
+                                    spacing, psf_sigma_mm=cfg.psf_sigma_mm,
+                                    slice_profile_fraction=cfg.slice_profile_fraction)
             if edge is not None and edge.trusted:
                 boundary = boundary.with_radius_offset(edge.offset_mm)
         field = SurfaceField(boundary)

@@ -120,7 +120,6 @@ class _EdgeTable:
     STEP_MM = 0.025
 
     def __init__(self, profiles, offsets, sigma, lo_mm, hi_mm):
-        self.profiles = profiles
         self.positions = np.arange(lo_mm, hi_mm + self.STEP_MM / 2, self.STEP_MM)
         steps = ndtr((offsets[None, None, :] - self.positions[:, None, None]) / sigma[None, :, None])
         self.steps = steps  # (P, L, S)
@@ -236,16 +235,19 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     directions = np.asarray(directions, dtype=np.float64)
+    # Lines under too wide a blur say nothing here: drop them before sampling (on 3 mm grids, all).
+    sigma = line_blur_sigma(directions, spacing, psf_sigma_mm, slice_profile_fraction)
+    sharp = sigma <= MAX_BLUR_MM
+    if sharp.sum() < MIN_LINES:
+        return None
+    directions, sigma = directions[sharp], sigma[sharp]
     radii = (radius_mm + SAMPLE_OFFSETS_MM).astype(np.float32)
     centre_index = np.asarray(center_mm, dtype=np.float64) / spacing
     # Unsmoothed samples: the model carries the blur itself.
     profiles, _ = radial_profiles(image, centre_index, directions, radii, spacing, sigma_samples=0.01)
     profiles = np.asarray(to_host(profiles), dtype=np.float64)
-    beyond = SAMPLE_OFFSETS_MM > 0.8
-    clean = np.isfinite(profiles).all(axis=1)
-    clean &= np.where(clean, np.nan_to_num(profiles[:, beyond], nan=np.inf).max(axis=1), np.inf) < SOFT_MAX_HU
-    sigma = line_blur_sigma(directions, spacing, psf_sigma_mm, slice_profile_fraction)
-    clean &= sigma <= MAX_BLUR_MM
+    # Clean: inside the field of view (no NaN) and soft tissue only beyond the edge (NaN compares False).
+    clean = np.isfinite(profiles).all(axis=1) & ~(profiles[:, SAMPLE_OFFSETS_MM > 0.8] >= SOFT_MAX_HU).any(axis=1)
     if clean.sum() < MIN_LINES:
         return None
     return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean])
