@@ -30,7 +30,7 @@ from .cleanup import fill_cavities, fluid_voxels, remove_non_skeletal
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
-from .halfmax import half_max_tilt, soft_side_rim
+from .halfmax import half_max_tilt, soft_side_rim, thin_cortex_level
 from .morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
 from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
@@ -141,6 +141,15 @@ class Shells:
         return Shells(*(None if a is None else a[box] for a in (self.shell, self.cancellous, self.tilt, self.outside)))
 
 
+def half_max_level(config: BoneConfig, spacing) -> float:
+    """The surface level of the half-maximum tilt: ``config.half_max_level``, or the thin-cortex level
+    of the voxel size (:func:`thagpu.bone.halfmax.thin_cortex_level`)."""
+    if config.half_max_level is not None:
+        return float(config.half_max_level)
+    return thin_cortex_level(spacing, cortex_mm=config.half_max_cortex_mm, psf_sigma_mm=config.half_max_psf_mm,
+                             smooth_vox=LIGHT_SMOOTH_VOX)
+
+
 def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None) -> Shells:
     """The bone shells, the cancellous bone and the half-maximum tilt of ``image`` (see :class:`Shells`).
 
@@ -160,7 +169,8 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
     tilt = None
     if config.half_max_weight > 0:
         tilt = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
-                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu))
+                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
+                             level=half_max_level(config, spacing))
     if config.cancellous_margin_hu <= 0:
         cancellous, bone_like = None, shell
     else:
@@ -239,6 +249,7 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
         # partial-volume rim outside it closes the shells but is left to the half-maximum rule.
         interior &= ~shells.outside
     cost_bone, cost_background = model.costs(image)
+    rim = None
     if shells.tilt is not None:
         # Where the intensity model is neutral, near bone-like voxels, the surface lies at
         # half-way between the two sides.
@@ -248,6 +259,12 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
             # One voxel inside cancellous bone, a darker pocket next to a bright trabecula or cortex
             # is bone, not the soft side of a surface.
             tilt = xp.where(erode_one_voxel(cancellous), xp.maximum(tilt, np.float32(0.0)), tilt)
+        # Up to the cortical seed level, a voxel below the local surface level is the blurred rim
+        # of a brighter cortex, however bone-like its CT alone: the intensity costs step aside.
+        rim = ((image >= np.float32(model.bone_min_hu)) & (image < np.float32(thresholds.seed_hu))
+               & (shells.tilt < 0) & ~background_seed)
+        cost_background = xp.where(rim, np.float32(0.0), cost_background)
+        tilt = xp.where(rim, shells.tilt, tilt)
         weight = np.float32(config.half_max_weight)
         cost_background = cost_background + weight * xp.maximum(tilt, np.float32(0.0))
         cost_bone = cost_bone + weight * xp.maximum(-tilt, np.float32(0.0))
@@ -263,7 +280,7 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     links = pairwise_weights(image, neighbours(image.shape, spacing, config.connectivity),
                              sigma_hu=thresholds.sigma_hu, weight=config.pairwise_weight)
     energy = Energy(cost_bone=cost_bone, cost_background=cost_background, bone_seed=bone_seed,
-                    background_seed=background_seed, links=links)
+                    background_seed=background_seed, links=links, rim=rim)
     return energy, thresholds.to_dict(), body
 
 
@@ -450,9 +467,13 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     mask_r = cut_r
     if config.fill_cavities:
         # Filled cavities never take background seeds (a metal stem inside the femoral shaft).
-        mask_r = fill_cavities(cut_r, spacing, closing_mm=config.fill_closing_mm,
+        # The rim the half-maximum rule leaves out still closes a thin cortex around its marrow.
+        outline = cut_r if energy.rim is None else cut_r | energy.rim
+        mask_r = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
                                max_slice_hole_mm2=config.max_slice_hole_mm2,
                                fluid=fluid_voxels(image_r)) & ~energy.background_seed
+        if energy.rim is not None:
+            mask_r &= cut_r | ~energy.rim
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
                                          image=image_r, noise_hu=thresholds.levels.noise_hu,

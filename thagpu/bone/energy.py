@@ -38,6 +38,10 @@ class Energy:
         Hard constraints (disjoint).
     links : list of (Neighbour, float32 array)
         Pairwise weights, one array per neighbour direction over its ``src`` region.
+    rim : (X, Y, Z) bool array, optional
+        Voxels bright enough for the intensity costs to call bone but below the local surface
+        level (the partial-volume rim of a cortex; see ``BoneConfig.half_max_level``). Not part
+        of the energy: they close a bone's outline when its cavities are filled, without being bone.
     """
 
     cost_bone: object
@@ -45,6 +49,7 @@ class Energy:
     bone_seed: object
     background_seed: object
     links: list
+    rim: object = None
 
     @property
     def shape(self):
