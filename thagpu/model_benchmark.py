@@ -262,11 +262,12 @@ def aggregate_seeds(per_seed: list) -> dict:
 
 
 def _plot(path: Path, results: list) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
+    from matplotlib.figure import Figure
     names = [schema.LABEL_NAMES[c] for c in _CLASSES]
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    figure = Figure(figsize=(11, 4), dpi=110)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
     width = 0.8 / max(1, len(results))
     for i, result in enumerate(results):
         x = np.arange(len(names)) + i * width
@@ -286,7 +287,6 @@ def _plot(path: Path, results: list) -> None:
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp)
-    plt.close(figure)
 
 
 def _cell(mean, half, digits: int = 3) -> str:

@@ -156,10 +156,11 @@ def _choose(strategy, folder, round_, before, budget, config, device, seed, fuse
 
 
 def _plot(path: Path, curves: dict, budget: int) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=120)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global state
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axis = figure.subplots()
     for name, values in curves.items():
         axis.plot(range(len(values)), values, marker="o", label=name)
     axis.set_xlabel(f"round (each: {budget} case(s) corrected by the oracle)")
@@ -170,7 +171,6 @@ def _plot(path: Path, curves: dict, budget: int) -> None:
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp)
-    plt.close(figure)
 
 
 def simulate(out, *, cases: int, rounds: int, budget: int, size: str = "small", config: Config | None = None,
