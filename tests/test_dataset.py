@@ -479,3 +479,63 @@ def test_a_local_build_starts_while_the_default_dashboard_port_is_taken():
             cluster.close()
     finally:
         holder.close()
+
+
+# -- hazards of shared state -------------------------------------------------------------------
+
+def test_device_mistakes_of_a_build_are_one_line_errors(tmp_path, monkeypatch):
+    import thagpu.device
+    from thagpu.dataset.engine import _start_client, check_worker_devices
+    from thagpu.errors import DeviceError
+    with pytest.raises(InputError, match="cannot build with --device cpu"):
+        build_dataset(_empty_with_input(tmp_path), tmp_path / "ds", scheduler="cuda", device="cpu")
+    monkeypatch.setattr(thagpu.device, "gpu_count", lambda: 1)
+    with pytest.raises(DeviceError, match="--workers 2 with --scheduler cuda, but 1 GPU"):
+        _start_client("cuda", 2, None)
+    # Workers of one cluster on two devices, or on another device than the dataset's: refused.
+    with pytest.raises(InputError, match=r"different devices \(1 on cpu, 1 on gpu\)"):
+        check_worker_devices({"tcp://a:1": "cpu", "tcp://b:1": "gpu"}, None, tmp_path)
+    with pytest.raises(InputError, match="was built on gpu, these workers run on cpu"):
+        check_worker_devices({"tcp://a:1": "cpu"}, "gpu", tmp_path)
+    with pytest.raises(DeviceError, match="worker tcp://a:1: --device gpu was asked for"):
+        check_worker_devices({"tcp://a:1": "error: --device gpu was asked for but no GPU is usable"}, None, tmp_path)
+    assert check_worker_devices({"tcp://a:1": "cpu", "tcp://b:1": "cpu"}, "cpu", tmp_path) == "cpu"
+
+
+def test_a_dataset_built_on_one_device_refuses_workers_on_another(tmp_path):
+    """The device is resolved on the workers and recorded per case and for the dataset; a resumed
+    build whose workers run elsewhere stops before any case runs."""
+    folder = _empty_with_input(tmp_path)
+    build_dataset(folder, tmp_path / "ds", workers=1, device="cpu")
+    with Ledger(tmp_path / "ds" / LEDGER_NAME) as ledger:
+        assert ledger.get_meta("device") == "cpu"
+        assert [row["device"] for row in ledger.rows()] == ["cpu"]
+        ledger.set_meta("device", "gpu")  # as if the first cases had run on GPUs
+    _write_ct(make_phantom(7298, size="tiny", preset="hard"), folder / "b.nii.gz")
+    with pytest.raises(InputError, match="was built on gpu, these workers run on cpu"):
+        build_dataset(folder, tmp_path / "ds", workers=1, device="cpu", resume=True)
+    with Ledger(tmp_path / "ds" / LEDGER_NAME) as ledger:
+        assert ledger.counts()["running"] == 0 and ledger.counts()["done"] == 1
+
+
+def test_the_ledger_uses_a_rollback_journal_on_a_network_file_system(tmp_path, monkeypatch):
+    """WAL needs shared memory, which hosts of an NFS share do not share; there the ledger keeps a
+    rollback journal, leaves no -wal/-shm files, and a second connection reads every committed row."""
+    from thagpu.dataset import ledger as ledger_module
+    mounts = tmp_path / "mounts"
+    mounts.write_text(f"server:/export {tmp_path / 'share'} nfs4 rw,relatime 0 0\n/dev/sda1 / ext4 rw 0 0\n")
+    assert ledger_module.filesystem_type(tmp_path / "share" / "ds", mounts) == "nfs4"
+    assert ledger_module.filesystem_type(tmp_path / "elsewhere", mounts) == "ext4"
+    assert ledger_module.journal_mode_for(tmp_path / "elsewhere" / LEDGER_NAME) == "WAL"
+    monkeypatch.setattr(ledger_module, "filesystem_type", lambda path, mounts=mounts: "nfs4")
+    path = tmp_path / "share" / "ds" / LEDGER_NAME
+    with Ledger(path) as writer:
+        assert writer.journal_mode == "DELETE"
+        for k in range(20):
+            writer.add(f"c{k}", f"/x/c{k}.nii.gz", "sig")
+            writer.mark_running(f"c{k}")
+            writer.record(f"c{k}", {"status": "done", "device": "cpu"})
+            with Ledger(path) as reader:  # another process's view, mid-build
+                assert reader.counts()["done"] == k + 1
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not list(path.parent.glob("*-wal")) and not list(path.parent.glob("*-shm"))

@@ -12,7 +12,8 @@ import numpy as np
 
 from .errors import DeviceError, describe
 
-__all__ = ["resolve_device", "gpu_available", "get_array_module", "to_device", "to_host"]
+__all__ = ["resolve_device", "gpu_available", "gpu_count", "release_gpu_memory", "get_array_module", "to_device",
+           "to_host"]
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -35,6 +36,29 @@ def _gpu_status() -> tuple:
 def gpu_available() -> bool:
     """True when CuPy is installed and sees at least one CUDA device."""
     return _gpu_status()[0]
+
+
+def gpu_count() -> int:
+    """How many CUDA devices CuPy sees (0 without CuPy or a GPU)."""
+    ok, _ = _gpu_status()
+    if not ok:
+        return 0
+    import cupy
+    return int(cupy.cuda.runtime.getDeviceCount())
+
+
+def release_gpu_memory() -> None:
+    """Hand the blocks CuPy's memory pools cache back to the driver (between cases of a worker).
+
+    The pools keep every freed block for reuse; a worker that meets a larger volume later would
+    otherwise hold the peak of every case it has run. Does nothing where CuPy was never imported.
+    """
+    import sys
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return
+    cupy.get_default_memory_pool().free_all_blocks()
+    cupy.get_default_pinned_memory_pool().free_all_blocks()
 
 
 def resolve_device(device: str = "auto") -> str:

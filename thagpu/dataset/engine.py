@@ -39,7 +39,7 @@ from ..errors import DeviceError, InputError, ThagpuError, describe
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger, lock_dataset
 from .report import write_report
-from .worker import STAGING, process_case
+from .worker import STAGING, process_case, worker_device
 
 __all__ = ["BuildSummary", "TLSFiles", "build_dataset", "LEDGER_NAME", "LOCAL_ALLOWED_FAILURES"]
 
@@ -145,6 +145,11 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
                                    dashboard_address=":0", silence_logs=logging.ERROR)
         return Client(cluster), cluster
     if scheduler == "cuda":
+        from ..device import gpu_count
+        visible = gpu_count()
+        if workers and workers > visible:
+            raise DeviceError(f"--workers {workers} with --scheduler cuda, but {visible} GPU(s) are visible: "
+                              "it runs one worker per GPU")
         try:
             from dask_cuda import LocalCUDACluster
         except ImportError:
@@ -224,6 +229,9 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
     config = config or Config()
     dataset_dir = Path(dataset_dir).resolve()
     if scheduler == "cuda":
+        if device == "cpu":
+            raise InputError("--scheduler cuda", "runs one worker per GPU; it cannot build with --device cpu "
+                                                 "(use --scheduler local)")
         device = "gpu"
     if scheduler in ("local", "cuda"):
         device = resolve_device(device)  # fail here, not in every worker
@@ -257,6 +265,41 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
                             timings=timings)
 
 
+def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir) -> str:
+    """The one device all workers run on, refused in one line where they differ or differ from ``recorded``.
+
+    Parameters
+    ----------
+    devices : dict
+        Worker address -> :func:`thagpu.dataset.worker.worker_device` (``cpu``, ``gpu`` or ``error: ...``).
+    recorded : str or None
+        The device the dataset's cases were built on so far.
+    dataset_dir : Path
+        For the message.
+
+    Raises
+    ------
+    DeviceError
+        A worker cannot run on the device asked for.
+    InputError
+        The workers would run on different devices, or on another device than the dataset's.
+    """
+    if not devices:
+        raise InputError(dataset_dir, "the cluster has no worker")
+    for address, found in sorted(devices.items()):
+        if found.startswith("error:"):
+            raise DeviceError(f"worker {address}: {found[len('error:'):].strip()}")
+    kinds = sorted(set(devices.values()))
+    if len(kinds) > 1:
+        counts = ", ".join(f"{sum(v == k for v in devices.values())} on {k}" for k in kinds)
+        raise InputError(dataset_dir, f"the workers would run on different devices ({counts}): a dataset is "
+                                      "built on one device; pass --device or use one kind of worker")
+    if recorded and recorded != kinds[0]:
+        raise InputError(dataset_dir, f"was built on {recorded}, these workers run on {kinds[0]}: "
+                                      f"use --device {recorded}, or a new --out")
+    return kinds[0]
+
+
 def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
          timings) -> None:
     """Submit the cases with a bounded window and record each result as it arrives."""
@@ -271,6 +314,9 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
     started = time.perf_counter()
     in_flight = {}
     try:
+        # Every worker, local or remote, says where it would run; one dataset is built on one device.
+        device = check_worker_devices(client.run(worker_device, device), ledger.get_meta("device"), dataset_dir)
+        ledger.set_meta("device", device)
         threads = sum(client.nthreads().values()) or 1
         window = threads * (1 + PREFETCH_PER_THREAD)
         queue = list(todo)

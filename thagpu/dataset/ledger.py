@@ -1,20 +1,21 @@
 """The run ledger: one SQLite file per dataset, written only by the client.
 
-``DIR/ledger.sqlite`` (WAL journal) holds one row per case in table
-``cases``. Workers never open it: they return a small result and the client
+``DIR/ledger.sqlite`` holds one row per case in table ``cases`` (a WAL journal on a local file
+system, a rollback journal on a network one: :func:`journal_mode_for`). Workers never open it: they return a small result and the client
 records it, one transaction per change, so an interrupted or crashed build
 leaves every row in a state that a later ``--resume`` understands (a row
 left ``running`` is simply processed again).
 
-A second table, ``meta``, records the configuration hash the dataset was
-built with: cases built under another configuration would make a mixed
-dataset, so a build with a different configuration is refused.
+A second table, ``meta``, records the configuration hash and the device the dataset was
+built with: cases built under another configuration or on another device would make a mixed
+dataset, so such a build is refused.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 import sqlite3
 import time
 from contextlib import contextmanager
@@ -48,11 +49,45 @@ CREATE TABLE IF NOT EXISTS cases (
     sides           TEXT,
     version         TEXT,
     config_hash     TEXT,
+    device          TEXT,
     started_at      REAL,
     finished_at     REAL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+#: File systems on which SQLite's WAL mode does not work: its index lives in shared memory, which
+#: only processes of one host can share (https://www.sqlite.org/wal.html, "WAL does not work over
+#: a network filesystem"). There the ledger uses a rollback journal, which needs only the POSIX
+#: locks these file systems provide; the ledger has one writer anyway (:func:`lock_dataset`).
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "lustre", "gpfs",
+                       "beegfs", "9p", "afs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "virtiofs")
+
+
+def filesystem_type(path, mounts="/proc/mounts") -> str | None:
+    """The type of the file system holding ``path`` (from ``mounts``), or None where it cannot be read."""
+    try:
+        lines = Path(mounts).read_text().splitlines()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def journal_mode_for(path) -> str:
+    """``WAL`` on a local file system, ``DELETE`` (a rollback journal) on a network one."""
+    kind = filesystem_type(Path(path).parent)
+    return "DELETE" if kind in NETWORK_FILESYSTEMS else "WAL"
 
 
 def lock_dataset(dataset_dir):
@@ -98,9 +133,13 @@ class Ledger:
             # isolation_level=None: autocommit, with explicit transactions in _transaction.
             self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
             self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.journal_mode = journal_mode_for(self.path)
+            self._db.execute(f"PRAGMA journal_mode={self.journal_mode}")
+            self._db.execute("PRAGMA synchronous=NORMAL" if self.journal_mode == "WAL" else "PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(cases)")}
+            if "device" not in columns:  # a ledger written before devices were recorded
+                self._db.execute("ALTER TABLE cases ADD COLUMN device TEXT")
         except sqlite3.DatabaseError as error:
             raise InputError(self.path, f"is not a usable ledger ({error})") from None
 
@@ -220,9 +259,9 @@ class Ledger:
             db.execute(
                 "UPDATE cases SET status = ?, error = ?, worker = ?, input_hash = COALESCE(?, input_hash), "
                 "t_load = ?, t_bone = ?, t_afs = ?, t_write = ?, t_total = ?, outputs = ?, sides = ?, "
-                "version = ?, config_hash = ?, finished_at = ? WHERE case_id = ?",
+                "version = ?, config_hash = ?, device = ?, finished_at = ? WHERE case_id = ?",
                 (result["status"], error, result.get("worker"), result.get("input_hash"),
                  *(timings.get(stage) for stage in STAGES), result.get("total_s"),
                  json.dumps(result["outputs"]) if result.get("outputs") else None,
                  json.dumps(result["sides"]) if result.get("sides") else None,
-                 result.get("version"), result.get("config_hash"), time.time(), case_id))
+                 result.get("version"), result.get("config_hash"), result.get("device"), time.time(), case_id))

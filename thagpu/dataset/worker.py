@@ -24,10 +24,11 @@ from pathlib import Path
 
 from .._version import __version__
 from ..config import Config, config_hash
+from ..device import release_gpu_memory, resolve_device
 from ..errors import ThagpuError, describe
 from .inputs import content_hash
 
-__all__ = ["process_case", "side_summary", "STAGING", "CASES", "LABELLED_SIDE_STATUSES"]
+__all__ = ["process_case", "worker_device", "side_summary", "STAGING", "CASES", "LABELLED_SIDE_STATUSES"]
 
 #: Sub-folders of a dataset folder.
 STAGING = ".staging"
@@ -100,7 +101,7 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         ``error`` (one line or None), ``input_hash``, ``timings_s``,
         ``total_s``, ``outputs`` (paths relative to ``dataset_dir``),
         ``sides`` (see :func:`side_summary`), ``worker``, ``version``,
-        ``config_hash``.
+        ``config_hash``, ``device`` (``cpu`` or ``gpu``: where it ran).
     """
     from ..pipeline import run_case
 
@@ -108,9 +109,10 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
     dataset_dir = Path(dataset_dir)
     result = {"case_id": case_id, "worker": _worker_name(), "version": __version__,
               "config_hash": config_hash(config), "error": None, "outputs": None, "sides": None,
-              "timings_s": {}, "input_hash": None}
+              "timings_s": {}, "input_hash": None, "device": None}
     staging = dataset_dir / STAGING / uuid.uuid4().hex
     try:
+        device = result["device"] = resolve_device(device)
         result["input_hash"] = content_hash(input_path)
         case = run_case(input_path, staging, config=config, device=device, case_id=case_id,
                         input_hash=result["input_hash"])
@@ -137,5 +139,18 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
+        release_gpu_memory()
     result["total_s"] = round(time.perf_counter() - start, 4)
     return result
+
+
+def worker_device(device: str) -> str:
+    """The device this worker would run cases on for ``device`` (``cpu``/``gpu``), or ``error: ...``.
+
+    Run on every worker by the client before a build (``Client.run``), so that a cluster whose
+    workers would mix devices is refused before any case runs.
+    """
+    try:
+        return resolve_device(device)
+    except ThagpuError as error:
+        return f"error: {error}"
