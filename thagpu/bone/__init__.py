@@ -17,6 +17,8 @@ max-flow runs on the CPU.
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from dataclasses import dataclass, field
@@ -129,16 +131,35 @@ class Shells:
         Voxels of ``cancellous`` on the soft-tissue side of a bone surface
         (:func:`thagpu.bone.halfmax.soft_side_rim`): they close the shells but take no
         bone-interior prior (None when either of the above is None).
+    half_tilt : float32 array or None
+        The same tilt at the half maximum rather than at the surface level (``BoneConfig.half_max_level``),
+        for the outline energy (None without ``tilt``).
     """
 
     shell: object
     cancellous: object
     tilt: object
     outside: object = None
+    half_tilt: object = None
 
     def crop(self, box) -> "Shells":
         """The same maps inside ``box`` (a tuple of slices)."""
-        return Shells(*(None if a is None else a[box] for a in (self.shell, self.cancellous, self.tilt, self.outside)))
+        return Shells(*(None if a is None else a[box]
+                        for a in (self.shell, self.cancellous, self.tilt, self.outside, self.half_tilt)))
+
+
+def _enclosed_trims(trimmed, filled):
+    """The pieces of ``trimmed`` (half-maximum bone the surface level left out) that do not reach the
+    outer voxel layer of ``filled``: pockets inside the bone (cancellous bone next to a brighter
+    plate), not its surface, so they stay bone."""
+    xp = get_array_module(trimmed)
+    labels, count = ndimage_for(trimmed).label(trimmed)
+    if count == 0:
+        return trimmed
+    at_surface = xp.zeros(count + 1, dtype=bool)
+    at_surface[labels[trimmed & ~erode_one_voxel(filled)]] = True
+    at_surface[0] = True
+    return ~at_surface[labels]
 
 
 def half_max_level(config: BoneConfig, spacing) -> float:
@@ -166,11 +187,15 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
     shell = (image >= np.float32(thresholds.shell_hu)) & ~background_seed
     soft = thresholds.levels.soft_hu
     light = ndi.gaussian_filter(image, LIGHT_SMOOTH_VOX, mode="nearest")
-    tilt = None
+    tilt = half_tilt = None
     if config.half_max_weight > 0:
-        tilt = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
-                             min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
-                             level=half_max_level(config, spacing))
+        level = half_max_level(config, spacing)
+        tilt, position = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
+                                       min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
+                                       level=level, with_position=True)
+        half_tilt = xp.where(position >= 0, xp.clip((position - np.float32(0.5)) / np.float32(0.25), -1.0, 1.0),
+                             np.float32(0.0)).astype(xp.float32)
+        del position
     if config.cancellous_margin_hu <= 0:
         cancellous, bone_like = None, shell
     else:
@@ -199,8 +224,9 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         shell = shell | cancellous
     if tilt is not None:
         # Surfaces of bones only, not of muscle against fat.
-        tilt = xp.where(box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing]),
-                        tilt, np.float32(0.0))
+        near_bone = box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing])
+        tilt = xp.where(near_bone, tilt, np.float32(0.0))
+        half_tilt = xp.where(near_bone, half_tilt, np.float32(0.0))
     outside = None
     if tilt is not None and cancellous is not None:
         # The rim reaches about twice the smoothing width out (half-way to the soft-tissue level).
@@ -210,7 +236,35 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         voxel_mm = float(np.prod(spacing)) ** (1.0 / 3.0)
         rise = RIM_MIN_RISE * (thresholds.levels.cortical_hu - soft) / voxel_mm
         outside = soft_side_rim(cancellous, light, tilt, spacing, rim_mm=rim_mm, min_rise_hu_per_mm=rise)
-    return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside)
+    return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside, half_tilt=half_tilt)
+
+
+def _tilted_costs(cost_bone, cost_background, image, tilt_map, shells: Shells, model, config: BoneConfig,
+                  thresholds: Thresholds, background_seed, *, step_aside: bool) -> tuple:
+    """The intensity costs with the half-maximum tilt ``tilt_map`` added (unchanged without one).
+
+    ``step_aside``: up to the cortical seed level, a voxel below the local surface level is the
+    blurred rim of a brighter cortex, however bone-like its CT alone; the intensity costs step aside
+    and the tilt decides (the thin-cortex level; at the half maximum the intensity costs stay).
+    """
+    if tilt_map is None:
+        return cost_bone, cost_background
+    xp = get_array_module(image)
+    # Where the intensity model is neutral, near bone-like voxels, the surface lies at the level.
+    neutral = (image > np.float32(model.soft_max_hu)) & (image < np.float32(model.bone_min_hu))
+    tilt = xp.where(neutral, tilt_map, np.float32(0.0))
+    if shells.cancellous is not None:
+        # One voxel inside cancellous bone, a darker pocket next to a bright trabecula or cortex
+        # is bone, not the soft side of a surface.
+        tilt = xp.where(erode_one_voxel(shells.cancellous), xp.maximum(tilt, np.float32(0.0)), tilt)
+    if step_aside:
+        band = ((image >= np.float32(model.bone_min_hu)) & (image < np.float32(thresholds.seed_hu))
+                & (tilt_map < 0) & ~background_seed)
+        cost_background = xp.where(band, np.float32(0.0), cost_background)
+        tilt = xp.where(band, tilt_map, tilt)
+    weight = np.float32(config.half_max_weight)
+    return (cost_bone + weight * xp.maximum(-tilt, np.float32(0.0)),
+            cost_background + weight * xp.maximum(tilt, np.float32(0.0)))
 
 
 def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
@@ -248,39 +302,31 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
         # The smoothing that finds cancellous bone also spreads a bright cortex outwards: the
         # partial-volume rim outside it closes the shells but is left to the half-maximum rule.
         interior &= ~shells.outside
-    cost_bone, cost_background = model.costs(image)
-    rim = None
-    if shells.tilt is not None:
-        # Where the intensity model is neutral, near bone-like voxels, the surface lies at
-        # half-way between the two sides.
-        neutral = (image > np.float32(model.soft_max_hu)) & (image < np.float32(model.bone_min_hu))
-        tilt = xp.where(neutral, shells.tilt, np.float32(0.0))
-        if cancellous is not None:
-            # One voxel inside cancellous bone, a darker pocket next to a bright trabecula or cortex
-            # is bone, not the soft side of a surface.
-            tilt = xp.where(erode_one_voxel(cancellous), xp.maximum(tilt, np.float32(0.0)), tilt)
-        # Up to the cortical seed level, a voxel below the local surface level is the blurred rim
-        # of a brighter cortex, however bone-like its CT alone: the intensity costs step aside.
-        rim = ((image >= np.float32(model.bone_min_hu)) & (image < np.float32(thresholds.seed_hu))
-               & (shells.tilt < 0) & ~background_seed)
-        cost_background = xp.where(rim, np.float32(0.0), cost_background)
-        tilt = xp.where(rim, shells.tilt, tilt)
-        weight = np.float32(config.half_max_weight)
-        cost_background = cost_background + weight * xp.maximum(tilt, np.float32(0.0))
-        cost_bone = cost_bone + weight * xp.maximum(-tilt, np.float32(0.0))
+    base_bone, base_background = model.costs(image)
+    surface = _tilted_costs(base_bone, base_background, image, shells.tilt, shells, model, config, thresholds,
+                            background_seed, step_aside=True)
+    # The same energy at the half maximum, which errs outwards: it outlines a thin cortex around its
+    # marrow where the surface level opens gaps in it (see extract_bone).
+    outline = (None if shells.half_tilt is None else
+               _tilted_costs(base_bone, base_background, image, shells.half_tilt, shells, model, config,
+                             thresholds, background_seed, step_aside=False))
+    extra_bone = extra_background = np.float32(0.0)
     if config.sheet_cost > 0:
         # A joint space narrower than the shells' closing is enclosed by them: the interior prior
         # would make it bone. Where it shows as a dark sheet between two cortices, it costs as bone.
         sheet = dark_sheets(image, spacing, dark_hu=thresholds.shell_hu, bright_hu=thresholds.seed_hu,
                             reach_mm=config.sheet_reach_mm) & ~bone_seed & ~background_seed
         interior &= ~sheet
-        cost_bone = cost_bone + sheet.astype(xp.float32) * np.float32(config.sheet_cost)
+        extra_bone = sheet.astype(xp.float32) * np.float32(config.sheet_cost)
     if config.interior_prior > 0:
-        cost_background = cost_background + interior.astype(xp.float32) * np.float32(config.interior_prior)
+        extra_background = interior.astype(xp.float32) * np.float32(config.interior_prior)
+    cost_bone, cost_background = surface[0] + extra_bone, surface[1] + extra_background
+    if outline is not None:
+        outline = (outline[0] + extra_bone, outline[1] + extra_background)
     links = pairwise_weights(image, neighbours(image.shape, spacing, config.connectivity),
                              sigma_hu=thresholds.sigma_hu, weight=config.pairwise_weight)
     energy = Energy(cost_bone=cost_bone, cost_background=cost_background, bone_seed=bone_seed,
-                    background_seed=background_seed, links=links, rim=rim)
+                    background_seed=background_seed, links=links, outline_costs=outline)
     return energy, thresholds.to_dict(), body
 
 
@@ -467,13 +513,19 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     mask_r = cut_r
     if config.fill_cavities:
         # Filled cavities never take background seeds (a metal stem inside the femoral shaft).
-        # The rim the half-maximum rule leaves out still closes a thin cortex around its marrow.
-        outline = cut_r if energy.rim is None else cut_r | energy.rim
-        mask_r = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
-                               max_slice_hole_mm2=config.max_slice_hole_mm2,
-                               fluid=fluid_voxels(image_r)) & ~energy.background_seed
-        if energy.rim is not None:
-            mask_r &= cut_r | ~energy.rim
+        # The bone is the half-maximum cut, which errs outwards and so closes a thin cortex around
+        # its marrow, with its cavities filled; this cut only decides its outermost voxel layer.
+        outline = cut_r
+        if energy.outline_costs is not None:
+            outline, _ = minimum_cut(dataclasses.replace(energy, cost_bone=energy.outline_costs[0],
+                                                         cost_background=energy.outline_costs[1]),
+                                     image_r, spacing, config)
+            outline = xp.asarray(outline)
+        filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
+                               max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r))
+        if energy.outline_costs is not None:
+            filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
+        mask_r = filled & ~energy.background_seed
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
                                          image=image_r, noise_hu=thresholds.levels.noise_hu,

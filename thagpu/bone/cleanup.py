@@ -108,7 +108,7 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf):
     inner = xp.where(erode_one_voxel(labels > 0), labels, 0)
     inner_sizes = xp.bincount(inner.ravel(), minlength=count + 1)
     use_inner = inner_sizes >= MIN_INNER_VOXELS
-    judged = xp.where(use_inner[labels], labels, inner)  # all voxels of thin components, the inside of others
+    judged = xp.where(use_inner[labels], inner, labels)  # the inside of components, all voxels of thin ones
     where = xp.flatnonzero(judged)
     region = judged.ravel()[where]
     close = xp.abs(image.ravel()[where] - median[region]) <= np.float32(3.0 * noise_hu)

@@ -38,10 +38,10 @@ class Energy:
         Hard constraints (disjoint).
     links : list of (Neighbour, float32 array)
         Pairwise weights, one array per neighbour direction over its ``src`` region.
-    rim : (X, Y, Z) bool array, optional
-        Voxels bright enough for the intensity costs to call bone but below the local surface
-        level (the partial-volume rim of a cortex; see ``BoneConfig.half_max_level``). Not part
-        of the energy: they close a bone's outline when its cavities are filled, without being bone.
+    outline_costs : (float32 array, float32 array), optional
+        The unary costs of the same energy with the surface at the half maximum rather than at the
+        thin-cortex level (``BoneConfig.half_max_level``). Not part of this energy: its cut, which
+        errs outwards, outlines the cavities the cleanup fills.
     """
 
     cost_bone: object
@@ -49,7 +49,7 @@ class Energy:
     bone_seed: object
     background_seed: object
     links: list
-    rim: object = None
+    outline_costs: object = None
 
     @property
     def shape(self):

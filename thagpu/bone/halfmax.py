@@ -68,7 +68,8 @@ def thin_cortex_level(spacing, *, cortex_mm: float, psf_sigma_mm: float, smooth_
     return float(np.clip(at_surface / profile.max(), 0.5, 0.95))
 
 
-def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, level: float = 0.5):
+def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, level: float = 0.5,
+                  with_position: bool = False):
     """Each voxel's position between the darkest and brightest CT values around it, in [-1, 1].
 
     Parameters
@@ -87,12 +88,16 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         Where between the darkest (0) and brightest (1) value the surface lies. 0.5 for a step
         between two thick layers; a cortex thinner than the blur reads lower than it is at its
         peak, and its true surface lies higher up the blurred edge (see ``BoneConfig.half_max_level``).
+    with_position : bool
+        Also return each voxel's position between the two extremes.
 
     Returns
     -------
-    (X, Y, Z) float32 array
+    tilt : (X, Y, Z) float32 array
         ``(I - (min + level (max - min))) / (0.25 (max - min))`` clipped to [-1, 1]: positive on
         the bone side of a surface, negative on the soft side.
+    position : (X, Y, Z) float32 array
+        Only with ``with_position``: ``(I - min) / (max - min)``, -1 where there is no surface.
     """
     xp = get_array_module(light)
     ndi = ndimage_for(light)
@@ -103,9 +108,13 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         high = ndi.maximum_filter1d(high, n, axis=axis, mode="nearest")
         low = ndi.minimum_filter1d(low, n, axis=axis, mode="nearest")
     span = high - low
-    tilt = (light - (low + np.float32(level) * span)) / (np.float32(0.25) * xp.maximum(span, np.float32(1.0)))
-    tilt = xp.clip(tilt, -1.0, 1.0)
-    return xp.where(span >= np.float32(min_span_hu), tilt, np.float32(0.0)).astype(xp.float32)
+    position = (light - low) / xp.maximum(span, np.float32(1.0))
+    surface = span >= np.float32(min_span_hu)
+    tilt = xp.clip((position - np.float32(level)) / np.float32(0.25), -1.0, 1.0)
+    tilt = xp.where(surface, tilt, np.float32(0.0)).astype(xp.float32)
+    if with_position:
+        return tilt, xp.where(surface, position, np.float32(-1.0)).astype(xp.float32)
+    return tilt
 
 
 def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_per_mm: float):
