@@ -71,14 +71,16 @@ class BoneConfig:
     half_max_weight: float = 1.0
     #: Where between the darkest (0) and brightest (1) CT around it a bone surface lies. 0.5 (the
     #: half maximum) holds for a step between thick layers; a cortex thinner than the blur peaks
-    #: below its true density, so its surface lies higher up its blurred edge. None: from a cortex
+    #: below its true density, so its surface lies higher up its blurred edge. "auto" (or None): from a cortex
     #: of ``half_max_cortex_mm`` under the blur of the scanner's PSF (``half_max_psf_mm``) and the
     #: voxel (thagpu/bone/halfmax.py: thin_cortex_level; 0.62 at 1 mm voxels, 0.81 at 3 mm). On the
     #: anatomic phantoms the plain half maximum put the first voxel layer outside the bone into
     #: the mask on 28 % of the surface at 1 mm. Below the level, voxels that the intensity model
     #: alone would call bone (between ``bone_min`` and the cortical seed level) are left to the
-    #: tilt too: they are the partial-volume rim of a bright cortex.
-    half_max_level: float | None = None
+    #: tilt too: they are the partial-volume rim of a bright cortex. The default stays 0.5: the
+    #: automatic level raised bone Dice on 52 of 55 anatomic phantoms but cut the vertebral bodies
+    #: of the real abdominal DICOM in shared/data to 75 % of their >200 HU voxels (from >= 90 %).
+    half_max_level: float | None = 0.5
     #: Cortical thickness (mm) assumed by the automatic level: 1-3 mm around the hip (the
     #: acetabular roof, the femoral neck and head; thicker only in the femoral shaft).
     half_max_cortex_mm: float = 2.0
@@ -141,7 +143,7 @@ class BoneConfig:
             raise ValueError("bone.sigma_hu must be > 0 and bone.pairwise_weight >= 0")
         if not 0.0 < self.seed_fraction < 1.0:
             raise ValueError("bone.seed_fraction must be between 0 and 1")
-        if self.half_max_level is not None and not 0.0 < self.half_max_level < 1.0:
+        if self.half_max_level not in (None, "auto") and not 0.0 < float(self.half_max_level) < 1.0:
             raise ValueError(f"bone.half_max_level must be between 0 and 1, not {self.half_max_level}")
         if self.half_max_cortex_mm <= 0 or self.half_max_psf_mm <= 0:
             raise ValueError("bone.half_max_cortex_mm and bone.half_max_psf_mm must be > 0")

@@ -165,7 +165,7 @@ def _enclosed_trims(trimmed, filled):
 def half_max_level(config: BoneConfig, spacing) -> float:
     """The surface level of the half-maximum tilt: ``config.half_max_level``, or the thin-cortex level
     of the voxel size (:func:`thagpu.bone.halfmax.thin_cortex_level`)."""
-    if config.half_max_level is not None:
+    if config.half_max_level not in (None, "auto"):
         return float(config.half_max_level)
     return thin_cortex_level(spacing, cortex_mm=config.half_max_cortex_mm, psf_sigma_mm=config.half_max_psf_mm,
                              smooth_vox=LIGHT_SMOOTH_VOX)
@@ -307,7 +307,7 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
                             background_seed, step_aside=True)
     # The same energy at the half maximum, which errs outwards: it outlines a thin cortex around its
     # marrow where the surface level opens gaps in it (see extract_bone).
-    outline = (None if shells.half_tilt is None else
+    outline = (None if shells.half_tilt is None or half_max_level(config, spacing) <= 0.5 else
                _tilted_costs(base_bone, base_background, image, shells.half_tilt, shells, model, config,
                              thresholds, background_seed, step_aside=False))
     extra_bone = extra_background = np.float32(0.0)
