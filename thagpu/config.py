@@ -80,7 +80,7 @@ class BoneConfig:
     #: tilt too: they are the partial-volume rim of a bright cortex. The default stays 0.5: the
     #: automatic level raised bone Dice on 52 of 55 anatomic phantoms but cut the vertebral bodies
     #: of the real abdominal DICOM in shared/data to 75 % of their >200 HU voxels (from >= 90 %).
-    half_max_level: float | None = 0.5
+    half_max_level: float | str | None = 0.5
     #: Cortical thickness (mm) assumed by the automatic level: 1-3 mm around the hip (the
     #: acetabular roof, the femoral neck and head; thicker only in the femoral shaft).
     half_max_cortex_mm: float = 2.0
