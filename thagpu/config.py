@@ -75,9 +75,9 @@ class BoneConfig:
     #: of ``half_max_cortex_mm`` under the blur of the scanner's PSF (``half_max_psf_mm``) and the
     #: voxel (thagpu/bone/halfmax.py: thin_cortex_level; 0.62 at 1 mm voxels, 0.81 at 3 mm). On the
     #: anatomic phantoms the plain half maximum put the first voxel layer outside the bone into
-    #: the mask on 28 % of the surface at 1 mm. Below the level, voxels that the intensity model
-    #: alone would call bone (between ``bone_min`` and the cortical seed level) are left to the
-    #: tilt too: they are the partial-volume rim of a bright cortex. The default stays 0.5: the
+    #: the mask on 28 % of the surface at 1 mm. With a level above 0.5, voxels below it that the
+    #: intensity model alone would call bone (between ``bone_min`` and the cortical seed level) are
+    #: left to the tilt too: they are the partial-volume rim of a bright cortex. The default stays 0.5: the
     #: automatic level raised bone Dice on 52 of 55 anatomic phantoms but cut the vertebral bodies
     #: of the real abdominal DICOM in shared/data to 75 % of their >200 HU voxels (from >= 90 %).
     half_max_level: float | str | None = 0.5

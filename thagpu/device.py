@@ -20,31 +20,26 @@ DEVICES = ("auto", "cpu", "gpu")
 
 @functools.lru_cache(maxsize=1)
 def _gpu_status() -> tuple:
+    """(how many CUDA devices CuPy sees, why none where that is 0)."""
     try:
         import cupy
     except Exception as error:  # ImportError, or a broken CUDA install
-        return False, f"CuPy is not importable ({describe(error)})"
+        return 0, f"CuPy is not importable ({describe(error)})"
     try:
-        count = cupy.cuda.runtime.getDeviceCount()
+        count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as error:
-        return False, f"CuPy sees no CUDA device ({str(error).splitlines()[0]})"
-    if count < 1:
-        return False, "CuPy sees no CUDA device"
-    return True, f"{count} CUDA device(s)"
+        return 0, f"CuPy sees no CUDA device ({str(error).splitlines()[0]})"
+    return count, f"{count} CUDA device(s)" if count else "CuPy sees no CUDA device"
 
 
 def gpu_available() -> bool:
     """True when CuPy is installed and sees at least one CUDA device."""
-    return _gpu_status()[0]
+    return _gpu_status()[0] > 0
 
 
 def gpu_count() -> int:
     """How many CUDA devices CuPy sees (0 without CuPy or a GPU)."""
-    ok, _ = _gpu_status()
-    if not ok:
-        return 0
-    import cupy
-    return int(cupy.cuda.runtime.getDeviceCount())
+    return _gpu_status()[0]
 
 
 def release_gpu_memory() -> None:
@@ -71,7 +66,8 @@ def resolve_device(device: str = "auto") -> str:
     """
     if device not in DEVICES:
         raise DeviceError(f"unknown device {device!r}; choose from {', '.join(DEVICES)}")
-    ok, why = _gpu_status()
+    count, why = _gpu_status()
+    ok = count > 0
     if device == "gpu" and not ok:
         raise DeviceError(f"--device gpu was asked for but no GPU is usable: {why}")
     if device == "auto":

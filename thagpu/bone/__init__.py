@@ -18,7 +18,6 @@ max-flow runs on the CPU.
 from __future__ import annotations
 
 import dataclasses
-
 import logging
 import time
 from dataclasses import dataclass, field
@@ -132,8 +131,8 @@ class Shells:
         (:func:`thagpu.bone.halfmax.soft_side_rim`): they close the shells but take no
         bone-interior prior (None when either of the above is None).
     half_tilt : float32 array or None
-        The same tilt at the half maximum rather than at the surface level (``BoneConfig.half_max_level``),
-        for the outline energy (None without ``tilt``).
+        With a surface level above the half maximum (``BoneConfig.half_max_level``), the same tilt
+        at the half maximum, for the outline energy; None otherwise.
     """
 
     shell: object
@@ -190,12 +189,10 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
     tilt = half_tilt = None
     if config.half_max_weight > 0:
         level = half_max_level(config, spacing)
-        tilt, position = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
-                                       min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
-                                       level=level, with_position=True)
-        half_tilt = xp.where(position >= 0, xp.clip((position - np.float32(0.5)) / np.float32(0.25), -1.0, 1.0),
-                             np.float32(0.0)).astype(xp.float32)
-        del position
+        tilts = half_max_tilt(light, spacing, radius_mm=config.half_max_radius_mm,
+                              min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
+                              level=level, with_half=level > 0.5)
+        tilt, half_tilt = tilts if level > 0.5 else (tilts, None)
     if config.cancellous_margin_hu <= 0:
         cancellous, bone_like = None, shell
     else:
@@ -226,7 +223,8 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         # Surfaces of bones only, not of muscle against fat.
         near_bone = box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing])
         tilt = xp.where(near_bone, tilt, np.float32(0.0))
-        half_tilt = xp.where(near_bone, half_tilt, np.float32(0.0))
+        if half_tilt is not None:
+            half_tilt = xp.where(near_bone, half_tilt, np.float32(0.0))
     outside = None
     if tilt is not None and cancellous is not None:
         # The rim reaches about twice the smoothing width out (half-way to the soft-tissue level).
@@ -243,9 +241,9 @@ def _tilted_costs(cost_bone, cost_background, image, tilt_map, shells: Shells, m
                   thresholds: Thresholds, background_seed, *, step_aside: bool) -> tuple:
     """The intensity costs with the half-maximum tilt ``tilt_map`` added (unchanged without one).
 
-    ``step_aside``: up to the cortical seed level, a voxel below the local surface level is the
-    blurred rim of a brighter cortex, however bone-like its CT alone; the intensity costs step aside
-    and the tilt decides (the thin-cortex level; at the half maximum the intensity costs stay).
+    ``step_aside`` (a surface level above the half maximum): up to the cortical seed level, a voxel
+    below the level is the blurred rim of a brighter cortex, however bone-like its CT alone; the
+    intensity costs step aside and the tilt decides. At the half maximum the intensity costs stay.
     """
     if tilt_map is None:
         return cost_bone, cost_background
@@ -303,13 +301,13 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
         # partial-volume rim outside it closes the shells but is left to the half-maximum rule.
         interior &= ~shells.outside
     base_bone, base_background = model.costs(image)
+    thin_cortex = shells.half_tilt is not None  # a surface level above the half maximum
     surface = _tilted_costs(base_bone, base_background, image, shells.tilt, shells, model, config, thresholds,
-                            background_seed, step_aside=True)
+                            background_seed, step_aside=thin_cortex)
     # The same energy at the half maximum, which errs outwards: it outlines a thin cortex around its
     # marrow where the surface level opens gaps in it (see extract_bone).
-    outline = (None if shells.half_tilt is None or half_max_level(config, spacing) <= 0.5 else
-               _tilted_costs(base_bone, base_background, image, shells.half_tilt, shells, model, config,
-                             thresholds, background_seed, step_aside=False))
+    outline = (_tilted_costs(base_bone, base_background, image, shells.half_tilt, shells, model, config,
+                             thresholds, background_seed, step_aside=False) if thin_cortex else None)
     extra_bone = extra_background = np.float32(0.0)
     if config.sheet_cost > 0:
         # A joint space narrower than the shells' closing is enclosed by them: the interior prior
@@ -520,7 +518,6 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
             outline, _ = minimum_cut(dataclasses.replace(energy, cost_bone=energy.outline_costs[0],
                                                          cost_background=energy.outline_costs[1]),
                                      image_r, spacing, config)
-            outline = xp.asarray(outline)
         filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
                                max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r))
         if energy.outline_costs is not None:

@@ -103,17 +103,15 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf):
     median and the 99th percentile stay those of every voxel: a bone's cortex is its rim.
     """
     xp = get_array_module(labels)
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1)
     median, top = _median_and_top(labels, count, image)
     inner = xp.where(erode_one_voxel(labels > 0), labels, 0)
-    inner_sizes = xp.bincount(inner.ravel(), minlength=count + 1)
-    use_inner = inner_sizes >= MIN_INNER_VOXELS
+    use_inner = xp.bincount(inner.ravel(), minlength=count + 1) >= MIN_INNER_VOXELS
     judged = xp.where(use_inner[labels], inner, labels)  # the inside of components, all voxels of thin ones
     where = xp.flatnonzero(judged)
     region = judged.ravel()[where]
     close = xp.abs(image.ravel()[where] - median[region]) <= np.float32(3.0 * noise_hu)
-    n_judged = xp.where(use_inner, inner_sizes, sizes)
-    share = xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1) / xp.maximum(n_judged, 1)
+    share = (xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1)
+             / xp.maximum(xp.bincount(region, minlength=count + 1), 1))
     # ... and no cortex: bone, however uniform its cancellous part (osteoporotic bone at 3 mm), has
     # a rim brighter than its inside.
     out = (share >= HOMOGENEOUS_SHARE) & (top <= median + np.float32(6.0 * noise_hu)) & (median < max_median_hu)

@@ -22,6 +22,7 @@ Every function takes NumPy or CuPy arrays and returns arrays of the same kind.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import ndtr
 
 from ..device import get_array_module
 from .morphology import distance_to, ndimage_for
@@ -58,8 +59,6 @@ def thin_cortex_level(spacing, *, cortex_mm: float, psf_sigma_mm: float, smooth_
     float
         The level, in [0.5, 1).
     """
-    from scipy.special import ndtr
-
     h = float(np.mean(spacing))
     sigma = float(np.sqrt(psf_sigma_mm ** 2 + h * h / 12.0 + (smooth_vox * h) ** 2))
     x = np.linspace(-6.0 * sigma, cortex_mm + 6.0 * sigma, 4001)
@@ -69,7 +68,7 @@ def thin_cortex_level(spacing, *, cortex_mm: float, psf_sigma_mm: float, smooth_
 
 
 def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float = 150.0, level: float = 0.5,
-                  with_position: bool = False):
+                  with_half: bool = False):
     """Each voxel's position between the darkest and brightest CT values around it, in [-1, 1].
 
     Parameters
@@ -88,16 +87,16 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         Where between the darkest (0) and brightest (1) value the surface lies. 0.5 for a step
         between two thick layers; a cortex thinner than the blur reads lower than it is at its
         peak, and its true surface lies higher up the blurred edge (see ``BoneConfig.half_max_level``).
-    with_position : bool
-        Also return each voxel's position between the two extremes.
+    with_half : bool
+        Also return the tilt at the half maximum (``level`` 0.5) from the same extremes.
 
     Returns
     -------
     tilt : (X, Y, Z) float32 array
         ``(I - (min + level (max - min))) / (0.25 (max - min))`` clipped to [-1, 1]: positive on
         the bone side of a surface, negative on the soft side.
-    position : (X, Y, Z) float32 array
-        Only with ``with_position``: ``(I - min) / (max - min)``, -1 where there is no surface.
+    half_tilt : (X, Y, Z) float32 array
+        Only with ``with_half``: the same at ``level`` 0.5.
     """
     xp = get_array_module(light)
     ndi = ndimage_for(light)
@@ -110,11 +109,12 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     span = high - low
     position = (light - low) / xp.maximum(span, np.float32(1.0))
     surface = span >= np.float32(min_span_hu)
-    tilt = xp.clip((position - np.float32(level)) / np.float32(0.25), -1.0, 1.0)
-    tilt = xp.where(surface, tilt, np.float32(0.0)).astype(xp.float32)
-    if with_position:
-        return tilt, xp.where(surface, position, np.float32(-1.0)).astype(xp.float32)
-    return tilt
+
+    def tilt_at(at):
+        tilt = xp.clip((position - np.float32(at)) / np.float32(0.25), -1.0, 1.0)
+        return xp.where(surface, tilt, np.float32(0.0)).astype(xp.float32)
+
+    return (tilt_at(level), tilt_at(0.5)) if with_half else tilt_at(level)
 
 
 def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_per_mm: float):
