@@ -119,7 +119,10 @@ def test_islands_are_removed_but_bones_near_the_skeleton_stay():
     image = np.full(shape, -1000.0, np.float32)
     x, y, z = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
     image[(x - 45) ** 2 + (y - 45) ** 2 < 42 ** 2] = 40.0
-    image[20:60, 30:45, 5:35] = 1000.0  # the skeleton (18 ml)
+    # The skeleton (18 ml): a 2 mm cortex around cancellous bone. A uniform block of cortical density
+    # this thick is not bone (no cortex is 15 mm thick) but a contrast pool.
+    image[20:60, 30:45, 5:35] = 1000.0
+    image[22:58, 32:43, 7:33] = 300.0
     image[65:72, 35:42, 15:22] = 1000.0  # a rib-sized bone 5 mm away: stays
     image[40:42, 75:77, 20:22] = 900.0  # a calcification-sized speck: goes
     image += np.random.default_rng(1).normal(0, 10, shape).astype(np.float32)
@@ -499,3 +502,59 @@ def test_a_thin_cortex_keeps_its_true_size_where_the_half_maximum_swells_it(spac
     assert abs(int(ours.sum()) - int(truth.sum())) < 0.04 * truth.sum()
     assert dice(ours, truth) > 0.97
     assert dice(ours, truth) > dice(half, truth) + (0.01 if spacing[0] > 2 else 0.005)
+
+
+def _faint_bone_and_contrast_bladder(seed=6):
+    """A faint osteoporotic tube (400 HU cortex, 2 mm, around 150 HU marrow) beside a bladder of settled
+    contrast (800 HU, 30 mm across, more voxels than the top 0.2 % of the body), 1 mm voxels."""
+    rng = np.random.default_rng(seed)
+    image = np.full((100, 100, 60), 40.0, np.float32)
+    x, y = np.mgrid[0:100, 0:100].astype(np.float32)
+    r = np.sqrt((x - 30) ** 2 + (y - 50) ** 2)[:, :, None] * np.ones(60)
+    tube = r <= 12.0
+    image[tube] = 150.0
+    image[tube & (r > 10.0)] = 400.0
+    bladder = np.zeros(image.shape, bool)
+    bladder[55:85, 35:65, 15:45] = True
+    image[bladder] = 800.0
+    image += rng.normal(0, 15.0, image.shape).astype(np.float32)
+    return image, tube, bladder
+
+
+def test_a_contrast_filled_bladder_does_not_set_the_cortical_level():
+    """The top 0.2 % of the body is the bladder's contrast; without it the level is the faint cortex's."""
+    from thagpu.bone.intensity import estimate_tissue_levels
+    image, _, _ = _faint_bone_and_contrast_bladder()
+    body = np.ones(image.shape, bool)
+    assert estimate_tissue_levels(image, body).cortical_hu > 750.0  # the bladder, without the spacing
+    assert 380.0 < estimate_tissue_levels(image, body, spacing=(1.0, 1.0, 1.0)).cortical_hu < 500.0
+
+
+def test_a_faint_skeleton_beside_a_contrast_filled_bladder_is_bone_and_the_bladder_is_not():
+    """The bladder, brighter than every bone voxel and uniform, is dropped though its median lies above
+    the cortical seed level: no cortex is 30 mm thick. The faint bone is kept whole."""
+    image, tube, bladder = _faint_bone_and_contrast_bladder()
+    mask = extract_bone(_volume(image)).mask
+    assert not mask[bladder].any()
+    assert mask[tube].mean() > 0.95
+
+
+def test_osteoporotic_marrow_at_3mm_voxels_is_bone_not_a_vessel():
+    """At 3 mm voxels a thin osteoporotic cortex reads 250 HU over 140 HU marrow, with 40 HU noise: the
+    step (110 HU) is less than 3 noise SDs of the raw CT, but the rim is judged on the lightly smoothed
+    CT, in its own noise SDs, so the marrow is enclosed bone, not a contrast vessel."""
+    rng = np.random.default_rng(7)
+    image = np.full((50, 50, 40), 40.0, np.float32)
+    x, y, z = np.mgrid[0:50, 0:50, 0:40].astype(np.float32)
+    r = np.sqrt(((x - 25) / 9.0) ** 2 + ((y - 25) / 7.0) ** 2 + ((z - 20) / 12.0) ** 2)
+    bone = r <= 1.0
+    image[bone] = 140.0
+    image[bone & ~ndimage_erosion(bone)] = 250.0
+    image += rng.normal(0, 40.0, image.shape).astype(np.float32)
+    mask = extract_bone(_volume(image, spacing=(3.0, 3.0, 3.0))).mask
+    assert mask[ndimage_erosion(bone, 2)].mean() > 0.95
+
+
+def ndimage_erosion(mask, iterations=1):
+    from scipy import ndimage
+    return ndimage.binary_erosion(mask, iterations=iterations)

@@ -211,12 +211,15 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
         # Contrast-filled vessels lying on a bone (the iliac and femoral arteries) hang together
         # with it too; no brighter rim encloses them.
+        # The rim is judged voxel by voxel on the lightly smoothed image, so the margin is in its
+        # noise SDs (at 3 mm voxels 3 SDs of the raw CT, 125 HU, exceed the step from osteoporotic
+        # marrow to its faint cortex, and the marrow of a whole sacrum was taken for a vessel).
+        light_noise = local_noise(light, body, soft)
         cancellous &= ~unenclosed_pieces(cancellous, shell, light, spacing,
-                                         margin_hu=max(50.0, 3.0 * thresholds.levels.noise_hu))
+                                         margin_hu=max(50.0, 3.0 * light_noise))
         # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads
         # low), at a margin above the soft tissue in its own noise SDs.
-        light_low = soft + max(config.cancellous_margin_hu,
-                               config.cancellous_noise_sd * local_noise(light, body, soft))
+        light_low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * light_noise)
         bone_like = shell | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
         shell = shell | cancellous
     if tilt is not None:
@@ -287,7 +290,8 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     if body is None:
         body = body_mask(image, spacing, config.body_threshold_hu)
     if thresholds is None:
-        thresholds = Thresholds.from_levels(estimate_tissue_levels(image, body, metal_hu=config.metal_hu), config)
+        thresholds = Thresholds.from_levels(estimate_tissue_levels(image, body, metal_hu=config.metal_hu,
+                                                                   spacing=spacing), config)
     xp = get_array_module(image)
     bone_seed, background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
                                        background_hu=config.background_seed_hu, metal_hu=config.metal_hu)
@@ -475,7 +479,8 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         warnings.append("no body found in the volume (nothing above the body threshold)")
         return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
     image_c, body_c = image[box], body[box]
-    thresholds = Thresholds.from_levels(estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu), config)
+    thresholds = Thresholds.from_levels(estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu,
+                                                               spacing=spacing), config)
     # Solve in a box around the voxels that could be bone. Outside it every voxel has zero background
     # cost, so if the solution inside keeps off the box's inner sides, no voxel outside can lower the
     # energy by turning bone (it would pay its bone cost and cut links to background only): the

@@ -23,7 +23,8 @@ import numpy as np
 from ..device import get_array_module, to_host
 from .morphology import ndimage_for
 
-__all__ = ["TissueLevels", "estimate_tissue_levels", "local_noise", "IntensityModel"]
+__all__ = ["TissueLevels", "estimate_tissue_levels", "thick_bright", "local_noise", "IntensityModel",
+           "THICK_BRIGHT_HALF_MM"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,13 @@ class TissueLevels:
         return self.soft_hu + fraction * (self.cortical_hu - self.soft_hu)
 
 
-def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0) -> TissueLevels:
+#: Bright regions at least twice this thick (mm) in every direction are not cortex (a cortex is 0.5-8 mm
+#: thick; under it lies cancellous bone, darker): a contrast-filled bladder or aorta, which must not set
+#: the cortical level.
+THICK_BRIGHT_HALF_MM = 6.0
+
+
+def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0, spacing=None) -> TissueLevels:
     """Soft-tissue peak, noise and cortical level of the body's voxels.
 
     * soft tissue: the histogram mode between -30 and 150 HU (muscle in a hip CT; the
@@ -50,6 +57,12 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0) -> TissueLe
     * cortex: the 99.8th percentile of the body below metal. Bone is several
       per cent of a hip CT's body voxels, so the top 0.2 % is dense cortex;
       in osteoporosis it is lower, and so are the thresholds derived from it.
+      With ``spacing``, regions that stay above half-way to that level over a box
+      :data:`THICK_BRIGHT_HALF_MM` each side (and their rims) are left out and the percentile is
+      taken again: a contrast-filled bladder (800 HU) is larger than the top 0.2 % of a pelvis CT
+      and set the level of a faint osteoporotic skeleton (cortex 250-400 HU at 3 mm voxels) to
+      that of contrast, above every bone voxel. Bone is never that thick at that level: a cortex
+      is 0.5-8 mm thick and the cancellous bone under it is darker.
     """
     xp = get_array_module(image)
     values = image[body & (image < metal_hu)]
@@ -64,7 +77,25 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0) -> TissueLe
         soft = float(edges[int(np.argmax(counts))] + 2.5)
     noise = local_noise(image, body & (image < metal_hu), soft)
     cortical = float(to_host(xp.percentile(values, 99.8)))
+    if spacing is not None:
+        thick = thick_bright(image, spacing, soft + 0.5 * (cortical - soft)) & body & (image < metal_hu)
+        if bool(thick.any()):
+            cortical = float(to_host(xp.percentile(image[body & (image < metal_hu) & ~thick], 99.8)))
     return TissueLevels(soft_hu=soft, noise_hu=max(noise, 1.0), cortical_hu=max(cortical, soft + 100.0))
+
+
+def thick_bright(image, spacing, level_hu: float):
+    """Voxels of regions above ``level_hu`` that hold a box :data:`THICK_BRIGHT_HALF_MM` each side.
+
+    A morphological opening (erosion then dilation by the box, separable minimum and maximum
+    filters): the thick regions whole, their rims included, and nothing of thinner structures.
+    """
+    ndi = ndimage_for(image)
+    size = tuple(2 * max(1, int(round(THICK_BRIGHT_HALF_MM / float(s)))) + 1 for s in spacing)
+    core = ndi.minimum_filter(image, size=size) > np.float32(level_hu)
+    if not bool(core.any()):
+        return core
+    return ndi.maximum_filter(core, size=size)
 
 
 def local_noise(image, body, soft_hu: float) -> float:
