@@ -558,3 +558,26 @@ def test_osteoporotic_marrow_at_3mm_voxels_is_bone_not_a_vessel():
 def ndimage_erosion(mask, iterations=1):
     from scipy import ndimage
     return ndimage.binary_erosion(mask, iterations=iterations)
+
+
+def test_slice_holes_as_large_as_an_iliac_body_are_filled_but_not_a_ring_around_the_pelvis():
+    """A leaking bone section of 35 cm^2 (the iliac body above the acetabulum; the sacrum at S1) is
+    filled slice by slice; a 1 mm ring of bone around 80 cm^2 (the true pelvis) is not."""
+    from thagpu.bone.cleanup import fill_cavities
+    from thagpu.config import BoneConfig
+    area = BoneConfig().max_slice_hole_mm2
+    x, y = np.mgrid[0:160, 0:160].astype(np.float32) + 0.5
+
+    def ring(a, b):
+        r = np.sqrt(((x - 80) / a) ** 2 + ((y - 80) / b) ** 2)
+        inside = np.sqrt(((x - 80) / (a - 1.5)) ** 2 + ((y - 80) / (b - 1.5)) ** 2) <= 1.0
+        return (r <= 1.0) & ~inside, inside
+
+    for (a, b), filled_expected in (((38.0, 30.0), True), ((56.0, 46.0), False)):
+        wall, inside = ring(a, b)
+        assert (inside.sum() / 100.0 < 40.0) == filled_expected  # 36 cm^2 and 81 cm^2 (1 mm pixels)
+        mask = np.repeat(wall[:, :, None], 20, axis=2)
+        mask[:, 70:90, 0:10] = False  # a gap wider than the closing bridges: the 3-D cavity leaks
+        out = fill_cavities(mask, (1.0, 1.0, 1.0), closing_mm=4.0, max_slice_hole_mm2=area)
+        share = out[:, :, 14][inside].mean()
+        assert share == (1.0 if filled_expected else 0.0), (a, b, share)

@@ -123,8 +123,10 @@ class BoneConfig:
     fill_cavities: bool = True
     #: ... closing gaps in the cortex of up to about twice this first (0: no closing).
     fill_closing_mm: float = 4.0
-    #: ... and holes within one axial slice up to this area (mm^2; 0: 3-D cavities only).
-    max_slice_hole_mm2: float = 2500.0
+    #: ... and holes within one axial slice up to this area (mm^2; 0: 3-D cavities only). The iliac body
+    #: above the acetabulum and the sacrum at S1 reach 30-45 cm^2 in a slice, a femoral head 20 cm^2; the
+    #: true pelvis, the largest cavity bone can ring in a slice, is 70 cm^2 or more.
+    max_slice_hole_mm2: float = 5000.0
     #: Components smaller than this are dropped.
     min_island_ml: float = 0.2
     #: Components at least this large form the skeleton ...

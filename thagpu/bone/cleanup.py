@@ -48,9 +48,9 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         by about this much (a thin cortex with gaps still encloses its marrow);
         the closing itself is never added.
     max_slice_hole_mm2 : float
-        Also holes within one axial slice up to this area (a femoral head's
-        cross-section is at most about 25 cm^2; the pelvic cavity is several
-        times larger) and at least :data:`SLICE_HOLE_MIN_WIDTH_MM` wide,
+        Also holes within one axial slice up to this area (an iliac body or a
+        sacrum at S1 is up to about 45 cm^2 in a slice, a femoral head 20 cm^2;
+        the true pelvis is 70 cm^2 and more) and at least :data:`SLICE_HOLE_MIN_WIDTH_MM` wide,
         except where the slice holes that no 3-D cavity explains stack up to
         no more than :data:`SLICE_HOLE_MIN_DEPTH_MM` along the slice axis
         (the joint space where a slice cuts it tangentially). 0 disables.
