@@ -123,7 +123,8 @@ def test_islands_are_removed_but_bones_near_the_skeleton_stay():
     # this thick is not bone (no cortex is 15 mm thick) but a contrast pool.
     image[20:60, 30:45, 5:35] = 1000.0
     image[22:58, 32:43, 7:33] = 300.0
-    image[65:72, 35:42, 15:22] = 1000.0  # a rib-sized bone 5 mm away: stays
+    image[65:72, 35:42, 15:22] = 1000.0  # a rib-sized bone 5 mm away, cortex over marrow: stays
+    image[66:71, 36:41, 16:21] = 300.0
     image[40:42, 75:77, 20:22] = 900.0  # a calcification-sized speck: goes
     image += np.random.default_rng(1).normal(0, 10, shape).astype(np.float32)
     mask = extract_bone(_volume(image)).mask
@@ -581,3 +582,24 @@ def test_slice_holes_as_large_as_an_iliac_body_are_filled_but_not_a_ring_around_
         out = fill_cavities(mask, (1.0, 1.0, 1.0), closing_mm=4.0, max_slice_hole_mm2=area)
         share = out[:, :, 14][inside].mean()
         assert share == (1.0 if filled_expected else 0.0), (a, b, share)
+
+
+def test_a_layer_of_settled_contrast_brighter_than_the_cortex_is_dropped_whatever_its_gradient():
+    """Settled contrast (950-1150 HU across its 14 mm depth, so not uniform as the noise) above the
+    cortical seed level, lying apart from bone, is dropped: it is thicker than any cortex and has no
+    brighter rim. A bone of cortex over cancellous bone beside it stays."""
+    from thagpu.bone.cleanup import remove_non_skeletal
+    rng = np.random.default_rng(8)
+    image = np.full((70, 60, 40), 40.0, np.float32)
+    layer = np.zeros(image.shape, bool)
+    layer[5:45, 10:50, 13:27] = True
+    image[layer] = (950.0 + 200.0 * (np.arange(40) - 13) / 13.0)[None, None, :].repeat(70, 0).repeat(60, 1)[layer]
+    bone = np.zeros(image.shape, bool)
+    bone[50:66, 10:50, 8:32] = True
+    image[bone] = 300.0
+    image[50:66, 10:50, 8:10] = image[50:66, 10:50, 30:32] = 1200.0
+    image += rng.normal(0, 30.0, image.shape).astype(np.float32)
+    kept, report = remove_non_skeletal(layer | bone, np.ones(image.shape, bool), (1.0, 1.0, 1.0),
+                                       min_island_ml=0.2, skeleton_min_ml=1.0, max_gap_mm=25.0,
+                                       image=image, noise_hu=30.0, fluid_max_hu=330.0)
+    assert not kept[layer].any() and kept[bone].all()

@@ -21,6 +21,10 @@ HOMOGENEOUS_SHARE = 0.85
 #: Fewest inner voxels (of a one-voxel erosion) on which a component's uniformity is judged; thinner
 #: components are judged on all their voxels.
 MIN_INNER_VOXELS = 20
+#: A uniform component brighter than the cortical seed level is judged a fluid only where most of it holds
+#: a box this far (mm) each side above that level: a layer of settled contrast 7 mm deep or more. An
+#: isolated piece of cortex that thick, and that uniform, does not occur.
+FLUID_THICK_HALF_MM = 3.0
 #: Passes of the fill without closing: filling slice holes can enclose new 3-D cavities.
 FILL_PASSES = 3
 #: Voxels of slice holes in this range (HU, smoothed by a voxel) are water-like fluid (cerebrospinal fluid in
@@ -95,11 +99,11 @@ def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, flui
 
 
 def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=None):
-    """Per label: at least :data:`HOMOGENEOUS_SHARE` of its inner voxels within 3 noise SDs of its
-    median, its 99th percentile within 6 noise SDs of it, its outer voxel layer not brighter on average
-    than the median by a noise SD, and the median below ``max_median_hu``
-    unless most of its voxels are ``thick`` (bright over a box :data:`~.intensity.THICK_BRIGHT_HALF_MM`
-    each side: no cortex is, a contrast-filled bladder is).
+    """Per label: no cortex (its 99th percentile within 6 noise SDs of its median, its outer voxel
+    layer not brighter on average than the median by a noise SD), and either at least
+    :data:`HOMOGENEOUS_SHARE` of its inner voxels within 3 noise SDs of its median with the median
+    below ``max_median_hu``, or most of its voxels ``thick`` (above the seed level over a box
+    :data:`FLUID_THICK_HALF_MM` each side: no cortex is, a layer of settled contrast is).
 
     The share is taken over the component's inner voxels (those of a one-voxel erosion) where it has
     at least :data:`MIN_INNER_VOXELS`: the rim of a contrast-filled vessel 7-9 mm wide is half of
@@ -126,11 +130,13 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     rim_mean = (xp.bincount(labels[rim].ravel(), weights=image[rim].astype(xp.float64), minlength=count + 1)
                 / xp.maximum(rim_sizes, 1))
     cortex = (rim_sizes > 0) & (rim_mean > median + np.float32(noise_hu))
-    below = median < max_median_hu
+    no_cortex = (top <= median + np.float32(6.0 * noise_hu)) & ~cortex
+    out = no_cortex & (share >= HOMOGENEOUS_SHARE) & (median < max_median_hu)
     if thick is not None:
+        # Mostly thicker than a cortex above the seed level, and no brighter rim: a pool of contrast,
+        # whatever its uniformity (settled contrast layers, 3 mm slices average across the layers).
         sizes = xp.maximum(xp.bincount(labels.ravel(), minlength=count + 1), 1)
-        below |= xp.bincount(labels[thick].ravel(), minlength=count + 1) >= 0.5 * sizes
-    out = (share >= HOMOGENEOUS_SHARE) & (top <= median + np.float32(6.0 * noise_hu)) & ~cortex & below
+        out |= no_cortex & (xp.bincount(labels[thick].ravel(), minlength=count + 1) >= 0.5 * sizes)
     out[0] = False
     return out
 
@@ -249,7 +255,7 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     keep = ~small & ~outside
     keep[0] = False
     if image is not None and noise_hu is not None:
-        thick = thick_bright(image, spacing, fluid_max_hu) if np.isfinite(fluid_max_hu) else None
+        thick = thick_bright(image, spacing, fluid_max_hu, FLUID_THICK_HALF_MM) if np.isfinite(fluid_max_hu) else None
         homogeneous = _homogeneous(labels, count, image, noise_hu, fluid_max_hu, thick) & keep
         keep &= ~homogeneous
         report["dropped_homogeneous"] = int(to_host(homogeneous.sum()))

@@ -58,7 +58,7 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0, spacing=Non
       per cent of a hip CT's body voxels, so the top 0.2 % is dense cortex;
       in osteoporosis it is lower, and so are the thresholds derived from it.
       With ``spacing``, regions that stay above half-way to that level over a box
-      :data:`THICK_BRIGHT_HALF_MM` each side (and their rims) are left out and the percentile is
+      :data:`THICK_BRIGHT_HALF_MM` each side are left out and the percentile is
       taken again: a contrast-filled bladder (800 HU) is larger than the top 0.2 % of a pelvis CT
       and set the level of a faint osteoporotic skeleton (cortex 250-400 HU at 3 mm voxels) to
       that of contrast, above every bone voxel. Bone is never that thick at that level: a cortex
@@ -84,14 +84,14 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0, spacing=Non
     return TissueLevels(soft_hu=soft, noise_hu=max(noise, 1.0), cortical_hu=max(cortical, soft + 100.0))
 
 
-def thick_bright(image, spacing, level_hu: float):
-    """Voxels of regions above ``level_hu`` that hold a box :data:`THICK_BRIGHT_HALF_MM` each side.
+def thick_bright(image, spacing, level_hu: float, half_mm: float = THICK_BRIGHT_HALF_MM):
+    """Voxels above ``level_hu`` covered by a box ``half_mm`` each side that lies wholly above it.
 
     A morphological opening (erosion then dilation by the box, separable minimum and maximum
-    filters): the thick regions whole, their rims included, and nothing of thinner structures.
+    filters): the thick parts of the regions above the level, and nothing of thinner structures.
     """
     ndi = ndimage_for(image)
-    size = tuple(2 * max(1, int(round(THICK_BRIGHT_HALF_MM / float(s)))) + 1 for s in spacing)
+    size = tuple(2 * max(1, int(round(half_mm / float(s)))) + 1 for s in spacing)
     core = ndi.minimum_filter(image, size=size) > np.float32(level_hu)
     if not bool(core.any()):
         return core
