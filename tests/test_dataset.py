@@ -239,6 +239,66 @@ def _parse_report(path: Path) -> dict:
     return {"rows": parser.rows, "links": parser.links}
 
 
+class _ReportPage(HTMLParser):
+    """Rows (classes, image sources, anchors), radio filters and the style of a report page."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.radios, self.style, self._in_style, self._in_body = [], [], "", False, False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "style":
+            self._in_style = True
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append({"classes": attrs.get("class", "").split(), "imgs": [], "links": []})
+        elif tag == "img" and self.rows:
+            self.rows[-1]["imgs"].append(attrs)
+        elif tag == "a" and self.rows:
+            self.rows[-1]["links"].append(attrs["href"])
+        elif tag == "input" and attrs.get("type") == "radio":
+            self.radios.append(attrs["id"])
+
+    def handle_endtag(self, tag):
+        self._in_style = False if tag == "style" else self._in_style
+
+    def handle_data(self, data):
+        if self._in_style:
+            self.style += data
+
+
+def test_report_shows_each_qc_picture_inline_and_filters_rows_without_a_script(tmp_path):
+    """A thumbnail per case that has a QC picture (lazily loaded, full size on click), worst first; the
+    rows carry the classes the CSS-only filters select on; no script, no external resource."""
+    from thagpu.dataset.report import write_report
+    rows = [{"case_id": "fine", "status": "done", "outputs": {"qc": "fine/qc.png"},
+             "sides": {"left": {"status": "ok", "confidence": 0.9}, "right": {"status": "ok", "confidence": 0.8}}},
+            {"case_id": "weak <x>", "status": "done", "outputs": {"qc": "weak/qc.png"},
+             "sides": {"left": {"status": "low_confidence", "confidence": 0.3}, "right": {"status": "ok"}}},
+            {"case_id": "metal", "status": "done", "outputs": {"qc": "metal/qc.png"},
+             "sides": {"left": {"status": "implant"}, "right": {"status": "ok", "confidence": 0.9}}},
+            {"case_id": "broken", "status": "failed", "error": "unreadable", "sides": None}]
+    text = write_report(tmp_path, rows).read_text(encoding="utf-8")
+    assert "<script" not in text and "http" not in text.split("</style>")[1]
+    page = _ReportPage()
+    page.feed(text)
+    classes = [r["classes"] for r in page.rows]
+    assert [("look" in c, "case-failed" in c) for c in classes] == [(True, True), (True, False), (False, False),
+                                                                     (False, False)]
+    assert "side-low_confidence" in classes[1] and "side-implant" in classes[2] and "side-ok" in classes[3]
+    for row in page.rows[1:]:
+        (img,) = row["imgs"]
+        assert img["loading"] == "lazy" and row["links"] == [img["src"]] and img["src"].endswith("/qc.png")
+    assert page.rows[0]["imgs"] == []  # a failed case has no picture
+    # Every filter but "all" hides the rows without its class; "all" is checked by default.
+    assert page.radios[0] == "show-all" and len(page.radios) >= 6
+    for radio in page.radios[1:]:
+        assert f"#{radio}:checked ~ #cases tbody tr:not(." in page.style
+    assert 'id="show-all" checked' in text and "weak &lt;x&gt;" in text
+
+
 def test_severity_puts_failed_then_weak_sides_first():
     rows = [{"case_id": "ok", "status": "done", "sides": {"left": {"status": "ok", "confidence": 0.9}}},
             {"case_id": "weak", "status": "done", "sides": {"left": {"status": "low_confidence", "confidence": 0.3}}},

@@ -6,7 +6,8 @@ Run: ``make check-report`` (installs Debian's ``chromium`` when missing, then ru
 Without a dataset folder it builds a small one first (two tiny phantoms and a CT with no hip, so
 the report has ``done`` and ``skipped`` rows). It then asks Chromium, headless, for the rendered DOM
 of ``report.html`` and for a screenshot, and checks that the DOM holds the table with one row per
-case of the ledger, that every ``qc.png`` link resolves, and that the screenshot is a non-blank PNG.
+case of the ledger, that every ``qc.png`` link and thumbnail resolves, and that the screenshot is a
+non-blank PNG (kept with ``--screenshot PATH``).
 Exit status 0 when all hold; one line on stderr and status 1 otherwise.
 """
 
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 class _Rows(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.in_body, self.rows, self.links = False, 0, []
+        self.in_body, self.rows, self.links, self.images = False, 0, [], []
 
     def handle_starttag(self, tag, attrs):
         if tag == "tbody":
@@ -35,6 +36,8 @@ class _Rows(HTMLParser):
             self.rows += 1
         elif tag == "a" and self.in_body:
             self.links.append(dict(attrs).get("href", ""))
+        elif tag == "img" and self.in_body:
+            self.images.append(dict(attrs).get("src", ""))
 
     def handle_endtag(self, tag):
         if tag == "tbody":
@@ -59,7 +62,7 @@ def _small_dataset(folder: Path) -> Path:
     return folder / "ds"
 
 
-def check(dataset: Path, browser: str) -> str:
+def check(dataset: Path, browser: str, screenshot: Path | None = None) -> str:
     from thagpu.dataset import Ledger
     report = dataset / "report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
@@ -73,7 +76,9 @@ def check(dataset: Path, browser: str) -> str:
         cases = len(ledger.rows())
     if parser.rows != cases:
         raise SystemExit(f"check_report_chromium: rendered table has {parser.rows} rows, ledger {cases} cases")
-    missing = [link for link in parser.links if not (dataset / link).is_file()]
+    if sorted(parser.images) != sorted(parser.links):
+        raise SystemExit("check_report_chromium: the thumbnails are not the linked QC pictures")
+    missing = [link for link in parser.links + parser.images if not (dataset / link).is_file()]
     if missing:
         raise SystemExit(f"check_report_chromium: links to missing files: {missing[:3]}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,17 +92,21 @@ def check(dataset: Path, browser: str) -> str:
         if pixels.std() < 0.01:
             raise SystemExit("check_report_chromium: the screenshot is blank")
         size = f"{pixels.shape[1]}x{pixels.shape[0]}"
-    return f"chromium rendered {report}: {parser.rows} rows (= ledger), {len(parser.links)} QC links resolve, screenshot {size}"
+        if screenshot is not None:
+            shutil.copyfile(shot, screenshot)
+    return (f"chromium rendered {report}: {parser.rows} rows (= ledger), {len(parser.links)} QC links and "
+            f"thumbnails resolve, screenshot {size}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", nargs="?", type=Path, help="a dataset folder (default: build a small one)")
+    parser.add_argument("--screenshot", type=Path, help="also keep the screenshot here (docs/report.png)")
     args = parser.parse_args(argv)
     browser = _chromium()
     with tempfile.TemporaryDirectory(prefix="thagpu-report-") as tmp:
         dataset = args.dataset or _small_dataset(Path(tmp))
-        print(check(dataset, browser))
+        print(check(dataset, browser, args.screenshot))
 
 
 if __name__ == "__main__":

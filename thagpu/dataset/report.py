@@ -1,9 +1,12 @@
 """The QC report of a dataset: one static HTML page, worst cases first.
 
-``DIR/report.html`` lists every case of the ledger with its status, the
-status, confidence, joint space and head radius of each side, its time, and
-a link to its ``qc.png``. It has no script and no external resource, so it
-opens from disk in any browser; all values are escaped.
+``DIR/report.html`` lists every case of the ledger, worst first, with its QC
+picture inline (a thumbnail that the browser loads as it scrolls into view,
+full size on click), its status, the status, confidence, joint space and head
+radius of each side, and its time. Radio buttons above the table filter the
+rows by what needs a look (failed, a side not found or of low confidence) or
+by one status, in CSS alone: the page has no script and no external resource,
+so it opens from disk in any browser; all values are escaped.
 """
 
 from __future__ import annotations
@@ -34,7 +37,29 @@ td.text { text-align: left; }
 .failed { background: #f8d0d0; } .skipped, .pending, .running { background: #f4ecc4; }
 .not_found, .low_confidence { color: #a00; font-weight: bold; } .truncated, .implant { color: #a60; }
 .ok { color: #070; }
+td.case { text-align: left; vertical-align: top; }
+td.case img { display: block; width: 240px; height: auto; border: 1px solid #999; background: #000; }
+.filters { margin: 0.8em 0; } .filters label { margin-right: 1em; cursor: pointer; }
 """
+
+#: The row filters: (id, label, row class shown); ``None`` shows every row.
+_FILTERS = (("all", "all", None), ("look", "needs a look", "look"), ("failed", "failed", "case-failed"),
+            ("not_found", "a side not found", "side-not_found"),
+            ("low_confidence", "a side of low confidence", "side-low_confidence"),
+            ("truncated", "a side truncated", "side-truncated"), ("implant", "an implant", "side-implant"),
+            ("ok", "both sides ok", "side-ok"))
+
+
+def _filter_css() -> str:
+    """Hide the rows a checked filter does not show (the inputs precede the table as its siblings)."""
+    return "\n".join(f"#show-{key}:checked ~ #cases tbody tr:not(.{shown}) {{ display: none; }}"
+                      for key, _, shown in _FILTERS if shown)
+
+
+def _filter_inputs() -> str:
+    return "\n".join(f'<input type="radio" name="show" id="show-{key}"{" checked" if shown is None else ""}>'
+                      f'<label for="show-{key}">{html.escape(label)}</label>' for key, label, shown in _FILTERS)
+
 
 
 def severity_key(row: dict) -> tuple:
@@ -60,15 +85,30 @@ def _side_cells(side: dict | None) -> str:
             f"<td>{_number(side.get('head_radius_mm'))}</td>")
 
 
+def _row_classes(row: dict) -> str:
+    """The row's status, ``case-<status>``, ``side-<status>`` of its weakest side, and ``look`` when a
+    person should check it (failed, or a side not found or of low confidence)."""
+    sides = [s for s in (row.get("sides") or {}).values() if s]
+    weakest = min((s.get("status") or "" for s in sides), key=lambda st: _SIDE_RANK.get(st, 0), default="")
+    look = row["status"] == "failed" or any(s.get("status") in ("not_found", "low_confidence") for s in sides)
+    classes = [row["status"], f"case-{row['status']}"] + ([f"side-{weakest}"] if weakest else [])
+    return " ".join(html.escape(c, quote=True) for c in classes + (["look"] if look else []))
+
+
 def _row_html(row: dict) -> str:
     case_id = html.escape(row["case_id"])
     outputs = row.get("outputs") or {}
     qc = outputs.get("qc")
-    link = f'<a href="{html.escape(Path(qc).as_posix(), quote=True)}">{case_id}</a>' if qc else case_id
+    if qc:
+        href = html.escape(Path(qc).as_posix(), quote=True)
+        case = (f'<a href="{href}"><img src="{href}" loading="lazy" alt="QC picture of {case_id}">'
+                f"{case_id}</a>")
+    else:
+        case = case_id
     sides = row.get("sides") or {}
     status = html.escape(row["status"])
     error = html.escape(row.get("error") or "")
-    return (f'<tr class="{status}"><td class="text">{link}</td><td class="text">{status}</td>'
+    return (f'<tr class="{_row_classes(row)}"><td class="case">{case}</td><td class="text">{status}</td>'
             + "".join(_side_cells(sides.get(side)) for side in _SIDES)
             + f"<td>{_number(row.get('t_total'), 1)}</td><td class=\"text\">{error}</td></tr>")
 
@@ -86,12 +126,15 @@ def write_report(dataset_dir, rows: list) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>thagpu dataset QC report</title>
-<style>{_STYLE}</style></head>
+<style>{_STYLE}{_filter_css()}</style></head>
 <body>
 <h1>thagpu dataset QC report</h1>
 <p id="totals">{len(rows)} cases: {html.escape(totals)}. Worst first: failed, then cases whose weakest side is
-<code>not_found</code> or <code>low_confidence</code>, then by confidence. Each case links its QC picture.</p>
+<code>not_found</code> or <code>low_confidence</code>, then by confidence. Each case shows its QC picture;
+click it for full size.</p>
 <p>thagpu {html.escape(__version__)}, written {stamp}. Sides are the patient's.</p>
+<span class="filters">Show:</span>
+{_filter_inputs()}
 <table id="cases">
 <thead><tr><th>case</th><th>status</th>{side_heads}<th>time (s)</th><th>error</th></tr></thead>
 <tbody>
