@@ -22,6 +22,9 @@ import warnings
 
 import numpy as np
 
+# The array kinds are the device layer's (thagpu/device.py), the one backend module of the package.
+from ..device import _is_numba_device_array, array_kind, is_cupy, is_device_array, to_host
+
 __all__ = [
     "THREADS_PER_BLOCK",
     "array_kind",
@@ -40,38 +43,6 @@ __all__ = [
 
 #: CUDA threads per block for the 1-D launches of the kernel modules.
 THREADS_PER_BLOCK = 128
-
-
-def is_cupy(array) -> bool:
-    """True when ``array`` is a CuPy array (checked without importing CuPy)."""
-    return type(array).__module__.startswith("cupy")
-
-
-def _is_numba_device_array(array) -> bool:
-    return not is_cupy(array) and not isinstance(array, np.ndarray) and hasattr(array, "copy_to_host")
-
-
-def is_device_array(array) -> bool:
-    """True for a CuPy array or a ``numba.cuda`` device array (real or simulated)."""
-    return is_cupy(array) or _is_numba_device_array(array)
-
-
-def array_kind(array) -> str:
-    """``"cupy"``, ``"numba"`` (numba.cuda device array) or ``"numpy"`` (anything else)."""
-    if is_cupy(array):
-        return "cupy"
-    if _is_numba_device_array(array):
-        return "numba"
-    return "numpy"
-
-
-def to_host(array) -> np.ndarray:
-    """A NumPy array from a NumPy, CuPy or ``numba.cuda`` device array (copies from the device)."""
-    if is_cupy(array):
-        return array.get()
-    if _is_numba_device_array(array):
-        return array.copy_to_host()
-    return np.asarray(array)
 
 
 def host_float64(array, shape_desc: str, ndim: int, last: int | None = None, name: str = "array") -> np.ndarray:

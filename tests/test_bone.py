@@ -168,7 +168,7 @@ def test_bad_bone_settings_are_refused():
 def test_box_morphology_matches_scipy_away_from_the_border():
     from scipy import ndimage
 
-    from thagpu.bone.morphology import box_closing, box_erosion
+    from thagpu.morphology import box_closing, box_erosion
     rng = np.random.default_rng(3)
     mask = np.zeros((30, 30, 30), bool)
     mask[8:22, 8:22, 8:22] = rng.uniform(size=(14, 14, 14)) > 0.6
@@ -196,7 +196,7 @@ def test_body_mask_keeps_thick_large_regions_and_fills_slice_holes():
 
 
 def test_slice_holes_thin_rings_stay_open_wide_holes_fill():
-    from thagpu.bone.morphology import fill_holes_2d
+    from thagpu.morphology import fill_holes_2d
     x, y = np.meshgrid(np.arange(60), np.arange(60), indexing="ij")
     r = np.hypot(x - 30, y - 30)
     ring_gap = (r < 20) & ~((r >= 14) & (r < 16))  # a disk with a 2-pixel ring of background inside

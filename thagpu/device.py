@@ -13,7 +13,7 @@ import numpy as np
 from .errors import DeviceError, describe
 
 __all__ = ["resolve_device", "gpu_available", "gpu_count", "release_gpu_memory", "get_array_module", "to_device",
-           "to_host"]
+           "to_host", "is_cupy", "is_device_array", "array_kind"]
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -75,10 +75,32 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def is_cupy(array) -> bool:
+    """True when ``array`` is a CuPy array (checked without importing CuPy)."""
+    return type(array).__module__.startswith("cupy")
+
+
+def _is_numba_device_array(array) -> bool:
+    return not is_cupy(array) and not isinstance(array, np.ndarray) and hasattr(array, "copy_to_host")
+
+
+def is_device_array(array) -> bool:
+    """True for a CuPy array or a ``numba.cuda`` device array (real or simulated)."""
+    return is_cupy(array) or _is_numba_device_array(array)
+
+
+def array_kind(array) -> str:
+    """``"cupy"``, ``"numba"`` (a ``numba.cuda`` device array, real or simulated) or ``"numpy"`` (anything else)."""
+    if is_cupy(array):
+        return "cupy"
+    if _is_numba_device_array(array):
+        return "numba"
+    return "numpy"
+
+
 def get_array_module(array):
     """``cupy`` for CuPy arrays, else ``numpy`` (works without CuPy installed)."""
-    module = type(array).__module__
-    if module.startswith("cupy"):
+    if is_cupy(array):
         import cupy
         return cupy
     return np
@@ -93,7 +115,9 @@ def to_device(array, device: str):
 
 
 def to_host(array):
-    """A NumPy array from a NumPy or CuPy array."""
-    if hasattr(array, "get") and get_array_module(array) is not np:
+    """A NumPy array from a NumPy, CuPy or ``numba.cuda`` device array (copies from the device)."""
+    if is_cupy(array):
         return array.get()
+    if _is_numba_device_array(array):
+        return array.copy_to_host()
     return np.asarray(array)

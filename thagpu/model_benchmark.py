@@ -38,7 +38,7 @@ import numpy as np
 from . import labels as schema
 from ._atomic import atomic_path, atomic_write_text
 from .aar.networks import BENCHMARK_NETWORKS
-from .bone.morphology import bounding_box
+from .morphology import bounding_box
 from .config import AARConfig
 from .errors import InputError, ThagpuError
 

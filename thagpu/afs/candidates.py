@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bone.morphology import block_reduce_mean, bounding_box, ndimage_for
+from ..morphology import block_reduce_mean, bounding_box, ndimage_for
 from ..device import get_array_module
 from ..kernels.sphere_voting import sphere_votes
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..bone.morphology import block_reduce_mean, dilate_mm, ndimage_for
+from ..morphology import block_reduce_mean, dilate_mm, ndimage_for
 from ..device import get_array_module, to_host
 
 __all__ = ["MetalComponent", "find_metal"]

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bone.morphology import block_reduce_mean
+from ..morphology import block_reduce_mean
 from ..bone.seeds import body_mask
 from ..device import to_host
 

@@ -32,7 +32,7 @@ from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
 from .halfmax import half_max_tilt, soft_side_rim, thin_cortex_level
-from .morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
+from ..morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
 from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
 from .sheets import dark_sheets, joint_valleys

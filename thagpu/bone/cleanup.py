@@ -6,7 +6,7 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 from .intensity import thick_bright
-from .morphology import box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
+from ..morphology import box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from ..device import get_array_module
-from .morphology import distance_to, ndimage_for
+from ..morphology import distance_to, ndimage_for
 
 __all__ = ["half_max_tilt", "soft_side_rim", "thin_cortex_level"]
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..device import get_array_module, to_host
-from .morphology import ndimage_for
+from ..morphology import ndimage_for
 
 __all__ = ["TissueLevels", "estimate_tissue_levels", "thick_bright", "local_noise", "IntensityModel",
            "THICK_BRIGHT_HALF_MM"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from .morphology import box_closing, box_erosion, erode_one_voxel, fill_holes_2d, ndimage_for
+from ..morphology import box_closing, box_erosion, erode_one_voxel, fill_holes_2d, ndimage_for
 
 __all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region", "unenclosed_pieces"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from .morphology import ndimage_for
+from ..morphology import ndimage_for
 
 __all__ = ["dark_sheets", "joint_valleys"]
 

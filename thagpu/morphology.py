@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..device import get_array_module, to_host
+from .device import get_array_module, to_host
 
 __all__ = ["ndimage_for", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
