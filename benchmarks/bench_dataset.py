@@ -14,6 +14,12 @@ reading the input and writing every output (labels, QC picture, measurements). F
   beyond the sum of its cases' own times, per case it ran, as a fraction of the mean case time.
   Target: under 5 %. ``imbalance_per_case_s``: the rest of ``processing_s x workers / cases - mean
   case time``, from workers idling at the end (the last cases cannot be split).
+
+Then, with the largest worker count, the same dataset is regenerated (``thagpu dataset regenerate``)
+under another configuration, so every case changes: ``regenerate_cases_per_min`` beside the build's
+``cases_per_min`` (target: equal; the regeneration also compares each case's old and new labels),
+and a second regeneration where nothing changed: ``unchanged_regenerate_s`` (target: seconds; it
+reads no image).
 """
 
 from __future__ import annotations
@@ -38,12 +44,24 @@ def make_inputs(folder: Path, n: int, seed: int = 6000) -> None:
         write_image(case.ct, case.geometry, folder / f"case{i:03d}.nii.gz")
 
 
-def measure(inputs: Path, workers: int, scheduler: str, device: str) -> dict:
+def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate: bool = False) -> dict:
+    from thagpu.config import AFSConfig, Config
     from thagpu.dataset import Ledger, build_dataset
     from thagpu.dataset.engine import LEDGER_NAME
+    from thagpu.dataset.generations import regenerate_dataset
+    regenerated = {}
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
         summary = build_dataset(inputs, Path(tmp) / "ds", scheduler=scheduler, workers=workers, device=device)
         rows = Ledger(Path(tmp) / "ds" / LEDGER_NAME).rows()
+        if regenerate:
+            other = Config(afs=AFSConfig(n_directions=300))  # another configuration: every case changes
+            again = regenerate_dataset(Path(tmp) / "ds", config=other, scheduler=scheduler, workers=workers,
+                                       device=device)
+            unchanged = regenerate_dataset(Path(tmp) / "ds", config=other, scheduler=scheduler, workers=workers,
+                                           device=device)
+            regenerated = {"regenerate_cases_per_min": round(60.0 * again.processed / again.timings["processing_s"], 2),
+                           "regenerate_wall_s": round(again.elapsed_s, 3),
+                           "unchanged_regenerate_s": round(unchanged.elapsed_s, 3)}
     worker_s = [row["t_total"] for row in rows if row["t_total"]]
     processing = summary.timings["processing_s"]
     mean_case = statistics.fmean(worker_s)
@@ -67,6 +85,7 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str) -> dict:
         "overhead_per_case_s": round(overhead, 3),
         "overhead_fraction": round(overhead / mean_case, 4),
         "imbalance_per_case_s": round(imbalance, 3),
+        **regenerated,
     }
 
 
@@ -81,16 +100,17 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-dataset-inputs-") as tmp:
         make_inputs(Path(tmp), args.cases)
-        for workers in (int(w) for w in args.workers.split(",")):
-            rows.append(measure(Path(tmp), workers, args.scheduler, args.device))
+        counts = [int(w) for w in args.workers.split(",")]
+        for workers in counts:
+            rows.append(measure(Path(tmp), workers, args.scheduler, args.device, regenerate=workers == max(counts)))
             print(rows[-1], flush=True)
     base = rows[0]["cases_per_min"] / rows[0]["workers"]
     for row in rows:
         row["scaling_efficiency"] = round(row["cases_per_min"] / (row["workers"] * base), 3)
     columns = ["scheduler", "device", "workers", "cases", "done", "cases_per_min", "cases_per_min_wall",
                "scaling_efficiency", "mean_case_s", "overhead_per_case_s", "overhead_fraction",
-               "imbalance_per_case_s", "cluster_start_s",
-               "stage_mean_s"]
+               "imbalance_per_case_s", "cluster_start_s", "stage_mean_s", "regenerate_cases_per_min",
+               "unchanged_regenerate_s"]
     title = f"## Dataset build: {args.cases} phantoms of {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, I/O included\n\n"
     name = "bench_dataset_gpu" if args.device == "gpu" else "bench_dataset"
     payload = {"machine": machine(), "shape": SHAPE, "rows": rows}

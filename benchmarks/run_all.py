@@ -267,7 +267,10 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
         at = _file_cell(history, dataset, "bench_dataset", results)
         out += [["dataset", f"{r['workers']} worker(s), {r['scheduler']}",
                  f"{_fmt(r['cases_per_min'], 1)} cases/min, scaling {_fmt(r.get('scaling_efficiency'), 2)}, "
-                 f"overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case", at] for r in dataset["rows"]]
+                 f"overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case"
+                 + (f"; regeneration of every case {_fmt(r['regenerate_cases_per_min'], 1)} cases/min, with "
+                    f"nothing changed {_fmt(r['unchanged_regenerate_s'], 1)} s"
+                    if r.get("regenerate_cases_per_min") is not None else ""), at] for r in dataset["rows"]]
     kernels = _load(results, "bench_kernels")
     if kernels:
         at = _file_cell(history, kernels, "bench_kernels", results)

@@ -184,18 +184,9 @@ def dataset_build(
     config = load_config(config_file)
     started = time.perf_counter()
     with _progress(TextColumn("{task.fields[rate]}")) as progress:  # cases/min
-        task = progress.add_task("cases", total=None, rate="")
-
-        def report(finished: int, total: int, case_id: str, status: str) -> None:
-            minutes = (time.perf_counter() - started) / 60.0
-            rate = f"{finished / minutes:.1f} cases/min" if finished and minutes > 0 else ""
-            progress.update(task, total=total, completed=finished, rate=rate)
-            if status and status != "done":
-                progress.console.print(f"{case_id}: {status}", markup=False, highlight=False)
-
         summary = build_dataset(source, out_dir, scheduler=scheduler, workers=workers, device=device,
-                                resume=resume, config=config,
-                                tls=TLSFiles(tls_ca_file, tls_cert, tls_key), progress=report)
+                                resume=resume, config=config, tls=TLSFiles(tls_ca_file, tls_cert, tls_key),
+                                progress=_build_progress(progress, started))
     now = ", ".join(f"{n} {status}" for status, n in sorted(summary.finished_now.items())) or "nothing to do"
     total = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     out.print(f"{summary.inputs} input(s), {summary.processed} processed in {summary.elapsed_s:.1f} s "
@@ -203,17 +194,98 @@ def dataset_build(
     out.print(f"dataset {out_dir}: {total}; QC report {summary.report}")
 
 
+def _build_progress(progress, started: float):
+    """The ``progress(finished, total, case_id, status)`` callback of a build or regeneration."""
+    import time
+    task = progress.add_task("cases", total=None, rate="")
+
+    def report(finished: int, total: int, case_id: str, status: str) -> None:
+        minutes = (time.perf_counter() - started) / 60.0
+        rate = f"{finished / minutes:.1f} cases/min" if finished and minutes > 0 else ""
+        progress.update(task, total=total, completed=finished, rate=rate)
+        if status and status != "done":
+            progress.console.print(f"{case_id}: {status}", markup=False, highlight=False)
+
+    return report
+
+
+@dataset_app.command("regenerate")
+def dataset_regenerate(
+    dataset_dir: Path = typer.Argument(..., help="A dataset folder made by 'thagpu dataset build'."),
+    config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides of the new generation."),
+    only: str = typer.Option("changed", "--only",
+                             help="changed (input, thagpu version or config differ) | failed | all."),
+    scheduler: str = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    discard: bool = typer.Option(False, "--discard", help="Drop an unfinished regeneration and its files."),
+    tls_ca_file: Optional[Path] = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://)."),
+    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Client certificate (tls://)."),
+    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Client key (tls://)."),
+):
+    """Rebuild the pseudo labels as a new generation; manual and model-refined labels are kept."""
+    import time
+
+    from .config import load_config
+    from .dataset import TLSFiles
+    from .dataset.generations import ONLY, regenerate_dataset
+    _choice(device, DEVICES, "--device")
+    _choice(only, ONLY, "--only")
+    config = load_config(config_file)
+    started = time.perf_counter()
+    with _progress(TextColumn("{task.fields[rate]}")) as progress:
+        summary = regenerate_dataset(dataset_dir, config=config, only=only, scheduler=scheduler, workers=workers,
+                                     device=device, discard=discard, tls=TLSFiles(tls_ca_file, tls_cert, tls_key),
+                                     progress=_build_progress(progress, started))
+    if discard:
+        out.print(f"dropped unfinished generation {summary.generation}" if summary.generation
+                  else "no unfinished regeneration to drop")
+        return
+    if summary.generation is None:
+        out.print(f"nothing to regenerate (--only {only}): every case is current; took {summary.elapsed_s:.1f} s")
+        return
+    now = ", ".join(f"{n} {status}" for status, n in sorted(summary.finished_now.items())) or "nothing left to run"
+    out.print(f"generation {summary.generation}{' (resumed)' if summary.resumed else ''} is current: "
+              f"{summary.processed} case(s) run in {summary.elapsed_s:.1f} s "
+              f"({summary.cases_per_min:.1f} cases/min): {now}")
+    if summary.review:
+        out.print(f"manual labels to look at again ({len(summary.review)}): {', '.join(summary.review)}")
+    out.print(f"changes: 'thagpu dataset status {dataset_dir}' and the QC report {summary.report}")
+
+
+@dataset_app.command("restore")
+def dataset_restore(
+    dataset_dir: Path = typer.Argument(..., help="A regenerated dataset folder."),
+    generation: int = typer.Argument(..., min=1, help="The generation to make current again."),
+):
+    """Make an earlier generation's pseudo labels current again (until it is pruned)."""
+    from .dataset.generations import restore_generation
+    restore_generation(dataset_dir, generation)
+    out.print(f"generation {generation} is current again in {dataset_dir}")
+
+
+@dataset_app.command("prune")
+def dataset_prune(
+    dataset_dir: Path = typer.Argument(..., help="A regenerated dataset folder."),
+):
+    """Delete the files of earlier generations that the current one does not use (no restore after)."""
+    from .dataset.generations import prune_generations
+    result = prune_generations(dataset_dir)
+    pruned = ", ".join(str(g) for g in result["pruned"]) or "none"
+    out.print(f"pruned generation(s) {pruned}: {result['files']} file(s) deleted")
+
+
 @dataset_app.command("status")
 def dataset_status(
     dataset_dir: Path = typer.Argument(..., help="A dataset folder made by 'thagpu dataset build'."),
 ):
     """Print the ledger of a dataset: one row per case, with totals."""
-    from .dataset import Ledger
     from .dataset.engine import LEDGER_NAME
+    from .dataset.generations import GenerationLedger, generation_summary
     if not (dataset_dir / LEDGER_NAME).is_file():
         raise ThagpuError(f"{dataset_dir}: is not a dataset folder (no {LEDGER_NAME})")
-    with Ledger(dataset_dir / LEDGER_NAME) as ledger:
-        rows, counts = ledger.rows(), ledger.counts()
+    with GenerationLedger(dataset_dir / LEDGER_NAME) as ledger:
+        rows, counts, generations = ledger.rows(), ledger.counts(), generation_summary(ledger)
     table = Table(title=f"{dataset_dir}: {len(rows)} cases")
     for column in ("case", "status", "right", "left", "load s", "bone s", "afs s", "write s", "total s", "error"):
         table.add_column(column, justify="right" if column.endswith(" s") else "left",
@@ -226,6 +298,41 @@ def dataset_status(
                       row["error"] or "")
     out.print(table)
     out.print("totals: " + ", ".join(f"{n} {status}" for status, n in counts.items()) + f" ({len(rows)} cases)")
+    if generations:
+        _print_generations(generations)
+
+
+def _print_generations(summary: dict, worst: int = 10) -> None:
+    """The generations of a regenerated dataset, then the current one's largest changes."""
+    from .dataset.generations import change_rank
+    for entry in summary["generations"]:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(entry["counts"].items()))
+        out.print(f"generation {entry['generation']} ({entry['state']}): thagpu {entry['version']}, config "
+                  f"{entry['config_hash']}, {entry['device'] or '-'}, {entry['only']}; {counts}", markup=False)
+    if summary["unfinished"]:
+        out.print(f"generation {summary['unfinished']['generation']} is unfinished: "
+                  "'thagpu dataset regenerate' resumes it, --discard drops it")
+    totals = summary["totals"]
+    out.print(f"generation {summary['current']}: {totals['regenerated']} case(s) regenerated, "
+              f"{totals['side_status_changes']} side status change(s), median lowest class Dice old vs new "
+              f"{_fmt(totals['median_min_dice'])}; manual labels to look at again: "
+              f"{', '.join(totals['review']) or 'none'}", markup=False)
+    changes = sorted(summary["changes"].items(), key=lambda kv: (change_rank(kv[1]), kv[0]))[:worst]
+    if not changes:
+        return
+    table = Table(title=f"largest changes in generation {summary['current']} (at most {worst})")
+    for column in ("case", "status", "lowest Dice", "sides", "manual Dice old / new"):
+        table.add_column(column, overflow="fold")
+    for case_id, record in changes:
+        manual = record.get("manual") or {}
+        sides = "; ".join(f"{side} {' to '.join(str(v) for v in dict.fromkeys(s['status']))}"
+                          + (f", centre {_fmt(s['head_center_shift_mm'])} mm" if s.get("head_center_shift_mm") is not None else "")
+                          for side, s in sorted(record.get("sides", {}).items()))
+        table.add_row(case_id, " to ".join(dict.fromkeys(record.get("case_status") or ())), _fmt(record.get("min_dice")),
+                      sides or (record.get("note") or ""),
+                      f"{_fmt(manual.get('dice_previous'))} / {_fmt(manual.get('dice_new'))}"
+                      + (" review" if manual.get("review") else "") if manual else "")
+    out.print(table)
 
 
 @dataset_app.command("export")

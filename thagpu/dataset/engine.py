@@ -36,6 +36,7 @@ from typing import Callable, Optional
 from .._version import __version__
 from ..config import Config, config_hash
 from ..errors import DeviceError, InputError, ThagpuError, describe
+from .generations import GenerationLedger, generation_cases_dir, generation_summary
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger, lock_dataset
 from .report import write_report
@@ -238,7 +239,11 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
     inputs = discover_inputs(source)
     start = time.perf_counter()
     # One client per dataset folder (the lock's file closes with the block): the ledger has one writer.
-    with lock_dataset(dataset_dir), Ledger(dataset_dir / LEDGER_NAME) as ledger:
+    with lock_dataset(dataset_dir), GenerationLedger(dataset_dir / LEDGER_NAME) as ledger:
+        regenerating = ledger.get_meta("regenerating")
+        if regenerating is not None:
+            raise InputError(dataset_dir, f"its regeneration (generation {regenerating}) is unfinished: finish it "
+                                          "with 'thagpu dataset regenerate', or drop it with --discard")
         wanted = config_hash(config)
         built_with = ledger.get_meta("config_hash")
         if built_with is not None and built_with != wanted and ledger.rows():
@@ -254,10 +259,10 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
             progress(0, len(todo), "", "")
         try:
             if todo:
-                _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress,
+                _run(todo, _BuildSink(ledger), dataset_dir, scheduler, workers, device, config, tls, progress,
                      finished_now, timings)
         finally:
-            report = write_report(dataset_dir, ledger.rows())
+            report = write_report(dataset_dir, ledger.rows(), generations=generation_summary(ledger))
             with contextlib.suppress(OSError):
                 (dataset_dir / STAGING).rmdir()  # only when empty: a zombie worker may still write
         return BuildSummary(inputs=len(inputs), processed=len(todo), counts=ledger.counts(),
@@ -300,14 +305,49 @@ def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir) ->
     return kinds[0]
 
 
-def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
+class _BuildSink:
+    """Where :func:`_run` records a build's cases: the ledger's ``cases`` rows.
+
+    A regeneration records into its generation instead
+    (:class:`thagpu.dataset.generations._GenerationSink`, the same methods).
+    """
+
+    def __init__(self, ledger: GenerationLedger):
+        self.ledger = ledger
+        self.rows = {row["case_id"]: row for row in ledger.rows()}
+        # Cases go to the current generation's folder: a build after a regeneration never rewrites
+        # files that an earlier generation (restorable) points at.
+        self.cases_dir = generation_cases_dir(ledger.current_generation())
+
+    def input_path(self, case_id: str) -> str:
+        return self.rows[case_id]["input_path"]
+
+    def recorded_device(self) -> Optional[str]:
+        return self.ledger.get_meta("device")
+
+    def set_device(self, device: str) -> None:
+        self.ledger.set_meta("device", device)
+
+    def task_options(self, case_id: str) -> dict:
+        return {"cases_dir": self.cases_dir}
+
+    def mark_running(self, case_id: str) -> None:
+        self.ledger.mark_running(case_id)
+
+    def record(self, case_id: str, result: dict) -> None:
+        self.ledger.record(case_id, result)
+
+    def reset_running(self, case_ids, reason: str) -> None:
+        self.ledger.reset_running(case_ids, reason)
+
+
+def _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
          timings) -> None:
-    """Submit the cases with a bounded window and record each result as it arrives."""
+    """Submit the cases with a bounded window and record each result in ``sink`` as it arrives."""
     from concurrent.futures import CancelledError
 
     from distributed import KilledWorker, as_completed
 
-    rows = {row["case_id"]: row for row in ledger.rows()}
     started = time.perf_counter()
     client, cluster = _start_client(scheduler, workers, tls)
     timings["cluster_start_s"] = round(time.perf_counter() - started, 3)
@@ -315,8 +355,8 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
     in_flight = {}
     try:
         # Every worker, local or remote, says where it would run; one dataset is built on one device.
-        device = check_worker_devices(client.run(worker_device, device), ledger.get_meta("device"), dataset_dir)
-        ledger.set_meta("device", device)
+        device = check_worker_devices(client.run(worker_device, device), sink.recorded_device(), dataset_dir)
+        sink.set_device(device)
         threads = sum(client.nthreads().values()) or 1
         window = threads * (1 + PREFETCH_PER_THREAD)
         queue = list(todo)
@@ -324,13 +364,13 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
 
         def submit_next():
             case_id = queue[0]
-            future = client.submit(process_case, case_id, rows[case_id]["input_path"], str(dataset_dir),
+            future = client.submit(process_case, case_id, sink.input_path(case_id), str(dataset_dir),
                                    config, device, key=f"thagpu-case-{case_id}-{uuid.uuid4().hex[:8]}",
-                                   pure=False, retries=0)
+                                   pure=False, retries=0, **sink.task_options(case_id))
             # Tracked before the ledger says "running", so an interrupt in between still resets it.
             in_flight[future] = case_id
             queue.pop(0)
-            ledger.mark_running(case_id)
+            sink.mark_running(case_id)
             completed.add(future)
 
         while queue and len(in_flight) < window:
@@ -348,7 +388,7 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
                                   "again: run the build with --resume") from None
             except Exception as error:  # e.g. the task could not be unpickled on the worker
                 result = {"status": "failed", "error": f"task error: {describe(error)}"}
-            ledger.record(case_id, result)
+            sink.record(case_id, result)
             del in_flight[future]  # only once recorded: an interrupt before leaves it to be reset
             finished += 1
             finished_now[result["status"]] = finished_now.get(result["status"], 0) + 1
@@ -361,7 +401,7 @@ def _run(todo, ledger, dataset_dir, scheduler, workers, device, config, tls, pro
         # Ctrl-C, or the client lost its scheduler: nothing in flight is left "running".
         for future in list(in_flight):
             future.cancel()
-        ledger.reset_running(list(in_flight.values()), "interrupted before this case finished")
+        sink.reset_running(list(in_flight.values()), "interrupted before this case finished")
         raise
     finally:
         with contextlib.suppress(Exception):

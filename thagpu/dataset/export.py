@@ -197,6 +197,7 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
     with Ledger(dataset_dir / LEDGER_NAME) as ledger:
         rows = {row["case_id"]: row for row in ledger.rows()}
         config = ledger.get_meta("config_hash")
+        generation = int(ledger.get_meta("generation") or 1)  # dataset regenerate: which pseudo labels
         refined = ledger.label_sources()
     skipped = {case_id: f"status {row['status']}" for case_id, row in rows.items() if row["status"] != "done"}
     usable = []
@@ -227,7 +228,8 @@ def export_dataset(dataset_dir, out, *, fmt: str = "nnunet", split: float = 0.8,
             for case_id in cases:
                 entries[part].append(_write_case(rows[case_id], staged, fmt, export_ids[case_id], part,
                                                  sources[case_id][1]))
-        meta = {"version": __version__, "config_hash": config, "label_schema": schema.SCHEMA_VERSION,
+        meta = {"version": __version__, "config_hash": config, "generation": generation,
+                "label_schema": schema.SCHEMA_VERSION,
                 "split": split, "seed": seed, "numTest": len(test),
                 "test_labels": "manual" if manual else "current labels (manual, model-refined or pseudo)",
                 "numManualTest": len(manual),

@@ -39,6 +39,7 @@ td.text { text-align: left; }
 .ok { color: #070; }
 td.case { text-align: left; vertical-align: top; }
 td.case img { display: block; width: 240px; height: auto; border: 1px solid #999; background: #000; }
+tr.review { background: #f8d0d0; }
 .filters { margin: 0.8em 0; } .filters label { margin-right: 1em; cursor: pointer; }
 """
 
@@ -113,8 +114,58 @@ def _row_html(row: dict) -> str:
             + f"<td>{_number(row.get('t_total'), 1)}</td><td class=\"text\">{error}</td></tr>")
 
 
-def write_report(dataset_dir, rows: list) -> Path:
-    """Write ``dataset_dir/report.html`` from ledger rows (atomically) and return its path."""
+def _generations_html(summary: dict | None) -> str:
+    """The generations of a regenerated dataset and the current one's changes, largest first."""
+    if not summary:
+        return ""
+    from .generations import change_rank
+
+    lines = ["<h2>Generations</h2>", "<table id=\"generations\"><thead><tr><th>generation</th><th>state</th>"
+             "<th>thagpu</th><th>config</th><th>device</th><th>cases</th><th>finished</th><th>counts</th></tr></thead><tbody>"]
+    for entry in summary["generations"]:
+        finished = (_dt.datetime.fromtimestamp(entry["finished_at"], _dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+                    if entry.get("finished_at") else "")
+        counts = ", ".join(f"{n} {k}" for k, n in sorted((entry.get("counts") or {}).items()))
+        lines.append("<tr>" + "".join(f'<td class="text">{html.escape(str(v or ""))}</td>' for v in (
+            entry["generation"], entry["state"], entry.get("version"), entry.get("config_hash"), entry.get("device"),
+            entry.get("only"), finished, counts)) + "</tr>")
+    lines.append("</tbody></table>")
+    totals = summary["totals"]
+    review = ", ".join(totals["review"]) or "none"
+    lines.append(f'<p id="changes-totals">Generation {summary["current"]}: {totals["regenerated"]} case(s) '
+                 f'regenerated, {totals["side_status_changes"]} side status change(s), median lowest class Dice '
+                 f'old vs new {_number(totals["median_min_dice"], 3) or "-"}; manual labels to look at again '
+                 f'(the new pseudo label agrees with them much less than the old one did): {html.escape(review)}.</p>')
+    if summary["changes"]:
+        lines.append("<table id=\"changes\"><thead><tr><th>case</th><th>status</th><th>lowest Dice old vs new</th>"
+                     "<th>Dice per class</th><th>sides</th><th>manual label Dice old / new</th><th>note</th></tr>"
+                     "</thead><tbody>")
+        for case_id, record in sorted(summary["changes"].items(), key=lambda kv: (change_rank(kv[1]), kv[0])):
+            manual = record.get("manual") or {}
+            dice = ", ".join(f"{name} {_number(v, 3) or '-'}" for name, v in record.get("dice", {}).items())
+            sides = "; ".join(
+                f"{side} {' to '.join(str(v) for v in dict.fromkeys(s['status']))}"
+                + (f", centre {_number(s.get('head_center_shift_mm'))} mm" if s.get("head_center_shift_mm") is not None else "")
+                + (f", radius {_number(s.get('head_radius_change_mm'))} mm" if s.get("head_radius_change_mm") is not None else "")
+                for side, s in sorted(record.get("sides", {}).items()))
+            status = " to ".join(dict.fromkeys(record.get("case_status") or ()))
+            row_class = "review" if manual.get("review") else ""
+            lines.append(f'<tr class="{row_class}"><td class="text">{html.escape(case_id)}</td>'
+                         f'<td class="text">{html.escape(status)}</td><td>{_number(record.get("min_dice"), 3)}</td>'
+                         f'<td class="text">{html.escape(dice)}</td><td class="text">{html.escape(sides)}</td>'
+                         f'<td>{_number(manual.get("dice_previous"), 3)} / {_number(manual.get("dice_new"), 3)}'
+                         f'{" review" if manual.get("review") else ""}</td>'
+                         f'<td class="text">{html.escape(record.get("note") or "")}</td></tr>')
+        lines.append("</tbody></table>")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(dataset_dir, rows: list, generations: dict | None = None) -> Path:
+    """Write ``dataset_dir/report.html`` from ledger rows (atomically) and return its path.
+
+    ``generations``: :func:`thagpu.dataset.generations.generation_summary` of a regenerated dataset;
+    the page then ends with its generations and the current one's changes, largest first.
+    """
     dataset_dir = Path(dataset_dir)
     rows = sorted(rows, key=severity_key)
     counts: dict = {}
@@ -140,7 +191,7 @@ click it for full size.</p>
 <tbody>
 {chr(10).join(_row_html(row) for row in rows)}
 </tbody></table>
-</body></html>
+{_generations_html(generations)}</body></html>
 """
     path = dataset_dir / REPORT_NAME
     atomic_write_text(path, page)

@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Optional
 
 from .._version import __version__
 from ..config import Config, config_hash
@@ -80,8 +81,9 @@ def _publish(staged: Path, final: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config, device: str) -> dict:
-    """Segment one input into ``dataset_dir/cases/<case_id>/`` and say how it went.
+def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config, device: str,
+                 cases_dir: str = CASES, previous: Optional[dict] = None) -> dict:
+    """Segment one input into ``dataset_dir/<cases_dir>/<case_id>/`` and say how it went.
 
     Parameters
     ----------
@@ -93,6 +95,13 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         The dataset folder (shared by the client and the workers).
     config : Config
     device : {"cpu", "gpu", "auto"}
+    cases_dir : str
+        The folder of case folders, relative to ``dataset_dir``: ``cases`` for a build's first
+        generation, ``generations/<g>/cases`` for a regeneration (:mod:`thagpu.dataset.generations`).
+    previous : dict, optional
+        A regeneration's earlier outputs of the case (paths relative to ``dataset_dir``: ``labels``,
+        ``measurements``, ``manual``): the result then carries ``changes``, the case's change record
+        (:func:`thagpu.dataset.generations.compare_outputs`), computed here, beside the data.
 
     Returns
     -------
@@ -125,8 +134,10 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
                 f"{side}: {found.get('message') or 'not found'}" for side, found in sorted(sides.items()))
         else:
             result["status"] = "done"
-        _publish(staging / case_id, dataset_dir / CASES / case_id)
-        result["outputs"] = {name: str(Path(CASES) / case_id / path.name) for name, path in case.outputs.items()}
+        _publish(staging / case_id, dataset_dir / cases_dir / case_id)
+        result["outputs"] = {name: str(Path(cases_dir) / case_id / path.name) for name, path in case.outputs.items()}
+        if previous is not None:
+            result["changes"] = _changes(dataset_dir, previous, result["outputs"])
     except ThagpuError as error:
         result.update(status="failed", error=str(error))
     except MemoryError:
@@ -142,6 +153,15 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         release_gpu_memory()
     result["total_s"] = round(time.perf_counter() - start, 4)
     return result
+
+
+def _changes(dataset_dir: Path, previous: dict, outputs: dict) -> dict:
+    """The change record of a regenerated case; a comparison that fails does not fail the case."""
+    from .generations import compare_outputs
+    try:
+        return compare_outputs(dataset_dir, previous, outputs)
+    except Exception as error:  # an unreadable old label: the new one is still good
+        return {"dice": {}, "min_dice": None, "sides": {}, "note": f"not compared: {describe(error)}"}
 
 
 def worker_device(device: str) -> str:
