@@ -21,7 +21,7 @@ from thagpu.dataset import build_dataset, export_dataset
 from thagpu.dataset.engine import LEDGER_NAME
 from thagpu.dataset.generations import (REVIEW_DICE_DROP, GenerationLedger, _select, compare_outputs,
                                         prune_generations, regenerate_dataset, restore_generation)
-from thagpu.errors import InputError
+from thagpu.errors import InputError, ThagpuError
 from thagpu.io import load_ct, load_labels, write_image
 
 BIN = Path(sys.executable).parent
@@ -100,7 +100,7 @@ def test_regenerate_keeps_human_work_resumes_restores_and_prunes(refined, tmp_pa
         ledger.mark_case(2, next(c for c, s in states.items() if s == "pending"), "running")
     with pytest.raises(InputError, match="regeneration .* is unfinished"):
         build_dataset(inputs, dataset, workers=1, device="cpu", resume=True)
-    with pytest.raises(InputError, match="unfinished under config"):
+    with pytest.raises(InputError, match="is unfinished under thagpu .*, config"):
         regenerate_dataset(dataset, workers=1, device="cpu")  # config A: not the unfinished generation's
 
     resumed = regenerate_dataset(dataset, config=CONFIG_B, workers=2, device="cpu")
@@ -159,6 +159,37 @@ def test_regenerate_keeps_human_work_resumes_restores_and_prunes(refined, tmp_pa
     assert _labels_of(dataset) == now
     with pytest.raises(InputError, match="pruned"):
         restore_generation(dataset, 1)
+
+
+def test_a_failed_regeneration_keeps_the_label_and_a_mistake_records_nothing(refined, tmp_path):
+    source, _, inputs = refined
+    dataset = tmp_path / "ds"
+    shutil.copytree(source, dataset)
+    shutil.copytree(inputs, tmp_path / "in")  # this test breaks an input: its own copy
+    with sqlite3.connect(dataset / LEDGER_NAME) as db:
+        db.execute("UPDATE cases SET input_path = replace(input_path, ?, ?)", (str(inputs), str(tmp_path / "in")))
+    first = _labels_of(dataset)
+    # A wrong device or an unreachable scheduler: refused in one line, no generation left waiting.
+    with pytest.raises(ThagpuError, match="GPU"):
+        regenerate_dataset(dataset, config=CONFIG_B, device="gpu")
+    with pytest.raises(InputError, match="cannot reach the scheduler"):
+        regenerate_dataset(dataset, config=CONFIG_B, scheduler="tcp://127.0.0.1:9")
+    with pytest.raises(InputError, match="--only failed keeps one configuration"):
+        regenerate_dataset(dataset, config=CONFIG_B, only="failed")
+    with GenerationLedger(dataset / LEDGER_NAME) as ledger:
+        assert ledger.unfinished() is None and ledger.get_meta("regenerating") is None
+        rows = ledger.rows()
+    # An input rewritten into something unreadable: its case fails in the new generation, and keeps
+    # its earlier pseudo label (a dataset never loses a good label to a regeneration).
+    broken = rows[1]
+    Path(broken["input_path"]).write_bytes(b"not a CT any more")
+    summary = regenerate_dataset(dataset, workers=1, device="cpu")
+    assert summary.generation == 2 and summary.processed == 1
+    with GenerationLedger(dataset / LEDGER_NAME) as ledger:
+        row = next(r for r in ledger.rows() if r["case_id"] == broken["case_id"])
+        record = ledger.changes(2)[broken["case_id"]]
+    assert row["status"] == "done" and _labels_of(dataset) == first
+    assert record["case_status"] == ["done", "failed"] and "kept the earlier pseudo label" in record["note"]
 
 
 def test_regenerate_mistakes_are_one_line_errors(refined, tmp_path):

@@ -36,11 +36,11 @@ from typing import Callable, Optional
 from .._version import __version__
 from ..config import Config, config_hash
 from ..errors import DeviceError, InputError, ThagpuError, describe
-from .generations import GenerationLedger, generation_cases_dir, generation_summary
+from .generations import GENERATIONS, GenerationLedger, generation_summary
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger, lock_dataset
 from .report import write_report
-from .worker import STAGING, process_case, worker_device
+from .worker import CASES, STAGING, process_case, worker_device
 
 __all__ = ["BuildSummary", "TLSFiles", "build_dataset", "LEDGER_NAME", "LOCAL_ALLOWED_FAILURES"]
 
@@ -270,7 +270,8 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
                             timings=timings)
 
 
-def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir) -> str:
+def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir,
+                         hint: str = "a new --out") -> str:
     """The one device all workers run on, refused in one line where they differ or differ from ``recorded``.
 
     Parameters
@@ -281,6 +282,8 @@ def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir) ->
         The device the dataset's cases were built on so far.
     dataset_dir : Path
         For the message.
+    hint : str
+        The way out named in the message when the device differs from ``recorded``.
 
     Raises
     ------
@@ -301,7 +304,7 @@ def check_worker_devices(devices: dict, recorded: Optional[str], dataset_dir) ->
                                       "built on one device; pass --device or use one kind of worker")
     if recorded and recorded != kinds[0]:
         raise InputError(dataset_dir, f"was built on {recorded}, these workers run on {kinds[0]}: "
-                                      f"use --device {recorded}, or a new --out")
+                                      f"use --device {recorded}, or {hint}")
     return kinds[0]
 
 
@@ -312,12 +315,16 @@ class _BuildSink:
     (:class:`thagpu.dataset.generations._GenerationSink`, the same methods).
     """
 
+    resume_hint = "run the build with --resume"
+    device_hint = "a new --out"
+
     def __init__(self, ledger: GenerationLedger):
         self.ledger = ledger
         self.rows = {row["case_id"]: row for row in ledger.rows()}
-        # Cases go to the current generation's folder: a build after a regeneration never rewrites
-        # files that an earlier generation (restorable) points at.
-        self.cases_dir = generation_cases_dir(ledger.current_generation())
+        # Once a dataset has generations, a build writes into a folder of its own under the current
+        # generation: it never replaces files that a restorable generation points at.
+        self.cases_dir = (f"{GENERATIONS}/{ledger.current_generation()}/build-{uuid.uuid4().hex[:8]}"
+                          if ledger.generations() else CASES)
 
     def input_path(self, case_id: str) -> str:
         return self.rows[case_id]["input_path"]
@@ -355,7 +362,8 @@ def _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progr
     in_flight = {}
     try:
         # Every worker, local or remote, says where it would run; one dataset is built on one device.
-        device = check_worker_devices(client.run(worker_device, device), sink.recorded_device(), dataset_dir)
+        device = check_worker_devices(client.run(worker_device, device), sink.recorded_device(), dataset_dir,
+                                      sink.device_hint)
         sink.set_device(device)
         threads = sum(client.nthreads().values()) or 1
         window = threads * (1 + PREFETCH_PER_THREAD)
@@ -385,7 +393,7 @@ def _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progr
                                                        "(retried the allowed number of times)"}
             except CancelledError:
                 raise ThagpuError(f"lost the scheduler while {len(in_flight)} case(s) ran; they are pending "
-                                  "again: run the build with --resume") from None
+                                  f"again: {sink.resume_hint}") from None
             except Exception as error:  # e.g. the task could not be unpickled on the worker
                 result = {"status": "failed", "error": f"task error: {describe(error)}"}
             sink.record(case_id, result)

@@ -419,6 +419,11 @@ def change_rank(record: Optional[dict]) -> tuple:
 class _GenerationSink:
     """What the build engine's case loop writes to during a regeneration (see ``engine._run``)."""
 
+    #: How to continue after the client lost its scheduler, and what to do when the workers' device
+    #: differs from the dataset's (the engine's one-line errors).
+    resume_hint = "run 'thagpu dataset regenerate' again"
+    device_hint = "--only all"
+
     def __init__(self, ledger: GenerationLedger, generation: int, rows: dict, signatures: dict,
                  manual: dict, recorded_device: Optional[str], dataset_dir: Path):
         self.ledger, self.generation, self.rows = ledger, generation, rows
@@ -448,9 +453,16 @@ class _GenerationSink:
 
     def record(self, case_id: str, result: dict) -> None:
         row = _row_from_result(result, self.signatures.get(case_id), self.started.get(case_id))
+        old = self.rows[case_id]
         changes = result.get("changes") or {"dice": {}, "min_dice": None, "sides": {},
                                             "note": f"{result['status']}: {row['error'] or ''}".rstrip(": ")}
-        changes["case_status"] = [self.rows[case_id]["status"], result["status"]]
+        changes["case_status"] = [old["status"], result["status"]]
+        if result["status"] != "done" and old["status"] == "done":
+            # An unmounted share or a dying worker must not take a good label away (from exports,
+            # from AAR): the case keeps its earlier pseudo label and configuration, so the next
+            # `--only changed` tries it again; the change record says what happened.
+            changes["note"] = f"kept the earlier pseudo label: this generation's run {changes['note']}"
+            row = {key: old[key] for key in _ROW_COLUMNS}
         self.ledger.record_case(self.generation, case_id, row, changes)
 
     def reset_running(self, case_ids, reason: str) -> None:
@@ -477,25 +489,36 @@ class RegenerateSummary:
 
 
 def _select(rows: dict, only: str, wanted: str) -> tuple:
-    """(case ids to regenerate, their input signatures now) for ``--only``.
+    """(case ids to regenerate, their input signatures now, {case id: signature} of inputs touched
+    but not changed) for ``--only``.
 
     ``changed`` hashes an input only when its size or modification time changed, so a
-    regeneration where nothing changed reads no image and finishes in seconds.
+    regeneration where nothing changed reads no image and finishes in seconds; the touched ones
+    get their new signature recorded, so the next run does not hash them again. A missing input
+    (an unmounted share) is never regenerated: its case keeps its label, with a warning.
     """
-    todo, signatures = [], {}
+    todo, signatures, touched = [], {}, {}
     for case_id, row in rows.items():
         signature = _signature_or_none(row["input_path"])
+        if signature is None:
+            log.warning("%s: input missing; case %s is kept as it is", row["input_path"], case_id)
+            continue
         signatures[case_id] = signature
         if only == "all" or (only == "failed" and row["status"] == "failed"):
             todo.append(case_id)
         elif only == "changed":
             if row["version"] != __version__ or row["config_hash"] != wanted:
                 todo.append(case_id)
-            elif signature is None:
-                log.warning("%s: input missing; case %s is kept", row["input_path"], case_id)
-            elif signature != row["input_signature"] and content_hash(row["input_path"]) != row["input_hash"]:
-                todo.append(case_id)
-    return todo, {case_id: signatures[case_id] for case_id in todo}
+            elif signature != row["input_signature"]:
+                try:
+                    changed = content_hash(row["input_path"]) != row["input_hash"]
+                except OSError as error:
+                    raise InputError(row["input_path"], f"cannot be read ({error.strerror or error})") from None
+                if changed:
+                    todo.append(case_id)
+                else:
+                    touched[case_id] = signature
+    return todo, {case_id: signatures[case_id] for case_id in todo}, touched
 
 
 def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: str = "changed",
@@ -563,24 +586,33 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
         if busy and unfinished is None:
             raise InputError(dataset_dir, f"its build is unfinished ({len(busy)} case(s) pending or running): "
                                           "finish it with 'thagpu dataset build --resume' first")
+        if scheduler in ("local", "cuda"):
+            device = resolve_device(device)  # before anything is recorded: a wrong flag changes nothing
         if unfinished is not None:
-            if unfinished["config_hash"] != wanted:
-                raise InputError(dataset_dir, f"generation {unfinished['generation']} is unfinished under config "
-                                              f"{unfinished['config_hash']}, this config is {wanted}: resume it with "
-                                              "the same --config, or drop it with --discard")
+            if unfinished["config_hash"] != wanted or unfinished["version"] != __version__:
+                raise InputError(dataset_dir, f"generation {unfinished['generation']} is unfinished under thagpu "
+                                              f"{unfinished['version']}, config {unfinished['config_hash']} (this is "
+                                              f"{__version__}, config {wanted}): resume it with the same version and "
+                                              "--config, or drop it with --discard")
             generation, only, resumed = unfinished["generation"], unfinished["only"], True
             states = ledger.case_states(generation)
             todo = [case_id for case_id, state in sorted(states.items()) if state in ("pending", "running")]
             signatures = {case_id: _signature_or_none(rows[case_id]["input_path"]) for case_id in todo}
+            # The device its first run recorded (an --only all run may have moved the dataset).
+            recorded = unfinished["device"] or (None if only == "all" else ledger.get_meta("device"))
         else:
+            if only == "failed" and ledger.get_meta("config_hash") not in (None, wanted):
+                raise InputError(dataset_dir, f"was built with config {ledger.get_meta('config_hash')}, this config is "
+                                              f"{wanted}: --only failed keeps one configuration for the dataset; "
+                                              "use --only changed to remake every case under the new one")
             ledger.ensure_first_generation()
-            todo, signatures = _select(rows, only, wanted)
+            todo, signatures, touched = _select(rows, only, wanted)
+            for case_id, signature in touched.items():
+                ledger.set_input(case_id, signature, rows[case_id]["input_hash"])
             if not todo:
                 return RegenerateSummary(None, 0, ledger.counts(), elapsed_s=time.perf_counter() - start)
             generation, resumed = ledger.start_generation(todo, wanted, None, only), False
-        if scheduler in ("local", "cuda"):
-            device = resolve_device(device)
-        recorded = None if only == "all" else ledger.get_meta("device")
+            recorded = None if only == "all" else ledger.get_meta("device")
         manual = {case_id: str(path.relative_to(dataset_dir))
                   for case_id, (source, path) in ledger.label_sources().items() if source == "manual"}
         sink = _GenerationSink(ledger, generation, rows, signatures, manual, recorded, dataset_dir)
@@ -591,9 +623,17 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
             progress(0, len(todo), "", "")
         report = None
         try:
-            if todo:
-                _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
-                     timings)
+            try:
+                if todo:
+                    _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
+                         timings)
+            except BaseException:
+                if not resumed and "finished" not in ledger.case_states(generation).values():
+                    # Nothing ran (the cluster could not be reached, its workers' device differs):
+                    # forget the generation, so the dataset is not left waiting for it.
+                    ledger.discard_unfinished()
+                    shutil.rmtree(dataset_dir / GENERATIONS / str(generation), ignore_errors=True)
+                raise
             counts = ledger.switch_to(generation)
         finally:
             report = write_report(dataset_dir, ledger.rows(), generations=generation_summary(ledger))
@@ -654,10 +694,12 @@ def restore_generation(dataset_dir, generation: int) -> None:
 
 
 def prune_generations(dataset_dir) -> dict:
-    """Delete the files of every non-current generation that no current row points at.
+    """Prune every earlier generation: delete each case file that no current row points at.
 
-    Returns ``{"pruned": [generation numbers], "files": deleted file count}``; a pruned generation
-    can no longer be restored.
+    Every ``previous`` generation becomes ``pruned`` (it can no longer be restored), and every file
+    under ``cases/`` and ``generations/`` that the current rows do not use is deleted: the earlier
+    generations' labels, and leftovers of a dropped regeneration. Returns ``{"pruned": [generation
+    numbers], "files": deleted file count}``.
     """
     from .engine import LEDGER_NAME
     from .worker import CASES
@@ -668,20 +710,18 @@ def prune_generations(dataset_dir) -> dict:
     with lock_dataset(dataset_dir), GenerationLedger(dataset_dir / LEDGER_NAME) as ledger:
         if ledger.unfinished() is not None:
             raise InputError(dataset_dir, "a regeneration is unfinished: finish it or --discard it first")
-        in_use = {path for row in ledger.rows() for path in (row.get("outputs") or {}).values()}
-        pruned, deleted = [], 0
-        for entry in ledger.generations():
-            if entry["state"] != "previous":
+        in_use = {(dataset_dir / path).resolve() for row in ledger.rows()
+                  for path in (row.get("outputs") or {}).values()}
+        pruned = [entry["generation"] for entry in ledger.generations() if entry["state"] == "previous"]
+        ledger.mark_pruned(pruned)  # first: a prune stopped half-way leaves nothing restorable by mistake
+        deleted = 0
+        for root in (dataset_dir / CASES, dataset_dir / GENERATIONS):
+            if not root.is_dir():
                 continue
-            for row in ledger.snapshot_rows(entry["generation"]).values():
-                for path in (row.get("outputs") or {}).values():
-                    if path not in in_use and (dataset_dir / path).is_file():
-                        (dataset_dir / path).unlink()
-                        deleted += 1
-            pruned.append(entry["generation"])
-        ledger.mark_pruned(pruned)
-        for folder in [dataset_dir / CASES, *sorted((dataset_dir / GENERATIONS).glob("*/cases"))]:
-            for case_dir in sorted(folder.glob("*")) if folder.is_dir() else ():
-                if case_dir.is_dir() and not any(case_dir.iterdir()):
-                    case_dir.rmdir()
+            for path in sorted(root.rglob("*"), reverse=True):  # files before their folders
+                if path.is_file() and path.resolve() not in in_use:
+                    path.unlink()
+                    deleted += 1
+                elif path.is_dir() and not any(path.iterdir()):
+                    path.rmdir()
         return {"pruned": pruned, "files": deleted}
