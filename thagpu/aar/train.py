@@ -2,7 +2,7 @@
 
 Each case becomes one sample: its hip region (:mod:`thagpu.aar.roi`) at the fixed spacing, CT
 normalised to [0, 1] and its current label. Fold ``k``'s model trains on the cases of every other
-fold (MONAI: positive/negative-balanced random crops, intensity shifts, Dice + cross-entropy) and
+fold (MONAI: positive/negative-balanced random crops, intensity shifts, batch Dice + cross-entropy) and
 predicts only the cases of fold ``k`` (sliding window, Gaussian blending), so no case is predicted by a
 model that saw its label. On a GPU the forward passes run under bf16 autocast, channels-last.
 """
@@ -128,7 +128,9 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
         model = model.to(memory_format=torch.channels_last_3d)
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs * len(loader))
-    loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
+    # batch=True: the Dice of each class over the whole batch (nnU-Net's batch Dice). A crop centred on
+    # one class lacks most others, and a per-patch Dice of an absent class only teaches "predict none".
+    loss_function = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     model.train()
     start = time.perf_counter()
     if progress:
