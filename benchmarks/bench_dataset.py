@@ -15,6 +15,12 @@ reading the input and writing every output (labels, QC picture, measurements). F
   Target: under 5 %. ``imbalance_per_case_s``: the rest of ``processing_s x workers / cases - mean
   case time``, from workers idling at the end (the last cases cannot be split).
 
+Each row also gives ``stage_share``: the share of the workers' case time each stage takes (load,
+bone, afs, write; the rest of a case is hashing the input and bookkeeping), and ``cpu_utilisation``:
+the machine's busy CPU time over its capacity (cores x processing time), from ``/proc/stat`` through
+psutil (the whole machine: run it on one that does nothing else). A second, smaller set at
+512 x 512 x 300 (``--large-cases``, the largest worker count) shows the same at clinical size.
+
 Then, with the largest worker count, the same dataset is regenerated (``thagpu dataset regenerate``)
 under another configuration, so every case changes: ``regenerate_cases_per_min`` beside the build's
 ``cases_per_min`` (target: equal; the regeneration also compares each case's old and new labels),
@@ -32,13 +38,15 @@ from pathlib import Path
 from benchmarks.common import machine, markdown_table, write_results
 
 SHAPE = (256, 256, 160)
+LARGE_SHAPE = (512, 512, 300)
 FOV_MM = (380.0, 320.0, 230.0)  # the phantom's field of view (RAS)
+STAGES = ("load", "bone", "afs", "write")
 
 
-def make_inputs(folder: Path, n: int, seed: int = 6000) -> None:
+def make_inputs(folder: Path, n: int, seed: int = 6000, shape=SHAPE) -> None:
     from thagpu.phantom import make_phantom
     from thagpu.io import write_image
-    spacing = tuple(f / s for f, s in zip(FOV_MM, SHAPE))
+    spacing = tuple(f / s for f, s in zip(FOV_MM, shape))
     for i in range(n):
         case = make_phantom(seed + i, size="small", preset="hard", spacing=spacing, header="RAS")
         write_image(case.ct, case.geometry, folder / f"case{i:03d}.nii.gz")
@@ -49,9 +57,13 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate:
     from thagpu.dataset import Ledger, build_dataset
     from thagpu.dataset.engine import LEDGER_NAME
     from thagpu.dataset.generations import regenerate_dataset
+    import psutil
+
     regenerated = {}
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
+        before = psutil.cpu_times()
         summary = build_dataset(inputs, Path(tmp) / "ds", scheduler=scheduler, workers=workers, device=device)
+        after = psutil.cpu_times()
         rows = Ledger(Path(tmp) / "ds" / LEDGER_NAME).rows()
         if regenerate:
             other = Config(afs=AFSConfig(n_directions=300))  # another configuration: every case changes
@@ -73,6 +85,10 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate:
     last = max(busy, key=lambda w: sum(busy[w]))
     overhead = (processing - sum(busy[last])) / len(busy[last])
     imbalance = processing * workers / len(rows) - mean_case - overhead
+    # Busy share of the machine over the build (cluster start included: it is short next to the cases).
+    total = sum(after) - sum(before)
+    idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
+    stage_mean = {stage: statistics.fmean(row[f"t_{stage}"] for row in rows) for stage in STAGES}
     return {
         "scheduler": scheduler, "device": device, "workers": workers, "cases": len(rows),
         "done": summary.counts["done"], "cluster_start_s": summary.timings["cluster_start_s"],
@@ -80,8 +96,9 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate:
         "cases_per_min": round(60.0 * len(rows) / processing, 2),
         "cases_per_min_wall": round(60.0 * len(rows) / summary.elapsed_s, 2),
         "mean_case_s": round(mean_case, 3),
-        "stage_mean_s": {stage: round(statistics.fmean(row[f"t_{stage}"] for row in rows), 3)
-                         for stage in ("load", "bone", "afs", "write")},
+        "stage_mean_s": {stage: round(value, 3) for stage, value in stage_mean.items()},
+        "stage_share": {stage: round(value / mean_case, 3) for stage, value in stage_mean.items()},
+        "cpu_utilisation": round(1.0 - idle / total, 3) if total > 0 else None,
         "overhead_per_case_s": round(overhead, 3),
         "overhead_fraction": round(overhead / mean_case, 4),
         "imbalance_per_case_s": round(imbalance, 3),
@@ -95,23 +112,33 @@ def main(argv=None):
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--scheduler", default="local", choices=("local", "cuda"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    parser.add_argument("--large-cases", type=int, default=4,
+                        help="phantoms of 512 x 512 x 300 built with the largest worker count (0: none)")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     rows = []
+    counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-dataset-inputs-") as tmp:
         make_inputs(Path(tmp), args.cases)
-        counts = [int(w) for w in args.workers.split(",")]
         for workers in counts:
-            rows.append(measure(Path(tmp), workers, args.scheduler, args.device, regenerate=workers == max(counts)))
+            rows.append(dict(shape=list(SHAPE), **measure(Path(tmp), workers, args.scheduler, args.device,
+                                                          regenerate=workers == max(counts))))
             print(rows[-1], flush=True)
     base = rows[0]["cases_per_min"] / rows[0]["workers"]
     for row in rows:
         row["scaling_efficiency"] = round(row["cases_per_min"] / (row["workers"] * base), 3)
-    columns = ["scheduler", "device", "workers", "cases", "done", "cases_per_min", "cases_per_min_wall",
-               "scaling_efficiency", "mean_case_s", "overhead_per_case_s", "overhead_fraction",
-               "imbalance_per_case_s", "cluster_start_s", "stage_mean_s", "regenerate_cases_per_min",
-               "unchanged_regenerate_s"]
-    title = f"## Dataset build: {args.cases} phantoms of {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}, I/O included\n\n"
+    if args.large_cases:
+        with tempfile.TemporaryDirectory(prefix="bench-dataset-large-") as tmp:
+            make_inputs(Path(tmp), args.large_cases, seed=6500, shape=LARGE_SHAPE)
+            rows.append(dict(shape=list(LARGE_SHAPE), **measure(Path(tmp), max(counts), args.scheduler, args.device)))
+            print(rows[-1], flush=True)
+    columns = ["shape", "scheduler", "device", "workers", "cases", "done", "cases_per_min", "cases_per_min_wall",
+               "scaling_efficiency", "mean_case_s", "cpu_utilisation", "stage_share", "overhead_per_case_s",
+               "overhead_fraction", "imbalance_per_case_s", "cluster_start_s", "stage_mean_s",
+               "regenerate_cases_per_min", "unchanged_regenerate_s"]
+    title = (f"## Dataset build: {args.cases} phantoms of {SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]}"
+             + (f" and {args.large_cases} of {LARGE_SHAPE[0]} x {LARGE_SHAPE[1]} x {LARGE_SHAPE[2]}"
+                if args.large_cases else "") + ", I/O included\n\n")
     name = "bench_dataset_gpu" if args.device == "gpu" else "bench_dataset"
     payload = {"machine": machine(), "shape": SHAPE, "rows": rows}
     write_results(name, payload, title + markdown_table(rows, columns), folder=args.out)

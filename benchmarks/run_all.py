@@ -30,7 +30,7 @@ README_START, README_END = "<!-- benchmark-summary:start -->", "<!-- benchmark-s
 BENCHMARKS = {
     "bone": ("benchmarks.bench_bone", [], ["--quick"]),
     "accuracy": ("benchmarks.bench_accuracy", [], ["--quick"]),
-    "dataset": ("benchmarks.bench_dataset", [], ["--cases", "8"]),
+    "dataset": ("benchmarks.bench_dataset", [], ["--cases", "8", "--large-cases", "1"]),
     "kernels": ("benchmarks.bench_kernels", [], []),
     "models": ("benchmarks.bench_models", ["--preset", "cpu"],
                ["--preset", "cpu", "--epochs", "2", "--seeds", "2", "--models", "unet"]),
@@ -265,9 +265,14 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
     dataset = _load(results, "bench_dataset")
     if dataset:
         at = _file_cell(history, dataset, "bench_dataset", results)
-        out += [["dataset", f"{r['workers']} worker(s), {r['scheduler']}",
+        out += [["dataset", f"{'x'.join(map(str, r.get('shape') or dataset['shape']))}, {r['workers']} worker(s), "
+                            f"{r['scheduler']}",
                  f"{_fmt(r['cases_per_min'], 1)} cases/min, scaling {_fmt(r.get('scaling_efficiency'), 2)}, "
                  f"overhead {_fmt(100 * r['overhead_fraction'], 1)} % per case"
+                 + (f", CPU busy {_fmt(100 * r['cpu_utilisation'], 0)} %, time in BE / AFS / load + write "
+                    f"{_fmt(100 * r['stage_share']['bone'], 0)} / {_fmt(100 * r['stage_share']['afs'], 0)} / "
+                    f"{_fmt(100 * (r['stage_share']['load'] + r['stage_share']['write']), 0)} %"
+                    if r.get("stage_share") else "")
                  + (f"; regeneration of every case {_fmt(r['regenerate_cases_per_min'], 1)} cases/min, with "
                     f"nothing changed {_fmt(r['unchanged_regenerate_s'], 1)} s"
                     if r.get("regenerate_cases_per_min") is not None else ""), at] for r in dataset["rows"]]
