@@ -162,18 +162,27 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Build, inspect and export 
 app.add_typer(dataset_app, name="dataset")
 
 
+#: Options that ``dataset build`` and ``dataset regenerate`` share (the same engine runs both).
+_SCHEDULER = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT.")
+_WORKERS = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster.")
+_DEVICE = typer.Option("auto", "--device", help="auto | cpu | gpu.")
+_TLS_CA = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://).")
+_TLS_CERT = typer.Option(None, "--tls-cert", help="Client certificate (tls://).")
+_TLS_KEY = typer.Option(None, "--tls-key", help="Client key (tls://).")
+
+
 @dataset_app.command("build")
 def dataset_build(
     source: Path = typer.Argument(..., help="Folder searched recursively, or a CSV/JSON manifest."),
     out_dir: Path = typer.Option(..., "--out", help="Dataset folder: cases/, ledger.sqlite, report.html."),
-    scheduler: str = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    scheduler: str = _SCHEDULER,
+    workers: Optional[int] = _WORKERS,
+    device: str = _DEVICE,
     resume: bool = typer.Option(False, "--resume", help="Continue: only cases not done, and changed inputs."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides."),
-    tls_ca_file: Optional[Path] = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://)."),
-    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Client certificate (tls://)."),
-    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Client key (tls://)."),
+    tls_ca_file: Optional[Path] = _TLS_CA,
+    tls_cert: Optional[Path] = _TLS_CERT,
+    tls_key: Optional[Path] = _TLS_KEY,
 ):
     """Process every CT of SOURCE into a dataset, one Dask task per case."""
     import time
@@ -215,13 +224,13 @@ def dataset_regenerate(
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides of the new generation."),
     only: str = typer.Option("changed", "--only",
                              help="changed (input, thagpu version or config differ) | failed | all."),
-    scheduler: str = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | gpu."),
+    scheduler: str = _SCHEDULER,
+    workers: Optional[int] = _WORKERS,
+    device: str = _DEVICE,
     discard: bool = typer.Option(False, "--discard", help="Drop an unfinished regeneration and its files."),
-    tls_ca_file: Optional[Path] = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://)."),
-    tls_cert: Optional[Path] = typer.Option(None, "--tls-cert", help="Client certificate (tls://)."),
-    tls_key: Optional[Path] = typer.Option(None, "--tls-key", help="Client key (tls://)."),
+    tls_ca_file: Optional[Path] = _TLS_CA,
+    tls_cert: Optional[Path] = _TLS_CERT,
+    tls_key: Optional[Path] = _TLS_KEY,
 ):
     """Rebuild the pseudo labels as a new generation; manual and model-refined labels are kept."""
     import time
@@ -304,7 +313,7 @@ def dataset_status(
 
 def _print_generations(summary: dict, worst: int = 10) -> None:
     """The generations of a regenerated dataset, then the current one's largest changes."""
-    from .dataset.generations import change_rank
+    from .dataset.generations import describe_change, largest_changes
     for entry in summary["generations"]:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(entry["counts"].items()))
         out.print(f"generation {entry['generation']} ({entry['state']}): thagpu {entry['version']}, config "
@@ -317,7 +326,7 @@ def _print_generations(summary: dict, worst: int = 10) -> None:
               f"{totals['side_status_changes']} side status change(s), median lowest class Dice old vs new "
               f"{_fmt(totals['median_min_dice'])}; manual labels to look at again: "
               f"{', '.join(totals['review']) or 'none'}", markup=False)
-    changes = sorted(summary["changes"].items(), key=lambda kv: (change_rank(kv[1]), kv[0]))[:worst]
+    changes = largest_changes(summary["changes"])[:worst]
     if not changes:
         return
     table = Table(title=f"largest changes in generation {summary['current']} (at most {worst})")
@@ -325,11 +334,8 @@ def _print_generations(summary: dict, worst: int = 10) -> None:
         table.add_column(column, overflow="fold")
     for case_id, record in changes:
         manual = record.get("manual") or {}
-        sides = "; ".join(f"{side} {' to '.join(str(v) for v in dict.fromkeys(s['status']))}"
-                          + (f", centre {_fmt(s['head_center_shift_mm'])} mm" if s.get("head_center_shift_mm") is not None else "")
-                          for side, s in sorted(record.get("sides", {}).items()))
-        table.add_row(case_id, " to ".join(dict.fromkeys(record.get("case_status") or ())), _fmt(record.get("min_dice")),
-                      sides or (record.get("note") or ""),
+        status, sides = describe_change(record)
+        table.add_row(case_id, status, _fmt(record.get("min_dice")), sides or (record.get("note") or ""),
                       f"{_fmt(manual.get('dice_previous'))} / {_fmt(manual.get('dice_new'))}"
                       + (" review" if manual.get("review") else "") if manual else "")
     out.print(table)

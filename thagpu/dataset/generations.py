@@ -46,7 +46,7 @@ from .ledger import Ledger, lock_dataset
 
 __all__ = ["GENERATIONS", "ONLY", "REVIEW_DICE_DROP", "GenerationLedger", "RegenerateSummary", "generation_cases_dir",
            "regenerate_dataset", "restore_generation", "prune_generations", "compare_outputs",
-           "change_rank"]
+           "change_rank", "largest_changes", "describe_change"]
 
 log = logging.getLogger("thagpu.dataset")
 
@@ -414,6 +414,27 @@ def change_rank(record: Optional[dict]) -> tuple:
             -max(shifts, default=0.0))
 
 
+def largest_changes(changes: dict) -> list:
+    """(case_id, record) pairs of a generation's change records, largest change first."""
+    return sorted(changes.items(), key=lambda kv: (change_rank(kv[1]), kv[0]))
+
+
+def describe_change(record: dict) -> tuple:
+    """(case status, sides) of a change record as text: ``done to failed``; ``left ok to
+    low_confidence, centre 1.20 mm, radius 0.30 mm; right ok`` (one value where nothing changed)."""
+    def moved(values) -> str:
+        return " to ".join(str(v) for v in dict.fromkeys(values or ()))
+
+    sides = []
+    for side, entry in sorted(record.get("sides", {}).items()):
+        text = f"{side} {moved(entry['status'])}"
+        for key, name in (("head_center_shift_mm", "centre"), ("head_radius_change_mm", "radius")):
+            if entry.get(key) is not None:
+                text += f", {name} {entry[key]:.2f} mm"
+        sides.append(text)
+    return moved(record.get("case_status")), "; ".join(sides)
+
+
 # -- regenerate, restore, prune --------------------------------------------------------------------
 
 class _GenerationSink:
@@ -425,10 +446,9 @@ class _GenerationSink:
     device_hint = "--only all"
 
     def __init__(self, ledger: GenerationLedger, generation: int, rows: dict, signatures: dict,
-                 manual: dict, recorded_device: Optional[str], dataset_dir: Path):
+                 manual: dict, recorded_device: Optional[str]):
         self.ledger, self.generation, self.rows = ledger, generation, rows
         self.signatures, self.manual, self._recorded = signatures, manual, recorded_device
-        self.dataset_dir = dataset_dir
         self.started: dict = {}
 
     def input_path(self, case_id: str) -> str:
@@ -615,7 +635,7 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
             recorded = None if only == "all" else ledger.get_meta("device")
         manual = {case_id: str(path.relative_to(dataset_dir))
                   for case_id, (source, path) in ledger.label_sources().items() if source == "manual"}
-        sink = _GenerationSink(ledger, generation, rows, signatures, manual, recorded, dataset_dir)
+        sink = _GenerationSink(ledger, generation, rows, signatures, manual, recorded)
         shutil.rmtree(dataset_dir / STAGING, ignore_errors=True)
         finished_now: dict = {}
         timings: dict = {}

@@ -118,7 +118,7 @@ def _generations_html(summary: dict | None) -> str:
     """The generations of a regenerated dataset and the current one's changes, largest first."""
     if not summary:
         return ""
-    from .generations import change_rank
+    from .generations import describe_change, largest_changes
 
     lines = ["<h2>Generations</h2>", "<table id=\"generations\"><thead><tr><th>generation</th><th>state</th>"
              "<th>thagpu</th><th>config</th><th>device</th><th>cases</th><th>finished</th><th>counts</th></tr></thead><tbody>"]
@@ -140,15 +140,10 @@ def _generations_html(summary: dict | None) -> str:
         lines.append("<table id=\"changes\"><thead><tr><th>case</th><th>status</th><th>lowest Dice old vs new</th>"
                      "<th>Dice per class</th><th>sides</th><th>manual label Dice old / new</th><th>note</th></tr>"
                      "</thead><tbody>")
-        for case_id, record in sorted(summary["changes"].items(), key=lambda kv: (change_rank(kv[1]), kv[0])):
+        for case_id, record in largest_changes(summary["changes"]):
             manual = record.get("manual") or {}
             dice = ", ".join(f"{name} {_number(v, 3) or '-'}" for name, v in record.get("dice", {}).items())
-            sides = "; ".join(
-                f"{side} {' to '.join(str(v) for v in dict.fromkeys(s['status']))}"
-                + (f", centre {_number(s.get('head_center_shift_mm'))} mm" if s.get("head_center_shift_mm") is not None else "")
-                + (f", radius {_number(s.get('head_radius_change_mm'))} mm" if s.get("head_radius_change_mm") is not None else "")
-                for side, s in sorted(record.get("sides", {}).items()))
-            status = " to ".join(dict.fromkeys(record.get("case_status") or ()))
+            status, sides = describe_change(record)
             row_class = "review" if manual.get("review") else ""
             lines.append(f'<tr class="{row_class}"><td class="text">{html.escape(case_id)}</td>'
                          f'<td class="text">{html.escape(status)}</td><td>{_number(record.get("min_dice"), 3)}</td>'
