@@ -1,7 +1,8 @@
 """Dataset build throughput: cases/min for 1 and 2 workers, and the scheduling overhead per case.
 
 Run: ``.venv/bin/python -m benchmarks.bench_dataset [--cases 16] [--workers 1,2]
-[--scheduler local|cuda] [--device cpu|gpu] [--out DIR]``; writes ``bench_dataset.json`` and ``.md``
+[--scheduler local|cuda] [--workers-per-gpu 1,2] [--device cpu|gpu] [--out DIR]``; with ``cuda``,
+``--workers`` counts GPUs and each is measured with every ``--workers-per-gpu`` count of processes; writes ``bench_dataset.json`` and ``.md``
 (``bench_dataset_gpu.*`` with ``--device gpu``) to ``benchmarks/results/`` or ``--out``.
 
 The inputs are ``hard`` phantoms of 256 x 256 x 160 voxels written as NIfTI, so the figures include
@@ -52,7 +53,8 @@ def make_inputs(folder: Path, n: int, seed: int = 6000, shape=SHAPE) -> None:
         write_image(case.ct, case.geometry, folder / f"case{i:03d}.nii.gz")
 
 
-def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate: bool = False) -> dict:
+def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate: bool = False,
+            workers_per_gpu: int = 2) -> dict:
     from thagpu.config import AFSConfig, Config
     from thagpu.dataset import Ledger, build_dataset
     from thagpu.dataset.engine import LEDGER_NAME
@@ -62,15 +64,16 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate:
     regenerated = {}
     with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
         before = psutil.cpu_times()
-        summary = build_dataset(inputs, Path(tmp) / "ds", scheduler=scheduler, workers=workers, device=device)
+        summary = build_dataset(inputs, Path(tmp) / "ds", scheduler=scheduler, workers=workers, device=device,
+                                workers_per_gpu=workers_per_gpu)
         after = psutil.cpu_times()
         rows = Ledger(Path(tmp) / "ds" / LEDGER_NAME).rows()
         if regenerate:
             other = Config(afs=AFSConfig(n_directions=300))  # another configuration: every case changes
             again = regenerate_dataset(Path(tmp) / "ds", config=other, scheduler=scheduler, workers=workers,
-                                       device=device)
+                                       device=device, workers_per_gpu=workers_per_gpu)
             unchanged = regenerate_dataset(Path(tmp) / "ds", config=other, scheduler=scheduler, workers=workers,
-                                           device=device)
+                                           device=device, workers_per_gpu=workers_per_gpu)
             regenerated = {"regenerate_cases_per_min": round(60.0 * again.processed / again.timings["processing_s"], 2),
                            "regenerate_wall_s": round(again.elapsed_s, 3),
                            "unchanged_regenerate_s": round(unchanged.elapsed_s, 3)}
@@ -90,7 +93,8 @@ def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate:
     idle = (after.idle + getattr(after, "iowait", 0.0)) - (before.idle + getattr(before, "iowait", 0.0))
     stage_mean = {stage: statistics.fmean(row[f"t_{stage}"] for row in rows) for stage in STAGES}
     return {
-        "scheduler": scheduler, "device": device, "workers": workers, "cases": len(rows),
+        "scheduler": scheduler, "device": device, "workers": workers,
+        "workers_per_gpu": workers_per_gpu if scheduler == "cuda" else None, "cases": len(rows),
         "done": summary.counts["done"], "cluster_start_s": summary.timings["cluster_start_s"],
         "processing_s": processing, "wall_s": round(summary.elapsed_s, 3),
         "cases_per_min": round(60.0 * len(rows) / processing, 2),
@@ -110,6 +114,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--workers-per-gpu", default="2",
+                        help="comma-separated worker processes per GPU (--scheduler cuda; --workers counts GPUs)")
     parser.add_argument("--scheduler", default="local", choices=("local", "cuda"))
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--large-cases", type=int, default=4,
@@ -118,21 +124,26 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = []
     counts = [int(w) for w in args.workers.split(",")]
+    per_gpu = [int(w) for w in args.workers_per_gpu.split(",")] if args.scheduler == "cuda" else [1]
+    runs = [(workers, k) for workers in counts for k in per_gpu]
     with tempfile.TemporaryDirectory(prefix="bench-dataset-inputs-") as tmp:
         make_inputs(Path(tmp), args.cases)
-        for workers in counts:
+        for workers, k in runs:
             rows.append(dict(shape=list(SHAPE), **measure(Path(tmp), workers, args.scheduler, args.device,
-                                                          regenerate=workers == max(counts))))
+                                                          regenerate=(workers, k) == runs[-1], workers_per_gpu=k)))
             print(rows[-1], flush=True)
-    base = rows[0]["cases_per_min"] / rows[0]["workers"]
-    for row in rows:
-        row["scaling_efficiency"] = round(row["cases_per_min"] / (row["workers"] * base), 3)
+    # Scaling over worker processes (a GPU's processes count each).
+    processes = [r["workers"] * (r["workers_per_gpu"] or 1) for r in rows]
+    base = rows[0]["cases_per_min"] / processes[0]
+    for row, n in zip(rows, processes):
+        row["scaling_efficiency"] = round(row["cases_per_min"] / (n * base), 3)
     if args.large_cases:
         with tempfile.TemporaryDirectory(prefix="bench-dataset-large-") as tmp:
             make_inputs(Path(tmp), args.large_cases, seed=6500, shape=LARGE_SHAPE)
-            rows.append(dict(shape=list(LARGE_SHAPE), **measure(Path(tmp), max(counts), args.scheduler, args.device)))
+            rows.append(dict(shape=list(LARGE_SHAPE), **measure(Path(tmp), max(counts), args.scheduler, args.device,
+                                                                workers_per_gpu=max(per_gpu))))
             print(rows[-1], flush=True)
-    columns = ["shape", "scheduler", "device", "workers", "cases", "done", "cases_per_min", "cases_per_min_wall",
+    columns = ["shape", "scheduler", "device", "workers", "workers_per_gpu", "cases", "done", "cases_per_min", "cases_per_min_wall",
                "scaling_efficiency", "mean_case_s", "cpu_utilisation", "stage_share", "overhead_per_case_s",
                "overhead_fraction", "imbalance_per_case_s", "cluster_start_s", "stage_mean_s",
                "regenerate_cases_per_min", "unchanged_regenerate_s"]

@@ -91,10 +91,10 @@ if [ "$PART" != dataset ]; then
 fi
 if [ "$PART" != core ]; then
     # Dataset build with --scheduler cuda, I/O included (target >= 60 cases/min).
-    if python3 -c "import SimpleITK, dask, distributed, dask_cuda" 2>/dev/null; then
-        step dataset_gpu 120 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --cases 16 --out "$WORK"
+    if python3 -c "import SimpleITK, dask, distributed" 2>/dev/null; then
+        step dataset_gpu 240 python3 -m benchmarks.bench_dataset --scheduler cuda --device gpu --workers 1 --workers-per-gpu 1,2 --cases 16 --out "$WORK"
     else
-        echo "== dataset_gpu skipped: SimpleITK, dask, distributed or dask-cuda is not importable here (carry .whl and .whl-dataset: benchmarks/gpu_wheels.sh)" | tee "$WORK/dataset_gpu.log"
+        echo "== dataset_gpu skipped: SimpleITK, dask or distributed is not importable here (carry .whl and .whl-dataset: benchmarks/gpu_wheels.sh)" | tee "$WORK/dataset_gpu.log"
     fi
     # The six networks at the "small" preset (30 epochs), trained on pseudo labels, tested on the truth.
     # Resumable per network: what finishes in time is kept (each network's result.json).

@@ -164,7 +164,11 @@ app.add_typer(dataset_app, name="dataset")
 
 #: Options that ``dataset build`` and ``dataset regenerate`` share (the same engine runs both).
 _SCHEDULER = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT.")
-_WORKERS = typer.Option(None, "--workers", min=1, help="Workers of a local/cuda cluster.")
+_WORKERS = typer.Option(None, "--workers", min=1,
+                        help="Worker processes of a local cluster; GPUs used by a cuda cluster (default: all).")
+_WORKERS_PER_GPU = typer.Option(2, "--workers-per-gpu", min=1,
+                                help="Worker processes on each GPU of a cuda cluster (one in host work while "
+                                     "another's kernels run).")
 _DEVICE = typer.Option("auto", "--device", help="auto | cpu | gpu.")
 _TLS_CA = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://).")
 _TLS_CERT = typer.Option(None, "--tls-cert", help="Client certificate (tls://).")
@@ -177,6 +181,7 @@ def dataset_build(
     out_dir: Path = typer.Option(..., "--out", help="Dataset folder: cases/, ledger.sqlite, report.html."),
     scheduler: str = _SCHEDULER,
     workers: Optional[int] = _WORKERS,
+    workers_per_gpu: int = _WORKERS_PER_GPU,
     device: str = _DEVICE,
     resume: bool = typer.Option(False, "--resume", help="Continue: only cases not done, and changed inputs."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="TOML or YAML overrides."),
@@ -195,7 +200,7 @@ def dataset_build(
     with _progress(TextColumn("{task.fields[rate]}")) as progress:  # cases/min
         summary = build_dataset(source, out_dir, scheduler=scheduler, workers=workers, device=device,
                                 resume=resume, config=config, tls=TLSFiles(tls_ca_file, tls_cert, tls_key),
-                                progress=_build_progress(progress, started))
+                                workers_per_gpu=workers_per_gpu, progress=_build_progress(progress, started))
     now = ", ".join(f"{n} {status}" for status, n in sorted(summary.finished_now.items())) or "nothing to do"
     total = ", ".join(f"{n} {status}" for status, n in summary.counts.items() if n)
     out.print(f"{summary.inputs} input(s), {summary.processed} processed in {summary.elapsed_s:.1f} s "
@@ -226,6 +231,7 @@ def dataset_regenerate(
                              help="changed (input, thagpu version or config differ) | failed | all."),
     scheduler: str = _SCHEDULER,
     workers: Optional[int] = _WORKERS,
+    workers_per_gpu: int = _WORKERS_PER_GPU,
     device: str = _DEVICE,
     discard: bool = typer.Option(False, "--discard", help="Drop an unfinished regeneration and its files."),
     tls_ca_file: Optional[Path] = _TLS_CA,
@@ -245,7 +251,7 @@ def dataset_regenerate(
     with _progress(TextColumn("{task.fields[rate]}")) as progress:
         summary = regenerate_dataset(dataset_dir, config=config, only=only, scheduler=scheduler, workers=workers,
                                      device=device, discard=discard, tls=TLSFiles(tls_ca_file, tls_cert, tls_key),
-                                     progress=_build_progress(progress, started))
+                                     workers_per_gpu=workers_per_gpu, progress=_build_progress(progress, started))
     if discard:
         out.print(f"dropped unfinished generation {summary.generation}" if summary.generation
                   else "no unfinished regeneration to drop")

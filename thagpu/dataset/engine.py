@@ -5,13 +5,13 @@ to a Dask cluster, keeps a bounded number of cases in flight, and records
 every result in the ledger as it arrives. Workers only read inputs and write
 their own case folders (see :mod:`thagpu.dataset.worker`).
 
-Schedulers:
+Schedulers (the two local ones are one kind of cluster, :mod:`thagpu.dataset.cluster`):
 
-* ``local``: a :class:`distributed.LocalCluster` of process workers, one
-  thread each (the pipeline's own kernels are already parallel).
-* ``cuda``: dask-cuda's ``LocalCUDACluster``, one worker per visible GPU with
-  two threads, so that while one case is in the CPU max-flow the other keeps
-  the GPU busy.
+* ``local``: worker processes on the CPU cores, one thread each, their kernels
+  thread pools sharing the cores.
+* ``cuda``: worker processes pinned to the GPUs, ``workers_per_gpu`` (2) on
+  each, so that one case's host stages (decoding, fits, watershed, QC picture,
+  writing) run while another's kernels keep the GPU busy.
 * an address (``tcp://host:port`` or ``tls://...``): an existing scheduler,
   with TLS files through :class:`distributed.security.Security`.
 
@@ -36,6 +36,7 @@ from typing import Callable, Optional
 from .._version import __version__
 from ..config import Config, config_hash
 from ..errors import DeviceError, InputError, ThagpuError, describe
+from .cluster import DEFAULT_WORKERS_PER_GPU, MAX_LOCAL_WORKERS, start_local_cluster, visible_gpu_ids
 from .generations import GENERATIONS, GenerationLedger, generation_summary
 from .inputs import content_hash, discover_inputs, unique_case_ids
 from .ledger import Ledger, lock_dataset
@@ -129,37 +130,27 @@ def _plan(ledger: Ledger, inputs, resume: bool) -> list:
     return todo
 
 
-def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles]):
+def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles],
+                  workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU):
     """A connected ``distributed.Client`` and the cluster it owns (None for an address)."""
     import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if not logging.getLogger().isEnabledFor(logging.INFO):
         # distributed logs every connection at INFO in this process; show only its warnings.
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    if scheduler == "local":
-        n = workers or max(1, min(os.cpu_count() or 1, 4))
+    if scheduler in ("local", "cuda"):
+        if scheduler == "cuda":
+            from ..device import gpu_count
+            visible = gpu_count()
+            if workers and workers > visible:
+                raise DeviceError(f"--workers {workers} with --scheduler cuda, but {visible} GPU(s) are visible: "
+                                  "--workers counts the GPUs to use (--workers-per-gpu the processes on each)")
+            options = {"gpu_ids": visible_gpu_ids(workers or visible), "workers_per_gpu": workers_per_gpu}
+        else:
+            options = {"n_workers": workers or max(1, min(os.cpu_count() or 1, MAX_LOCAL_WORKERS))}
         with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
-            # ":0": the scheduler's HTTP server on a free port. None means the default 8787, and a
-            # second build (or any Dask cluster) on the machine then hit "Port 8787 is already in use".
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=":0", silence_logs=logging.ERROR)
-        return Client(cluster), cluster
-    if scheduler == "cuda":
-        from ..device import gpu_count
-        visible = gpu_count()
-        if workers and workers > visible:
-            raise DeviceError(f"--workers {workers} with --scheduler cuda, but {visible} GPU(s) are visible: "
-                              "it runs one worker per GPU")
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            raise DeviceError("--scheduler cuda needs dask-cuda: pip install 'thagpu[gpu]' "
-                              "(or 'thagpu[gpu-cu13]')") from None
-        with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
-            kwargs = {"n_workers": workers} if workers else {}
-            cluster = LocalCUDACluster(threads_per_worker=2, dashboard_address=":0",
-                                       silence_logs=logging.ERROR, **kwargs)
+            cluster = start_local_cluster(**options)
         return Client(cluster), cluster
     if not scheduler.startswith(("tcp://", "tls://")):
         raise InputError(scheduler, "--scheduler must be local, cuda, or a tcp:// or tls:// address")
@@ -182,7 +173,7 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
 
 def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Optional[int] = None,
                   device: str = "auto", resume: bool = False, config: Optional[Config] = None,
-                  tls: Optional[TLSFiles] = None,
+                  tls: Optional[TLSFiles] = None, workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU,
                   progress: Optional[Callable[[int, int, str, str], None]] = None) -> BuildSummary:
     """Process every input of ``source`` into ``dataset_dir``, recording each case in the ledger.
 
@@ -196,8 +187,8 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
     scheduler : str
         ``local``, ``cuda`` or a ``tcp://``/``tls://`` scheduler address.
     workers : int, optional
-        Workers of a ``local`` (default: CPU cores, at most 4) or ``cuda``
-        (default: one per visible GPU) cluster; ignored for an address.
+        Worker processes of a ``local`` cluster (default: CPU cores, at most 4), or the GPUs a
+        ``cuda`` cluster uses (default: every visible one); ignored for an address.
     device : {"auto", "cpu", "gpu"}
         Where each worker runs the pipeline; ``cuda`` implies ``gpu``.
     resume : bool
@@ -208,6 +199,8 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
         Must be the configuration the dataset was started with.
     tls : TLSFiles, optional
         Certificates for a ``tls://`` address.
+    workers_per_gpu : int
+        Worker processes on each GPU of a ``cuda`` cluster (:mod:`thagpu.dataset.cluster`).
     progress : callable, optional
         Called as ``progress(finished, total, case_id, status)`` after each case
         (and once with ``(0, total, "", "")`` before the first).
@@ -231,7 +224,7 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
     dataset_dir = Path(dataset_dir).resolve()
     if scheduler == "cuda":
         if device == "cpu":
-            raise InputError("--scheduler cuda", "runs one worker per GPU; it cannot build with --device cpu "
+            raise InputError("--scheduler cuda", "runs its workers on GPUs; it cannot build with --device cpu "
                                                  "(use --scheduler local)")
         device = "gpu"
     if scheduler in ("local", "cuda"):
@@ -260,7 +253,7 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
         try:
             if todo:
                 _run(todo, _BuildSink(ledger), dataset_dir, scheduler, workers, device, config, tls, progress,
-                     finished_now, timings)
+                     finished_now, timings, workers_per_gpu=workers_per_gpu)
         finally:
             report = write_report(dataset_dir, ledger.rows(), generations=generation_summary(ledger))
             with contextlib.suppress(OSError):
@@ -349,14 +342,14 @@ class _BuildSink:
 
 
 def _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
-         timings) -> None:
+         timings, *, workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU) -> None:
     """Submit the cases with a bounded window and record each result in ``sink`` as it arrives."""
     from concurrent.futures import CancelledError
 
     from distributed import KilledWorker, as_completed
 
     started = time.perf_counter()
-    client, cluster = _start_client(scheduler, workers, tls)
+    client, cluster = _start_client(scheduler, workers, tls, workers_per_gpu)
     timings["cluster_start_s"] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     in_flight = {}

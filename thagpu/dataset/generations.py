@@ -543,7 +543,7 @@ def _select(rows: dict, only: str, wanted: str) -> tuple:
 
 def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: str = "changed",
                        scheduler: str = "local", workers: Optional[int] = None, device: str = "auto",
-                       discard: bool = False, tls=None,
+                       discard: bool = False, tls=None, workers_per_gpu: Optional[int] = None,
                        progress: Optional[Callable[[int, int, str, str], None]] = None) -> RegenerateSummary:
     """Run BE and AFS again for a dataset's cases as a new generation (see the module doc).
 
@@ -556,7 +556,7 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
     only : {"changed", "failed", "all"}
         ``changed``: cases whose input content, thagpu version or configuration differ from what
         made their current pseudo label; ``failed``: the failed cases; ``all``: every case.
-    scheduler, workers, device, tls
+    scheduler, workers, device, tls, workers_per_gpu
         As for :func:`thagpu.dataset.build_dataset`. The device must be the dataset's, except with
         ``only="all"``, which remakes every case and may move the dataset to another device.
     discard : bool
@@ -588,7 +588,7 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
         raise InputError(dataset_dir, "is not a dataset folder (no ledger.sqlite); run 'thagpu dataset build' first")
     if scheduler == "cuda":
         if device == "cpu":
-            raise InputError("--scheduler cuda", "runs one worker per GPU; it cannot run with --device cpu")
+            raise InputError("--scheduler cuda", "runs its workers on GPUs; it cannot run with --device cpu")
         device = "gpu"
     start = time.perf_counter()
     with lock_dataset(dataset_dir), GenerationLedger(dataset_dir / LEDGER_NAME) as ledger:
@@ -645,8 +645,9 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
         try:
             try:
                 if todo:
+                    per_gpu = {} if workers_per_gpu is None else {"workers_per_gpu": workers_per_gpu}
                     _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
-                         timings)
+                         timings, **per_gpu)
             except BaseException:
                 if not resumed and "finished" not in ledger.case_states(generation).values():
                     # Nothing ran (the cluster could not be reached, its workers' device differs):
