@@ -4,30 +4,33 @@ import os
 
 import pytest
 
-from thagpu.dataset.cluster import THREAD_VARIABLES, visible_gpu_ids, worker_specs
+from thagpu.dataset.cluster import (DEFAULT_WORKERS_PER_GPU, LOOPBACK, THREAD_VARIABLES, cpu_share,
+                                    visible_gpu_ids, worker_specs)
 
 
-def _env(spec):
-    return spec["options"]["env"]
+def _options(spec):
+    return spec["options"]
 
 
-def test_cpu_workers_are_single_threaded_processes_sharing_the_cores():
-    specs = worker_specs(2, cpu_count=8)
+def test_cpu_workers_are_single_threaded_loopback_processes_sharing_memory():
+    specs = worker_specs(2, memory_bytes=8 * 2**30)
     assert sorted(specs) == ["cpu-0", "cpu-1"]
     for spec in specs.values():
         assert spec["cls"].__name__ == "Nanny"  # a process per worker, restarted when it dies
-        assert spec["options"]["nthreads"] == 1
-        assert "CUDA_VISIBLE_DEVICES" not in _env(spec)
-        assert all(_env(spec)[v] == "4" for v in THREAD_VARIABLES)
-    assert all(_env(s)["NUMBA_NUM_THREADS"] == "1" for s in worker_specs(3, cpu_count=2).values())
+        assert _options(spec)["nthreads"] == 1
+        assert _options(spec)["host"] == LOOPBACK  # never reachable from the network
+        # The host's memory divided among the workers, as LocalCluster does (a bare Nanny takes
+        # the memory of one CPU core: 8 GiB of 128 on a 16-core machine).
+        assert _options(spec)["memory_limit"] == 4 * 2**30
+        assert "CUDA_VISIBLE_DEVICES" not in _options(spec)["env"]
+    assert cpu_share(2, 8) == 4 and cpu_share(3, 2) == 1 and cpu_share(1, 2) == 2
 
 
 def test_gpu_workers_see_only_their_gpu_several_per_gpu():
-    specs = worker_specs(0, gpu_ids=["0", "3"], workers_per_gpu=2, cpu_count=16)
+    specs = worker_specs(0, gpu_ids=["0", "3"], workers_per_gpu=2, memory_bytes=16 * 2**30)
     assert len(specs) == 4
-    seen = sorted(_env(s)["CUDA_VISIBLE_DEVICES"] for s in specs.values())
-    assert seen == ["0", "0", "3", "3"]
-    assert all(_env(s)["NUMBA_NUM_THREADS"] == "4" for s in specs.values())
+    assert sorted(_options(s)["env"]["CUDA_VISIBLE_DEVICES"] for s in specs.values()) == ["0", "0", "3", "3"]
+    assert {_options(s)["memory_limit"] for s in specs.values()} == {4 * 2**30}
     with pytest.raises(ValueError, match="workers_per_gpu must be at least 1"):
         worker_specs(0, gpu_ids=["0"], workers_per_gpu=0)
     with pytest.raises(ValueError, match="no GPU"):
@@ -39,27 +42,50 @@ def test_gpu_workers_see_only_their_gpu_several_per_gpu():
 def test_gpus_handed_out_follow_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert visible_gpu_ids(2) == ["0", "1"]
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5,7")
-    assert visible_gpu_ids(2) == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, 5,GPU-8a1b")
+    assert visible_gpu_ids(3) == ["2", "5", "GPU-8a1b"]
+
+
+def test_the_cli_default_of_processes_per_gpu_is_the_library_s():
+    from thagpu import cli
+    assert cli._WORKERS_PER_GPU.default == DEFAULT_WORKERS_PER_GPU
+
+
+def _worker_facts(variables, dask_worker=None):
+    """Run in a worker (``client.run`` passes it as ``dask_worker``): what its process sees."""
+    import os as os_
+    from thagpu.morphology import _threads
+    worker = dask_worker
+    return {"gpu": os_.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os_.getpid(), "edt_threads": _threads(),
+            **{v: os_.environ.get(v) for v in variables},
+            "memory_limit": worker.memory_manager.memory_limit, "address": worker.address}
 
 
 def test_a_cuda_cluster_starts_pinned_processes(monkeypatch):
     """``--scheduler cuda`` on a machine with one GPU (its count faked here: the workers only start,
-    no kernel runs): two single-threaded processes, each seeing GPU 0 only, each with its share of
-    the cores; the engine's client path, the same as ``local``'s."""
+    no kernel runs), through the engine's client path, the same as ``local``'s: two single-threaded
+    processes, each seeing GPU 0 only, each with its share of the CPUs in its thread pools from the
+    start and half of the host's memory, on the loopback interface."""
     import thagpu.device
+    from distributed.system import MEMORY_LIMIT
     from thagpu.dataset.engine import _start_client
     monkeypatch.setattr(thagpu.device, "gpu_count", lambda: 1)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    for variable in THREAD_VARIABLES:  # the parent's own settings would win over the share
+        monkeypatch.delenv(variable, raising=False)
     client, cluster = _start_client("cuda", None, None, 2)
     try:
         client.wait_for_workers(2, timeout=60)
         assert sorted(client.nthreads().values()) == [1, 1]
-        env = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("NUMBA_NUM_THREADS"),
-                                  os.getpid()))
-        assert sorted(e[0] for e in env.values()) == ["0", "0"]
-        assert {e[1] for e in env.values()} == {str(max(1, (os.cpu_count() or 1) // 2))}
-        assert len({e[2] for e in env.values()}) == 2  # two processes, not two threads of one
+        assert client.scheduler.address.startswith(f"tcp://{LOOPBACK}:")
+        facts = list(client.run(_worker_facts, list(THREAD_VARIABLES)).values())
+        share = str(cpu_share(2))
+        assert [f["gpu"] for f in facts] == ["0", "0"]
+        assert len({f["pid"] for f in facts}) == 2  # two processes, not two threads of one
+        assert all(f[v] == share for f in facts for v in THREAD_VARIABLES)
+        assert all(f["edt_threads"] == int(share) for f in facts)
+        assert all(f["memory_limit"] == MEMORY_LIMIT // 2 for f in facts)
+        assert all(f["address"].startswith(f"tcp://{LOOPBACK}:") for f in facts)
     finally:
         client.close()
         cluster.close()

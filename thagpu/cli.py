@@ -166,9 +166,9 @@ app.add_typer(dataset_app, name="dataset")
 _SCHEDULER = typer.Option("local", "--scheduler", help="local | cuda | tcp://HOST:PORT | tls://HOST:PORT.")
 _WORKERS = typer.Option(None, "--workers", min=1,
                         help="Worker processes of a local cluster; GPUs used by a cuda cluster (default: all).")
-_WORKERS_PER_GPU = typer.Option(2, "--workers-per-gpu", min=1,
+_WORKERS_PER_GPU = typer.Option(2, "--workers-per-gpu", min=1,  # thagpu.dataset.cluster.DEFAULT_WORKERS_PER_GPU
                                 help="Worker processes on each GPU of a cuda cluster (one in host work while "
-                                     "another's kernels run).")
+                                     "another's kernels run); only with --scheduler cuda.")
 _DEVICE = typer.Option("auto", "--device", help="auto | cpu | gpu.")
 _TLS_CA = typer.Option(None, "--tls-ca-file", help="CA certificate (tls://).")
 _TLS_CERT = typer.Option(None, "--tls-cert", help="Client certificate (tls://).")

@@ -127,13 +127,23 @@ def distance_to(mask, spacing):
     return distance_transform_edt(~mask, sampling=sampling, float64_distances=False)
 
 
-def _threads() -> int:
-    """CPU threads this process may use (its affinity, as a Dask worker's is)."""
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
     import os
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _threads() -> int:
+    """Threads for the distance transform: ``THAGPU_THREADS`` where set (a dataset worker's share of the
+    CPUs, thagpu/dataset/cluster.py), else every CPU this process may use."""
+    import os
+    try:
+        return max(1, min(int(os.environ["THAGPU_THREADS"]), available_cpus()))
+    except (KeyError, ValueError):
+        return available_cpus()
 
 
 def dilate_mm(mask, radius_mm: float, spacing):

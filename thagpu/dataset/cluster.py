@@ -17,8 +17,10 @@ its host stages, or reads its next case, the other's kernels run. Each process c
 CUDA context (a few hundred MB of GPU memory) and its own CuPy memory pool, which the worker
 releases after every case (:func:`thagpu.device.release_gpu_memory`).
 
-Every process limits its own thread pools (Numba, OpenMP, BLAS) to its share of the CPU cores,
-so that the processes of one machine do not oversubscribe it. A remote cluster
+Every process limits its own thread pools (Numba, OpenMP, BLAS, the distance transform's) to its
+share of the CPUs, so that the processes of one machine do not oversubscribe it, and gets its share
+of the host's memory (Dask's limit, past which a worker is paused and then restarted). The
+cluster listens on the loopback interface only. A remote cluster
 (``tcp://``/``tls://``) brings its own workers; the same worker task runs there.
 """
 
@@ -28,15 +30,19 @@ import logging
 import os
 from typing import Optional
 
-__all__ = ["worker_specs", "start_local_cluster", "visible_gpu_ids", "DEFAULT_WORKERS_PER_GPU",
-           "MAX_LOCAL_WORKERS"]
+__all__ = ["cpu_share", "worker_specs", "start_local_cluster", "visible_gpu_ids", "DEFAULT_WORKERS_PER_GPU",
+           "MAX_LOCAL_WORKERS", "THREAD_VARIABLES"]
 
 #: Worker processes per GPU for ``--scheduler cuda``: one in its host stages while the other's kernels run.
 DEFAULT_WORKERS_PER_GPU = 2
 #: Default number of ``--scheduler local`` workers: the CPU cores, at most this.
 MAX_LOCAL_WORKERS = 4
-#: Thread-pool variables set in every worker process to its share of the cores.
-THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Thread-pool variables set in every worker process, before it starts, to its share of the CPUs:
+#: Numba's parallel kernels, OpenMP and BLAS, and thagpu's own (the exact distance transform).
+THREAD_VARIABLES = ("THAGPU_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "MKL_NUM_THREADS")
+#: Where the local clusters listen.
+LOOPBACK = "127.0.0.1"
 
 
 def visible_gpu_ids(count: int) -> list:
@@ -48,8 +54,16 @@ def visible_gpu_ids(count: int) -> list:
     return [str(i) for i in range(count)]
 
 
-def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None, workers_per_gpu: int = 1,
-                 cpu_count: Optional[int] = None) -> dict:
+def cpu_share(n_processes: int, cpu_count: Optional[int] = None) -> int:
+    """Threads each of ``n_processes`` may use: this process's CPUs (its affinity) divided among them."""
+    if cpu_count is None:
+        from ..morphology import available_cpus
+        cpu_count = available_cpus()
+    return max(1, cpu_count // max(1, n_processes))
+
+
+def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
+                 workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU, memory_bytes: Optional[int] = None) -> dict:
     """Worker specifications of a local cluster (for :class:`~distributed.deploy.spec.SpecCluster`).
 
     Parameters
@@ -60,15 +74,19 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None, workers_per_
         The GPUs to use: ``workers_per_gpu`` processes each, each seeing only its GPU.
     workers_per_gpu : int
         Processes per GPU.
-    cpu_count : int, optional
-        CPU cores to share among the processes (default: this machine's).
+    memory_bytes : int, optional
+        Host memory to share among the processes (default: this machine's, as Dask reads it).
 
     Returns
     -------
     dict
-        Worker name -> ``{"cls": Nanny, "options": {...}}``: one thread, its environment.
+        Worker name -> ``{"cls": Nanny, "options": {...}}``: one thread, its share of the host's
+        memory (as :class:`distributed.LocalCluster` gives it; a Nanny on its own would take the
+        memory of one CPU core), listening on the loopback interface only, and for a GPU worker
+        its ``CUDA_VISIBLE_DEVICES``.
     """
     from distributed import Nanny
+    from distributed.system import MEMORY_LIMIT
 
     if gpu_ids is not None:
         if workers_per_gpu < 1:
@@ -81,29 +99,35 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None, workers_per_
         if n_workers < 1:
             raise ValueError(f"n_workers must be at least 1, not {n_workers}")
         pinned = [(f"cpu-{k}", {}) for k in range(n_workers)]
-    threads = str(max(1, (cpu_count or os.cpu_count() or 1) // len(pinned)))
-    specs = {}
-    for name, env in pinned:
-        env = {**env, **{variable: threads for variable in THREAD_VARIABLES}}
-        specs[name] = {"cls": Nanny, "options": {"nthreads": 1, "env": env, "silence_logs": logging.ERROR}}
-    return specs
+    memory = int((memory_bytes or MEMORY_LIMIT) // len(pinned))
+    return {name: {"cls": Nanny, "options": {"nthreads": 1, "env": env, "memory_limit": memory,
+                                             "host": LOOPBACK, "silence_logs": logging.ERROR}}
+            for name, env in pinned}
 
 
 def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
                         workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU):
-    """Start a local cluster of :func:`worker_specs` and its scheduler (dashboard on a free port).
+    """Start a local cluster of :func:`worker_specs` and its scheduler, on the loopback interface.
+
+    Each worker process starts with its share of the CPUs in :data:`THREAD_VARIABLES` (set before
+    it is spawned, as thread pools read them when their library loads).
 
     Returns
     -------
     distributed.deploy.spec.SpecCluster
         Close it when done (``with`` or ``.close()``).
     """
+    import dask
     from distributed import Scheduler
     from distributed.deploy.spec import SpecCluster
 
     specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu)
+    threads = str(cpu_share(len(specs)))
     # ":0": the scheduler's HTTP server on a free port. The default 8787 made a second build (or
-    # any Dask cluster) on the machine fail with "Port 8787 is already in use".
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
-                       name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
+    # any Dask cluster) on the machine fail with "Port 8787 is already in use". Loopback only, as
+    # LocalCluster: a worker runs the functions it is sent, and must not be reachable from the network.
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0", "host": LOOPBACK}}
+    # The nannies read this when they are made (here) and set it before spawning their process.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {v: threads for v in THREAD_VARIABLES}}):
+        return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
+                           name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")

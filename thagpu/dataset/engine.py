@@ -36,6 +36,7 @@ from typing import Callable, Optional
 from .._version import __version__
 from ..config import Config, config_hash
 from ..errors import DeviceError, InputError, ThagpuError, describe
+from ..morphology import available_cpus
 from .cluster import DEFAULT_WORKERS_PER_GPU, MAX_LOCAL_WORKERS, start_local_cluster, visible_gpu_ids
 from .generations import GENERATIONS, GenerationLedger, generation_summary
 from .inputs import content_hash, discover_inputs, unique_case_ids
@@ -139,6 +140,8 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
     if not logging.getLogger().isEnabledFor(logging.INFO):
         # distributed logs every connection at INFO in this process; show only its warnings.
         logging.getLogger("distributed").setLevel(logging.WARNING)
+    if scheduler != "cuda" and workers_per_gpu != DEFAULT_WORKERS_PER_GPU:
+        log.warning("--workers-per-gpu is ignored without --scheduler cuda")
     if scheduler in ("local", "cuda"):
         if scheduler == "cuda":
             from ..device import gpu_count
@@ -148,10 +151,14 @@ def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles
                                   "--workers counts the GPUs to use (--workers-per-gpu the processes on each)")
             options = {"gpu_ids": visible_gpu_ids(workers or visible), "workers_per_gpu": workers_per_gpu}
         else:
-            options = {"n_workers": workers or max(1, min(os.cpu_count() or 1, MAX_LOCAL_WORKERS))}
+            options = {"n_workers": workers or max(1, min(available_cpus(), MAX_LOCAL_WORKERS))}
         with dask.config.set({"distributed.scheduler.allowed-failures": LOCAL_ALLOWED_FAILURES}):
             cluster = start_local_cluster(**options)
-        return Client(cluster), cluster
+        try:
+            return Client(cluster), cluster
+        except BaseException:
+            cluster.close()  # no client: nobody else would stop its processes
+            raise
     if not scheduler.startswith(("tcp://", "tls://")):
         raise InputError(scheduler, "--scheduler must be local, cuda, or a tcp:// or tls:// address")
     if workers:

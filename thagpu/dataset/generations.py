@@ -41,6 +41,7 @@ from .. import labels as schema
 from .._version import __version__
 from ..config import Config, config_hash
 from ..errors import InputError
+from .cluster import DEFAULT_WORKERS_PER_GPU
 from .inputs import content_hash, input_signature
 from .ledger import Ledger, lock_dataset
 
@@ -543,7 +544,7 @@ def _select(rows: dict, only: str, wanted: str) -> tuple:
 
 def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: str = "changed",
                        scheduler: str = "local", workers: Optional[int] = None, device: str = "auto",
-                       discard: bool = False, tls=None, workers_per_gpu: Optional[int] = None,
+                       discard: bool = False, tls=None, workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU,
                        progress: Optional[Callable[[int, int, str, str], None]] = None) -> RegenerateSummary:
     """Run BE and AFS again for a dataset's cases as a new generation (see the module doc).
 
@@ -645,9 +646,8 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
         try:
             try:
                 if todo:
-                    per_gpu = {} if workers_per_gpu is None else {"workers_per_gpu": workers_per_gpu}
                     _run(todo, sink, dataset_dir, scheduler, workers, device, config, tls, progress, finished_now,
-                         timings, **per_gpu)
+                         timings, workers_per_gpu=workers_per_gpu)
             except BaseException:
                 if not resumed and "finished" not in ledger.case_states(generation).values():
                     # Nothing ran (the cluster could not be reached, its workers' device differs):
