@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import machine, markdown_table, write_results
+from thagpu.dataset.cluster import DEFAULT_WORKERS_PER_GPU
 
 SHAPE = (256, 256, 160)
 LARGE_SHAPE = (512, 512, 300)
@@ -124,7 +125,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = []
     counts = [int(w) for w in args.workers.split(",")]
-    per_gpu = [int(w) for w in args.workers_per_gpu.split(",")] if args.scheduler == "cuda" else [1]
+    per_gpu = [int(w) for w in args.workers_per_gpu.split(",")] if args.scheduler == "cuda" else [DEFAULT_WORKERS_PER_GPU]
     runs = [(workers, k) for workers in counts for k in per_gpu]
     with tempfile.TemporaryDirectory(prefix="bench-dataset-inputs-") as tmp:
         make_inputs(Path(tmp), args.cases)
