@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from thagpu.dataset.cluster import (DEFAULT_WORKERS_PER_GPU, LOOPBACK, THREAD_VARIABLES, cpu_share,
-                                    visible_gpu_ids, worker_specs)
+from thagpu.dataset.cluster import (DEFAULT_WORKERS_PER_GPU, LOOPBACK, THREAD_VARIABLES, WORKER_THREAD_VARIABLES,
+                                    cpu_share, visible_gpu_ids, worker_specs)
 
 
 def _options(spec):
@@ -23,6 +23,7 @@ def test_cpu_workers_are_single_threaded_loopback_processes_sharing_memory():
         # the memory of one CPU core: 8 GiB of 128 on a 16-core machine).
         assert _options(spec)["memory_limit"] == 4 * 2**30
         assert "CUDA_VISIBLE_DEVICES" not in _options(spec)["env"]
+        assert _options(spec)["env"]["NUMBA_NUM_THREADS"] == str(cpu_share(2))
     assert cpu_share(2, 8) == 4 and cpu_share(3, 2) == 1 and cpu_share(1, 2) == 2
 
 
@@ -75,6 +76,9 @@ def test_a_cuda_cluster_starts_pinned_processes(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     client, cluster = _start_client("cuda", None, None, 2)
     try:
+        # Numba's and thagpu's thread counts are the workers' alone: Numba in this process refuses a
+        # NUMBA_NUM_THREADS that changes after its threads were launched (kernels then fail to compile).
+        assert all(v not in os.environ for v in WORKER_THREAD_VARIABLES)
         client.wait_for_workers(2, timeout=60)
         assert sorted(client.nthreads().values()) == [1, 1]
         assert client.scheduler.address.startswith(f"tcp://{LOOPBACK}:")

@@ -31,16 +31,23 @@ import os
 from typing import Optional
 
 __all__ = ["cpu_share", "worker_specs", "start_local_cluster", "visible_gpu_ids", "DEFAULT_WORKERS_PER_GPU",
-           "MAX_LOCAL_WORKERS", "THREAD_VARIABLES"]
+           "MAX_LOCAL_WORKERS", "THREAD_VARIABLES", "SPAWN_THREAD_VARIABLES",
+           "WORKER_THREAD_VARIABLES"]
 
 #: Worker processes per GPU for ``--scheduler cuda``: one in its host stages while the other's kernels run.
 DEFAULT_WORKERS_PER_GPU = 2
 #: Default number of ``--scheduler local`` workers: the CPU cores, at most this.
 MAX_LOCAL_WORKERS = 4
-#: Thread-pool variables set in every worker process, before it starts, to its share of the CPUs:
-#: Numba's parallel kernels, OpenMP and BLAS, and thagpu's own (the exact distance transform).
-THREAD_VARIABLES = ("THAGPU_THREADS", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "MKL_NUM_THREADS")
+#: Thread-pool variables of every worker process, set to its share of the CPUs. OpenMP and BLAS read
+#: theirs when NumPy loads, which the worker process does before it runs anything: they are set before
+#: it is spawned (Dask's ``pre-spawn-environ``, which Dask also writes into this process's environment,
+#: with 1 by default).
+SPAWN_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: Numba's parallel kernels and thagpu's own (the exact distance transform) read theirs when they first
+#: run: set in the worker alone once it starts. Never in this process: Numba refuses a thread count
+#: that changes after its threads were launched.
+WORKER_THREAD_VARIABLES = ("THAGPU_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = SPAWN_THREAD_VARIABLES + WORKER_THREAD_VARIABLES
 #: Where the local clusters listen.
 LOOPBACK = "127.0.0.1"
 
@@ -100,7 +107,8 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
             raise ValueError(f"n_workers must be at least 1, not {n_workers}")
         pinned = [(f"cpu-{k}", {}) for k in range(n_workers)]
     memory = int((memory_bytes or MEMORY_LIMIT) // len(pinned))
-    return {name: {"cls": Nanny, "options": {"nthreads": 1, "env": env, "memory_limit": memory,
+    threads = {variable: str(cpu_share(len(pinned))) for variable in WORKER_THREAD_VARIABLES}
+    return {name: {"cls": Nanny, "options": {"nthreads": 1, "env": {**env, **threads}, "memory_limit": memory,
                                              "host": LOOPBACK, "silence_logs": logging.ERROR}}
             for name, env in pinned}
 
@@ -109,8 +117,8 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
                         workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU):
     """Start a local cluster of :func:`worker_specs` and its scheduler, on the loopback interface.
 
-    Each worker process starts with its share of the CPUs in :data:`THREAD_VARIABLES` (set before
-    it is spawned, as thread pools read them when their library loads).
+    Each worker process gets its share of the CPUs in :data:`THREAD_VARIABLES`
+    (:data:`SPAWN_THREAD_VARIABLES` before it is spawned, as those pools read them when NumPy loads).
 
     Returns
     -------
@@ -128,6 +136,6 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     # LocalCluster: a worker runs the functions it is sent, and must not be reachable from the network.
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0", "host": LOOPBACK}}
     # The nannies read this when they are made (here) and set it before spawning their process.
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": {v: threads for v in THREAD_VARIABLES}}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": {v: threads for v in SPAWN_THREAD_VARIABLES}}):
         return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
                            name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
