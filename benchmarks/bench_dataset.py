@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python -m benchmarks.bench_dataset [--cases 16] [--workers 1,2]
 [--scheduler local|cuda] [--workers-per-gpu 1,2] [--device cpu|gpu] [--out DIR]``; with ``cuda``,
-``--workers`` counts GPUs and each is measured with every ``--workers-per-gpu`` count of processes; writes ``bench_dataset.json`` and ``.md``
+``--workers`` counts GPUs, each measured with every ``--workers-per-gpu`` count of processes; writes
+``bench_dataset.json`` and ``.md``
 (``bench_dataset_gpu.*`` with ``--device gpu``) to ``benchmarks/results/`` or ``--out``.
 
 The inputs are ``hard`` phantoms of 256 x 256 x 160 voxels written as NIfTI, so the figures include
@@ -55,7 +56,7 @@ def make_inputs(folder: Path, n: int, seed: int = 6000, shape=SHAPE) -> None:
 
 
 def measure(inputs: Path, workers: int, scheduler: str, device: str, regenerate: bool = False,
-            workers_per_gpu: int = 2) -> dict:
+            workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU) -> dict:
     from thagpu.config import AFSConfig, Config
     from thagpu.dataset import Ledger, build_dataset
     from thagpu.dataset.engine import LEDGER_NAME

@@ -37,6 +37,15 @@ def gpu_available() -> bool:
     return _gpu_status()[0] > 0
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS has one, as a Dask worker's is)."""
+    import os
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def gpu_count() -> int:
     """How many CUDA devices CuPy sees (0 without CuPy or a GPU)."""
     return _gpu_status()[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import get_array_module, to_host
+from .device import available_cpus, get_array_module, to_host
 
 __all__ = ["ndimage_for", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
@@ -125,15 +125,6 @@ def distance_to(mask, spacing):
     except ImportError:  # cuCIM is in the gpu extra; CuPy alone has the same transform
         from cupyx.scipy.ndimage import distance_transform_edt
     return distance_transform_edt(~mask, sampling=sampling, float64_distances=False)
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity where the OS has one)."""
-    import os
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _threads() -> int:

@@ -63,10 +63,8 @@ def visible_gpu_ids(count: int) -> list:
 
 def cpu_share(n_processes: int, cpu_count: Optional[int] = None) -> int:
     """Threads each of ``n_processes`` may use: this process's CPUs (its affinity) divided among them."""
-    if cpu_count is None:
-        from ..morphology import available_cpus
-        cpu_count = available_cpus()
-    return max(1, cpu_count // max(1, n_processes))
+    from ..device import available_cpus
+    return max(1, (cpu_count or available_cpus()) // max(1, n_processes))
 
 
 def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
@@ -130,7 +128,7 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     from distributed.deploy.spec import SpecCluster
 
     specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu)
-    threads = str(cpu_share(len(specs)))
+    threads = next(iter(specs.values()))["options"]["env"]["THAGPU_THREADS"]  # every worker's share
     # ":0": the scheduler's HTTP server on a free port. The default 8787 made a second build (or
     # any Dask cluster) on the machine fail with "Port 8787 is already in use". Loopback only, as
     # LocalCluster: a worker runs the functions it is sent, and must not be reachable from the network.

@@ -35,8 +35,8 @@ from typing import Callable, Optional
 
 from .._version import __version__
 from ..config import Config, config_hash
+from ..device import available_cpus
 from ..errors import DeviceError, InputError, ThagpuError, describe
-from ..morphology import available_cpus
 from .cluster import DEFAULT_WORKERS_PER_GPU, MAX_LOCAL_WORKERS, start_local_cluster, visible_gpu_ids
 from .generations import GENERATIONS, GenerationLedger, generation_summary
 from .inputs import content_hash, discover_inputs, unique_case_ids
@@ -129,6 +129,17 @@ def _plan(ledger: Ledger, inputs, resume: bool) -> list:
         ledger.add(case_id, str(item.path), item.signature)
         todo.append(case_id)
     return todo
+
+
+def scheduler_device(scheduler: str, device: str) -> str:
+    """The device a build or regeneration asks its workers for: ``--scheduler cuda`` implies ``gpu``
+    and refuses ``--device cpu`` (one-line :class:`InputError`); otherwise ``device`` as given."""
+    if scheduler != "cuda":
+        return device
+    if device == "cpu":
+        raise InputError("--scheduler cuda", "runs its workers on GPUs; it cannot build with --device cpu "
+                                             "(use --scheduler local)")
+    return "gpu"
 
 
 def _start_client(scheduler: str, workers: Optional[int], tls: Optional[TLSFiles],
@@ -229,11 +240,7 @@ def build_dataset(source, dataset_dir, *, scheduler: str = "local", workers: Opt
 
     config = config or Config()
     dataset_dir = Path(dataset_dir).resolve()
-    if scheduler == "cuda":
-        if device == "cpu":
-            raise InputError("--scheduler cuda", "runs its workers on GPUs; it cannot build with --device cpu "
-                                                 "(use --scheduler local)")
-        device = "gpu"
+    device = scheduler_device(scheduler, device)
     if scheduler in ("local", "cuda"):
         device = resolve_device(device)  # fail here, not in every worker
     inputs = discover_inputs(source)

@@ -577,7 +577,7 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
         configuration; an unknown ``only``.
     """
     from ..device import resolve_device
-    from .engine import LEDGER_NAME, _run
+    from .engine import LEDGER_NAME, _run, scheduler_device
     from .report import write_report
     from .worker import STAGING
 
@@ -587,10 +587,7 @@ def regenerate_dataset(dataset_dir, *, config: Optional[Config] = None, only: st
     dataset_dir = Path(dataset_dir).resolve()
     if not (dataset_dir / LEDGER_NAME).is_file():
         raise InputError(dataset_dir, "is not a dataset folder (no ledger.sqlite); run 'thagpu dataset build' first")
-    if scheduler == "cuda":
-        if device == "cpu":
-            raise InputError("--scheduler cuda", "runs its workers on GPUs; it cannot run with --device cpu")
-        device = "gpu"
+    device = scheduler_device(scheduler, device)
     start = time.perf_counter()
     with lock_dataset(dataset_dir), GenerationLedger(dataset_dir / LEDGER_NAME) as ledger:
         unfinished = ledger.unfinished()
