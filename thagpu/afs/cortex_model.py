@@ -16,6 +16,8 @@ by all lines, the three levels are each line's own (linear least squares given t
 fits the same blurred model, with the blur known, along lines normal to a bone's surface. The
 cortex's level is capped at :data:`CORTICAL_MAX_HU`: with a thin layer under a wide blur, a very
 thin, very dense layer fits about as well, and cortical bone does not exceed about 2000 HU.
+On 3 mm isotropic grids every line is blurred wider than the cortex and that trade-off is flat: the
+thickness is then held at an adult head's (:data:`HEAD_CORTEX_PRIOR_MM`) and the offset alone fitted.
 
 The blur along a line with unit direction ``d`` (canonical axes) has variance
 ``sum_i d_i^2 (psf_i^2 + spacing_i^2 / 4)``: the point-spread function (in-plane ``psf_sigma_mm``;
@@ -48,11 +50,17 @@ THICKNESS_RANGE_MM = (0.3, 3.0)
 SOFT_MAX_HU = 150.0
 #: Fewer clean lines than this: no correction.
 MIN_LINES = 20
-#: Only lines blurred less than this (mm) are modelled. Under a wider blur a thin dense cortex and a
-#: thick faint one give nearly the same profile, and the fitted surface wanders by half a millimetre
-#: (on 3 mm grids it came out 0.3-0.6 mm inside the head): 3 mm isotropic grids and the slice
-#: direction of thick slices are left to the steepest fall.
+#: Only lines blurred less than this (mm) are modelled with a free thickness. Under a wider blur a
+#: thin dense cortex and a thick faint one give nearly the same profile, and the fitted surface
+#: wanders by half a millimetre: the slice direction of thick slices is left out where enough
+#: sharper lines remain.
 MAX_BLUR_MM = 1.0
+#: Where every line is blurred wider than that (3 mm isotropic grids), the cortex is held at this
+#: thickness (mm), the middle of an adult femoral head's subchondral plate (0.5-1.5 mm), and the
+#: offset alone is fitted. On 3 mm grids the steepest fall put the surface 0.7-1.1 mm outside the
+#: head; held at 1 mm, the model puts it 0.1-0.4 mm inside (0.6-1.4 mm cortices, phantoms and the
+#: synthetic head of tests/test_afs.py).
+HEAD_CORTEX_PRIOR_MM = 1.0
 
 
 @dataclass(frozen=True)
@@ -153,7 +161,8 @@ class _EdgeTable:
         return residual, levels
 
 
-def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = CORTICAL_MAX_HU):
+def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = CORTICAL_MAX_HU,
+                      thickness_mm: float | None = None):
     """Fit the shared surface offset and cortical thickness of blurred-cortex profiles.
 
     Parameters
@@ -165,6 +174,9 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
         Blur along each line (:func:`line_blur_sigma`).
     max_cortex_hu : float
         Candidates whose median cortical level exceeds it are not considered.
+    thickness_mm : float, optional
+        Hold the cortical thickness at this value and fit the offset alone (under a blur much wider
+        than the cortex, where thickness and density trade off).
 
     Returns
     -------
@@ -194,18 +206,23 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
                     best = (residual, float(surface), float(thickness), levels)
 
     # Coarse to fine: 0.1 mm x 0.2 mm, then 0.025 mm x 0.05 mm around the best.
-    search(np.arange(OFFSET_RANGE_MM[0], OFFSET_RANGE_MM[1] + 1e-9, 0.1),
-           np.arange(THICKNESS_RANGE_MM[0], THICKNESS_RANGE_MM[1] + 1e-9, 0.2))
+    fixed = thickness_mm is not None
+    thicknesses = np.array([float(thickness_mm)]) if fixed else np.arange(THICKNESS_RANGE_MM[0],
+                                                                         THICKNESS_RANGE_MM[1] + 1e-9, 0.2)
+    search(np.arange(OFFSET_RANGE_MM[0], OFFSET_RANGE_MM[1] + 1e-9, 0.1), thicknesses)
     if best is None:
         return None
     _, surface0, thickness0, _ = best
-    search(surface0 + np.arange(-0.1, 0.1 + 1e-9, 0.025), thickness0 + np.arange(-0.2, 0.2 + 1e-9, 0.05))
+    search(surface0 + np.arange(-0.1, 0.1 + 1e-9, 0.025),
+           thicknesses if fixed else thickness0 + np.arange(-0.2, 0.2 + 1e-9, 0.05))
     _, surface, thickness, levels = best
     # At the thick end the model cannot tell a thick wall from a thin cortex (a thick wall's steepest
     # fall is its surface already); at either end of the offsets it did not find the edge.
     at_bound = (surface <= OFFSET_RANGE_MM[0] + 0.05 or surface >= OFFSET_RANGE_MM[1] - 0.05
-                or thickness >= THICKNESS_RANGE_MM[1] - 0.05)
-    pinned = levels[1] >= 0.99 * max_cortex_hu
+                or (not fixed and thickness >= THICKNESS_RANGE_MM[1] - 0.05))
+    # With the thickness held, a cortex at its cap is the thin-and-dense end of the trade-off the
+    # fixed thickness stands in for, not a misfit.
+    pinned = not fixed and levels[1] >= 0.99 * max_cortex_hu
     return CortexEdge(offset_mm=round(surface, 3), thickness_mm=round(thickness, 3),
                       levels_hu=tuple(round(float(v), 1) for v in levels), lines=int(len(profiles)),
                       trusted=not (at_bound or pinned))
@@ -231,16 +248,22 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     -------
     CortexEdge or None
         None when fewer than :data:`MIN_LINES` lines are clean (head edge onto soft tissue, inside
-        the field of view, blurred less than :data:`MAX_BLUR_MM`) or no fit respects the cortical cap.
+        the field of view) or no fit respects the cortical cap. Lines blurred more than
+        :data:`MAX_BLUR_MM` are used only when fewer than :data:`MIN_LINES` others are, and then
+        with the thickness held at :data:`HEAD_CORTEX_PRIOR_MM`.
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     directions = np.asarray(directions, dtype=np.float64)
     # Lines under too wide a blur say nothing here: drop them before sampling (on 3 mm grids, all).
     sigma = line_blur_sigma(directions, spacing, psf_sigma_mm, slice_profile_fraction)
     sharp = sigma <= MAX_BLUR_MM
-    if sharp.sum() < MIN_LINES:
-        return None
-    directions, sigma = directions[sharp], sigma[sharp]
+    thickness = None
+    if sharp.sum() >= MIN_LINES:
+        directions, sigma = directions[sharp], sigma[sharp]
+    else:
+        # Every line blurred wider than a head's cortex (3 mm grids): thickness and density trade
+        # off, so the thickness is held at an adult head's and the offset alone is fitted.
+        thickness = HEAD_CORTEX_PRIOR_MM
     radii = (radius_mm + SAMPLE_OFFSETS_MM).astype(np.float32)
     centre_index = np.asarray(center_mm, dtype=np.float64) / spacing
     # Unsmoothed samples: the model carries the blur itself.
@@ -250,4 +273,4 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     clean = np.isfinite(profiles).all(axis=1) & ~(profiles[:, SAMPLE_OFFSETS_MM > 0.8] >= SOFT_MAX_HU).any(axis=1)
     if clean.sum() < MIN_LINES:
         return None
-    return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean])
+    return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean], thickness_mm=thickness)
