@@ -150,6 +150,9 @@ class RadialBoundary:
     bone_beyond : (D,) bool ndarray
         Lines with bone just beyond the fitted sphere (socket or neck),
         whether or not a head edge was seen there.
+    assessed : (D,) bool ndarray or None
+        Lines whose head edge lies on the fitted sphere: those whose ``covered`` was judged (the
+        others are False there for want of an edge, not for want of a socket). None: all lines.
     """
 
     origin: np.ndarray
@@ -161,6 +164,7 @@ class RadialBoundary:
     covered: np.ndarray
     bone_beyond: np.ndarray
     separable: bool = True
+    assessed: np.ndarray | None = None
 
     @property
     def head_points(self) -> np.ndarray:
@@ -293,7 +297,7 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
     socket_t = _socket_surface(profiles, smooth, slope, radii, step_mm, on_sphere, covered)
     return RadialBoundary(origin=origin, directions=directions, head_t=head_t, socket_t=socket_t,
                           outside=reach < surface, sphere=sphere, covered=covered, separable=separable,
-                          bone_beyond=beyond(surface))
+                          bone_beyond=beyond(surface), assessed=np.isfinite(on_sphere))
 
 
 def _onto_soft(head_t, profiles, radii):
