@@ -150,9 +150,9 @@ class RadialBoundary:
     bone_beyond : (D,) bool ndarray
         Lines with bone just beyond the fitted sphere (socket or neck),
         whether or not a head edge was seen there.
-    assessed : (D,) bool ndarray or None
+    assessed : (D,) bool ndarray
         Lines whose head edge lies on the fitted sphere: those whose ``covered`` was judged (the
-        others are False there for want of an edge, not for want of a socket). None: all lines.
+        others are False there for want of an edge, not for want of a socket).
     """
 
     origin: np.ndarray
@@ -163,8 +163,8 @@ class RadialBoundary:
     sphere: SphereFit
     covered: np.ndarray
     bone_beyond: np.ndarray
+    assessed: np.ndarray
     separable: bool = True
-    assessed: np.ndarray | None = None
 
     @property
     def head_points(self) -> np.ndarray:

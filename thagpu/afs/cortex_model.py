@@ -186,8 +186,10 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
     profiles = np.asarray(profiles, dtype=np.float64)
     offsets = np.asarray(offsets_mm, dtype=np.float64)
     sigma = np.asarray(sigma_mm, dtype=np.float64)
-    table = _EdgeTable(profiles, offsets, sigma, OFFSET_RANGE_MM[0] - THICKNESS_RANGE_MM[1] - 0.25,
-                       OFFSET_RANGE_MM[1] + 0.15)
+    fixed = thickness_mm is not None
+    # The table spans every inner edge searched: the deepest offset less the thickest cortex.
+    deepest = float(thickness_mm) if fixed else THICKNESS_RANGE_MM[1]
+    table = _EdgeTable(profiles, offsets, sigma, OFFSET_RANGE_MM[0] - deepest - 0.25, OFFSET_RANGE_MM[1] + 0.15)
     best = None
 
     def search(surfaces, thicknesses):
@@ -206,7 +208,6 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
                     best = (residual, float(surface), float(thickness), levels)
 
     # Coarse to fine: 0.1 mm x 0.2 mm, then 0.025 mm x 0.05 mm around the best.
-    fixed = thickness_mm is not None
     thicknesses = np.array([float(thickness_mm)]) if fixed else np.arange(THICKNESS_RANGE_MM[0],
                                                                          THICKNESS_RANGE_MM[1] + 1e-9, 0.2)
     search(np.arange(OFFSET_RANGE_MM[0], OFFSET_RANGE_MM[1] + 1e-9, 0.1), thicknesses)

@@ -73,9 +73,7 @@ class SurfaceField:
         # Lines whose head edge was lost (where a thin joint space blurs into the socket: at 3 mm
         # voxels most of the covered cap) judged nothing: the rim plane is fitted to the judged
         # lines alone, and they are covered where bone lies beyond the sphere on its socket side.
-        known = np.ones(len(raw), dtype=bool)
-        if boundary.separable and boundary.assessed is not None:
-            known = boundary.assessed
+        known = boundary.assessed if boundary.separable else np.ones(len(raw), dtype=bool)
         judged = ~boundary.outside & known
         self.rim_axis, self.rim_error_fraction = None, 1.0
         if raw[judged].sum() >= 10 and (~raw[judged]).sum() >= 10:
