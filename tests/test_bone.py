@@ -603,3 +603,34 @@ def test_a_layer_of_settled_contrast_brighter_than_the_cortex_is_dropped_whateve
                                        min_island_ml=0.2, skeleton_min_ml=1.0, max_gap_mm=25.0,
                                        image=image, noise_hu=30.0, fluid_max_hu=330.0)
     assert not kept[layer].any() and kept[bone].all()
+
+
+def test_a_ring_with_one_voxel_gaps_encloses_its_cancellous_bone_but_not_a_fat_pocket():
+    """A thin cortex cut obliquely by 3 mm slices reads low in single voxels: a ring whose only gaps
+    are one voxel wide (one straight, one diagonal) still encloses its cancellous bone, slice by slice,
+    while a fat pocket behind such gaps (the acetabular fossa between head and socket) stays open."""
+    from thagpu.bone.cleanup import fill_cavities, fluid_voxels
+    x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    r = np.hypot(x - 20, y - 20)
+    ring = np.repeat(((r >= 9) & (r < 10.5))[:, :, None], 8, axis=2)
+    ring[:, :, 0] = ring[:, :, -1] = False  # open at both ends: no 3-D cavity
+    ring[29:31, 20] = False  # a straight gap one voxel wide (the ring is 2 voxels thick there)
+    ring[20, 29:31] = False
+    spacing = (3.0, 3.0, 3.0)
+    for inside_hu, filled in ((90.0, True), (-90.0, False)):
+        image = np.where(ring, 300.0, np.where((r < 9)[:, :, None], inside_hu, 40.0)).astype(np.float32)
+        plain = fill_cavities(ring, spacing, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image))
+        assert not plain[20, 20, 4]  # the gaps open the ring: no hole without bridging
+        out = fill_cavities(ring, spacing, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image), bridge_gaps=True,
+                            image=image)
+        assert bool(out[20, 20, 4]) is filled
+        assert not out[29:31, 20, 4].any() and not out[35, 20, 4]  # the gaps themselves and the outside
+
+
+def test_bridging_never_fills_a_one_voxel_channel():
+    """A joint space one voxel wide between two plates stays open: no square that the outside cannot
+    reach covers it, though none that it can reach does either."""
+    from thagpu.morphology import fill_holes_2d
+    bars = np.zeros((20, 20, 1), bool)
+    bars[4:16, 8, 0] = bars[4:16, 10, 0] = True  # a channel one voxel wide between two plates
+    assert not (fill_holes_2d(bars, 2, 1e9, bridge_gaps=True) & ~bars).any()

@@ -524,7 +524,8 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
                                                          cost_background=energy.outline_costs[1]),
                                      image_r, spacing, config)
         filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
-                               max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r))
+                               max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r),
+                               bridge_gaps=True, image=image_r)
         if energy.outline_costs is not None:
             filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
         mask_r = filled & ~energy.background_seed

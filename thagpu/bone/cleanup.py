@@ -6,7 +6,7 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 from .intensity import thick_bright
-from ..morphology import box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
+from ..morphology import bounding_box, box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
@@ -33,7 +33,8 @@ FILL_PASSES = 3
 FLUID_HU = (-20.0, 35.0)
 
 
-def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, fluid=None):
+def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, fluid=None,
+                  bridge_gaps: bool = False, image=None):
     """Fill cavities enclosed by bone (marrow, low-density cancellous bone).
 
     A cavity is a background region not connected to the volume's sides; the
@@ -62,6 +63,16 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         :func:`fluid_voxels` of the CT: those voxels of slice holes, and of cavities that only the
         closing encloses, are not filled (a spinal canal enclosed by its vertebral arch). Without
         it every one counts.
+    bridge_gaps : bool
+        Also the slice holes that a ring with one-pixel gaps encloses (``fill_holes_2d``'s
+        ``bridge_gaps``): a thin cortex cut obliquely by 3 mm slices reads low in single voxels,
+        and one such gap per slice opens the marrow of a whole bone, slice after slice.
+    image : array, optional
+        With ``bridge_gaps``: the CT. A region (6-connected) that only a ring with gaps encloses is
+        filled when its median lies at or above fat (:data:`FLUID_HU`'s lower end): cancellous bone
+        does, while a fat pocket between two bones (the acetabular fossa, enclosed by the head and
+        the socket where the joint space narrows to a voxel) does not. Fatty marrow inside an
+        intact cortex is still filled by the plain reading. Without it every region counts.
     """
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
@@ -74,7 +85,30 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
             mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, fluid)
             if not sealed:
                 break
-    return _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, fluid)[0]
+    mask = _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, fluid)[0]
+    if bridge_gaps and max_slice_hole_mm2 > 0:
+        # Last, and never fed back into the 3-D passes: a bridged slice hole must not seal a
+        # fat pocket (the fossa) into a 3-D cavity that the next pass would fill unjudged.
+        mask = mask | _bridged_slice_holes(mask, spacing, max_slice_hole_mm2, fluid, image)
+    return mask
+
+
+def _slice_hole_width(spacing):
+    """Pixels a slice hole must span along each axis somewhere (:data:`SLICE_HOLE_MIN_WIDTH_MM`)."""
+    return [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
+
+
+def _bridged_slice_holes(mask, spacing, max_slice_hole_mm2: float, fluid=None, image=None):
+    """Slice holes that only a ring with one-pixel gaps encloses, less fluid voxels and fatty regions."""
+    max_area = max_slice_hole_mm2 / (spacing[0] * spacing[1])
+    width = _slice_hole_width(spacing)
+    # (The plain reading's holes are in ``mask`` already, but for the fluid and thin ones, which
+    # are taken out again below.)
+    holes = fill_holes_2d(mask, axis=2, max_area_vox=max_area, min_width_vox=width, bridge_gaps=True) & ~mask
+    holes &= ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
+    if fluid is not None:
+        holes &= ~fluid
+    return _above_fat(holes, image) if image is not None else holes
 
 
 def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, fluid=None):
@@ -87,15 +121,36 @@ def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, flui
         extra &= ~(fluid & ~_enclosed(mask))
     sealed = False
     if max_slice_hole_mm2 > 0:
-        width = [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
         holes = fill_holes_2d(shell, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1]),
-                              min_width_vox=width) & ~shell & ~extra
+                              min_width_vox=_slice_hole_width(spacing)) & ~shell & ~extra
         holes &= ~thin_along_slices(holes, spacing[2], SLICE_HOLE_MIN_DEPTH_MM)
         if fluid is not None:
             holes &= ~fluid
         sealed = bool(holes.any())
         extra |= holes
     return mask | (extra & ~shell), sealed
+
+
+def _above_fat(regions, image):
+    """The 6-connected regions of ``regions`` whose median CT is at least :data:`FLUID_HU`'s lower end.
+
+    Judged per region on the raw CT, by its median: a fat pocket a few voxels wide has a rim of
+    partial-volume voxels brighter than fat that lifts its mean, and alone would be a shell of false
+    bone.
+    """
+    xp = get_array_module(regions)
+    box = bounding_box(regions, 0)
+    if box is None:
+        return regions
+    labels, count = ndimage_for(regions).label(regions[box])
+    size = xp.bincount(labels.ravel(), minlength=count + 1)
+    fatty = xp.bincount(labels.ravel(), weights=(image[box] < np.float32(FLUID_HU[0])).ravel().astype(xp.float32),
+                         minlength=count + 1)
+    keep = fatty * 2 <= size
+    keep[0] = False
+    out = xp.zeros_like(regions)
+    out[box] = keep[labels]
+    return out
 
 
 def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=None):
