@@ -49,13 +49,18 @@ def machine() -> dict:
 
 
 def code_version() -> dict:
-    """The commit the code runs at (``-dirty`` with uncommitted changes) and the date, for the record."""
+    """The commit the code runs at (``-dirty`` with uncommitted changes) and the date, for the record.
+
+    Changed result files (``benchmarks/results``, written by an earlier benchmark in the same
+    checkout) are not code and do not make it dirty.
+    """
     import datetime
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += "-dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
