@@ -608,7 +608,8 @@ def test_a_layer_of_settled_contrast_brighter_than_the_cortex_is_dropped_whateve
 def test_a_ring_with_one_voxel_gaps_encloses_its_cancellous_bone_but_not_a_fat_pocket():
     """A thin cortex cut obliquely by 3 mm slices reads low in single voxels: a ring whose only gaps
     are one voxel wide (one straight, one diagonal) still encloses its cancellous bone, slice by slice,
-    while a fat pocket behind such gaps (the acetabular fossa between head and socket) stays open."""
+    while a fat pocket behind such gaps (the acetabular fossa between head and socket) stays open,
+    and at fine in-plane pixels nothing is bridged."""
     from thagpu.bone.cleanup import fill_cavities, fluid_voxels
     x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
     r = np.hypot(x - 20, y - 20)
@@ -625,6 +626,10 @@ def test_a_ring_with_one_voxel_gaps_encloses_its_cancellous_bone_but_not_a_fat_p
                             image=image)
         assert bool(out[20, 20, 4]) is filled
         assert not out[29:31, 20, 4].any() and not out[35, 20, 4]  # the gaps themselves and the outside
+        # At 0.8 mm pixels the cortex is resolved and a one-pixel gap is a real opening: not bridged.
+        fine = fill_cavities(ring, (0.8, 0.8, 3.0), max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image),
+                             bridge_gaps=True, image=image)
+        assert not fine[20, 20, 4]
 
 
 def test_bridging_never_fills_a_one_voxel_channel():

@@ -8,7 +8,7 @@ from ..device import get_array_module, to_host
 from .intensity import thick_bright
 from ..morphology import bounding_box, box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
 
-__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "SLICE_HOLE_MIN_WIDTH_MM",
+__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
@@ -31,6 +31,11 @@ FILL_PASSES = 3
 #: the spinal canal inside a vertebral arch, urine, joint fluid, cysts), never bone: marrow is fat
 #: (below it) or red marrow and trabeculae (above it).
 FLUID_HU = (-20.0, 35.0)
+#: Slice holes behind one-pixel gaps are bridged only where the in-plane pixels are at least this
+#: coarse (mm). There a cortex 0.5-1.5 mm thick, cut obliquely, reads low in single pixels; at finer
+#: pixels it is resolved, and a one-pixel gap is an opening of a millimetre or less that is really
+#: there (a joint space narrowing at the rim of the socket, which bridged would join head and socket).
+BRIDGE_MIN_PIXEL_MM = 2.0
 
 
 def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, fluid=None,
@@ -66,7 +71,8 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     bridge_gaps : bool
         Also the slice holes that a ring with one-pixel gaps encloses (``fill_holes_2d``'s
         ``bridge_gaps``): a thin cortex cut obliquely by 3 mm slices reads low in single voxels,
-        and one such gap per slice opens the marrow of a whole bone, slice after slice.
+        and one such gap per slice opens the marrow of a whole bone, slice after slice. Only
+        where the in-plane pixels are :data:`BRIDGE_MIN_PIXEL_MM` or coarser.
     image : array, optional
         With ``bridge_gaps``: the CT. A region (6-connected) that only a ring with gaps encloses is
         filled when its median lies at or above fat (:data:`FLUID_HU`'s lower end): cancellous bone
@@ -86,7 +92,7 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
             if not sealed:
                 break
     mask = _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, fluid)[0]
-    if bridge_gaps and max_slice_hole_mm2 > 0:
+    if bridge_gaps and max_slice_hole_mm2 > 0 and min(spacing[:2]) >= BRIDGE_MIN_PIXEL_MM:
         # Last, and never fed back into the 3-D passes: a bridged slice hole must not seal a
         # fat pocket (the fossa) into a 3-D cavity that the next pass would fill unjudged.
         mask = mask | _bridged_slice_holes(mask, spacing, max_slice_hole_mm2, fluid, image)
