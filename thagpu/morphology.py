@@ -78,18 +78,9 @@ def _enclosed_regions(background, axis: int, structure, max_area_vox: float, min
     if count == 0:
         return xp.zeros(background.shape, dtype=bool)
     # Regions touching the slice border are outside, whatever their size.
-    border = xp.zeros(count + 1, dtype=bool)
-    for a in range(3):
-        if a == axis:
-            continue
-        for index in (0, -1):
-            face = [slice(None)] * 3
-            face[a] = index
-            border[labels[tuple(face)].ravel()] = True
-    fill = ~border
+    fill = ~labels_on_border(labels, count, axis)
     if np.isfinite(max_area_vox):  # (the body's outline fills every enclosed hole: no sizes needed)
         fill &= xp.bincount(labels.ravel(), minlength=count + 1) <= max_area_vox
-    fill[0] = False
     holes = fill[labels]
     if min_width_vox is not None:
         core = holes.view(xp.uint8)
@@ -103,6 +94,25 @@ def _enclosed_regions(background, axis: int, structure, max_area_vox: float, min
         holes = xp.zeros(background.shape, dtype=bool)
         holes.ravel()[where[wide[labels.ravel()[where]]]] = True
     return holes
+
+
+def labels_on_border(labels, count: int, axis: int):
+    """Which of the ``count`` labels touch a face of the volume other than the two across ``axis``.
+
+    Returns a bool array indexed by label (``count + 1`` long); label 0 (no region) counts as on the
+    border, so ``~result[labels]`` is the regions enclosed within their slices (or, for a 3-D labelling,
+    enclosed but for the end faces across ``axis``).
+    """
+    xp = get_array_module(labels)
+    border = xp.zeros(count + 1, dtype=bool)
+    for a in range(labels.ndim):
+        if a != axis:
+            for index in (0, -1):
+                face = [slice(None)] * labels.ndim
+                face[a] = index
+                border[labels[tuple(face)].ravel()] = True
+    border[0] = True
+    return border
 
 
 def _in_plane_structure(axis: int):
@@ -137,14 +147,7 @@ def _unreachable_2d(mask, axis: int, structure):
     labels, count = ndi.label(squares, structure=xp.asarray(structure) if xp is not np else structure)
     if count == 0:
         return xp.zeros_like(mask)
-    reached = xp.zeros(count + 1, dtype=bool)
-    for a in plane:
-        for index in (0, -1):
-            face = [slice(None)] * 3
-            face[a] = index
-            reached[labels[tuple(face)].ravel()] = True
-    reached[0] = True
-    enclosed = (~reached[labels]).view(xp.uint8)
+    enclosed = (~labels_on_border(labels, count, axis)[labels]).view(xp.uint8)
     for a in plane:  # back from square positions to the pixels they cover
         enclosed = ndi.maximum_filter1d(enclosed, 2, axis=a, mode="constant", cval=0, origin=-1)
     return enclosed.astype(bool) & ~mask

@@ -6,7 +6,8 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 from .intensity import thick_bright
-from ..morphology import bounding_box, box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, ndimage_for
+from ..morphology import (bounding_box, box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
+                          ndimage_for)
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
@@ -263,11 +264,7 @@ def _enclosed(mask):
     labels, count = ndi.label(~mask)
     if count == 0:
         return xp.zeros_like(mask)
-    outside = xp.zeros(count + 1, dtype=bool)
-    for face in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
-        outside[face.ravel()] = True
-    outside[0] = True
-    return ~outside[labels]
+    return ~labels_on_border(labels, count, axis=2)[labels]
 
 
 def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_min_ml: float,
