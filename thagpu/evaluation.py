@@ -36,7 +36,10 @@ def side_errors(measured: dict, truth: dict) -> dict:
 
 
 def score_case(pred_labels, truth_labels, measurements: dict | None = None, truth: dict | None = None) -> dict:
-    """Dice of the bone mask and of each hip label, and per-side measurement errors.
+    """Dice of the bone (every label > 0) and of each hip label, and per-side measurement errors.
+
+    The labels' bone is BE's mask less the joint space that AFS leaves background, so at coarse voxels
+    it differs from the mask where the mask holds the joint space.
 
     Parameters
     ----------

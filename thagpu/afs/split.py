@@ -126,11 +126,14 @@ class HipLabels:
 
     head: tuple
     acetabulum: tuple
+    joint_space: tuple
     head_label: int
     acetabulum_label: int
 
     def write(self, labels: np.ndarray) -> None:
-        """Write the labels into a host label map (already holding ``OTHER_BONE`` on the bone)."""
+        """Write the labels into a host label map (already holding ``OTHER_BONE`` on the bone); the
+        joint space's voxels, which the bone mask holds at coarse voxels, become background."""
+        labels[self.joint_space] = schema.BACKGROUND
         labels[self.head] = self.head_label
         labels[self.acetabulum] = self.acetabulum_label
 
@@ -210,9 +213,14 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     unreached = region_of == 0
     region_of[unreached] = np.where(covered[unreached] & (r[unreached] > mid[unreached]), 2, 1)
 
-    is_head = (region_of == 1) & (r <= radius + schema.HEAD_MARGIN_MM)
-    is_cup = (region_of == 2) & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius)
+    # The joint space: voxel centres between the head's surface and the socket's, where a socket covers
+    # the head. At voxels about as coarse as the joint space the mask holds them (a voxel half
+    # cartilage, half subchondral plate reads as bone), but what lies at their centres is cartilage.
+    in_joint = covered & (r > head_r) & (r < socket_r)
+    is_head = (region_of == 1) & (r <= radius + schema.HEAD_MARGIN_MM) & ~in_joint
+    is_cup = (region_of == 2) & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius) & ~in_joint
     head_label, cup_label = schema.SIDE_LABELS[side]
     return HipLabels(head=tuple(w[is_head] + b.start for w, b in zip(where, region.box)),
                      acetabulum=tuple(w[is_cup] + b.start for w, b in zip(where, region.box)),
+                     joint_space=tuple(w[in_joint] + b.start for w, b in zip(where, region.box)),
                      head_label=head_label, acetabulum_label=cup_label)
