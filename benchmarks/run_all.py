@@ -251,15 +251,10 @@ def _accuracy_sections(accuracy: dict, at: str) -> list:
                       f"{_fmt(osteo['mean_bone_dice'])} ({_fmt(osteo['min_bone_dice'])})", at])
     speed = experiments.get("speed 3 mm pelvis")
     if speed:
-        if "repeats" in speed:
-            low, high = speed["total_range_s"]
-            other.append(["BE + AFS", f"3 mm pelvis {_shape(speed['shape'])}, warm, median of {speed['repeats']}: "
-                          "BE + AFS (range of the total)",
-                          f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s ({_fmt(low, 2)}-{_fmt(high, 2)})",
-                          at])
-        else:
-            other.append(["BE + AFS", f"3 mm pelvis {_shape(speed['shape'])}, warm: BE + AFS",
-                          f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s", at])
+        low, high = speed["total_range_s"]
+        other.append(["BE + AFS", f"3 mm pelvis {_shape(speed['shape'])}, warm, median of {speed['repeats']}: "
+                      "BE + AFS (range of the total)",
+                      f"{_fmt(speed['bone_s'], 2)} + {_fmt(speed['afs_s'], 2)} s ({_fmt(low, 2)}-{_fmt(high, 2)})", at])
     targets = {f"{e} {t}": met for e, r in experiments.items() for t, met in r.get("targets", {}).items()}
     missed = [t for t, met in targets.items() if not met]
     other.append(["BE + AFS", "targets not met", ", ".join(missed) or "none", at])
