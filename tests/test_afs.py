@@ -475,23 +475,33 @@ def test_the_pelvis_does_not_take_the_femoral_neck():
 
 
 @pytest.mark.slow
-def test_the_joint_space_is_neither_head_nor_acetabulum_at_3mm():
-    """At 3 mm voxels the bone mask holds the joint space (a voxel half cartilage, half subchondral
-    plate reads as bone), so head and acetabulum took it (anatomic dev seed 9101: none of the 1413
-    mask voxels centred in the true joint space was background). Between the head's fitted surface
-    and the socket's, where the socket covers the head, the labels leave it background."""
+def test_the_joints_soft_tissue_is_neither_head_nor_acetabulum_at_3mm():
+    """At 3 mm voxels the bone mask holds the joint's soft tissue: the joint space (a voxel half
+    cartilage, half subchondral plate reads as bone), the fossa's fat pad (a cavity BE fills where head
+    and socket enclose it) and the cartilage layer over the head's free face. On anatomic dev seed 9101
+    none of the 1413 mask voxels centred in the true joint space was background at first; then 64 % /
+    62 % with the joint space between the lines' edges, 25 % / 62 % of the fossa's fat, and the labels
+    held 181-223 voxels of cartilage beyond each head. The labels leave them background now."""
+    from thagpu.phantom.render import MATERIALS
+
     case = make_phantom(9101, size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0))
     volume = case.to_volume()
     mask = extract_bone(volume).mask
     labels, measurements = segment_hips(volume, mask)
     truth = case.canonical_labels()
+    fat = case.canonical(case.materials) == MATERIALS["fat"]
     ras = volume.index_to_ras(np.indices(truth.shape).reshape(3, -1).T)
     for side in ("left", "right"):
         true = case.truth["sides"][side]
+        radius = true["head_radius_mm"]
         from_head = np.linalg.norm(ras - true["head_center_mm"], axis=1).reshape(truth.shape)
         from_socket = np.linalg.norm(ras - true["acetabulum_center_mm"], axis=1).reshape(truth.shape)
-        joint = (truth == 0) & mask & (from_head > true["head_radius_mm"]) & (from_socket < true["acetabulum_radius_mm"])
+        soft = (truth == 0) & mask
+        joint = soft & (from_head > radius) & (from_socket < true["acetabulum_radius_mm"])
+        fossa = (soft & fat & (from_socket > true["acetabulum_radius_mm"])
+                 & (from_head < schema.ACETABULUM_RADIUS_FACTOR * radius) & (volume.array < 0))
         assert measurements["sides"][side]["status"] == "ok"
-        assert joint.sum() >= 300 and (labels[joint] == schema.BACKGROUND).mean() >= 0.5
+        assert joint.sum() >= 300 and (labels[joint] == schema.BACKGROUND).mean() >= 0.85
+        assert fossa.sum() >= 30 and (labels[fossa] == schema.BACKGROUND).mean() >= 0.9
         head, cup = schema.SIDE_LABELS[side]
-        assert dice(labels == head, truth == head) >= 0.94 and dice(labels == cup, truth == cup) >= 0.8
+        assert dice(labels == head, truth == head) >= 0.96 and dice(labels == cup, truth == cup) >= 0.83

@@ -153,6 +153,8 @@ class RadialBoundary:
     assessed : (D,) bool ndarray
         Lines whose head edge lies on the fitted sphere: those whose ``covered`` was judged (the
         others are False there for want of an edge, not for want of a socket).
+    radius_offset_mm : float
+        How far the sphere's radius was moved from the lines' edges (:meth:`with_radius_offset`).
     """
 
     origin: np.ndarray
@@ -165,6 +167,7 @@ class RadialBoundary:
     bone_beyond: np.ndarray
     assessed: np.ndarray
     separable: bool = True
+    radius_offset_mm: float = 0.0
 
     @property
     def head_points(self) -> np.ndarray:
@@ -195,7 +198,7 @@ class RadialBoundary:
         take acetabular roof at 3 mm slices).
         """
         sphere = dataclasses.replace(self.sphere, radius=self.sphere.radius + offset_mm)
-        return dataclasses.replace(self, sphere=sphere)
+        return dataclasses.replace(self, sphere=sphere, radius_offset_mm=self.radius_offset_mm + offset_mm)
 
     def consensus(self, tolerance_mm: float = 1.0) -> float:
         """Share of the lines inside the field of view whose head point lies within ``tolerance_mm`` of the sphere.

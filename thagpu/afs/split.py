@@ -8,7 +8,10 @@ Where head and socket touch (a joint space of 0 to 1 mm, common in
 osteoarthritis) the CT has no dark layer to follow, so the elevation also
 carries a ridge on the fitted mid-joint surface (the anatomy prior).
 The femur is then what the head flood reached; bone that neither flood
-reached is assigned by that surface.
+reached is assigned by that surface. Last, mask voxels centred in the joint's
+soft tissue (the joint space, the fossa's fat pad, the cartilage over the
+head's free face), which coarse voxels blur into the mask, are given back to
+the background, judged on the head's and the socket's surfaces.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ PRIOR_RIDGE_HU = 400.0
 PRIOR_RIDGE_MM = 1.0
 #: Femur markers lie this far (mm) inside the head surface, pelvis markers this far beyond the socket's.
 MARKER_DEPTH_MM = 2.5
+#: Soft tissue of the joint reads below this (HU, after a 0.5 mm blur): fat (about -100), cartilage,
+#: ligament and fluid (20 to 80). A fifth of cortical bone in a voxel of fat already reads above it.
+JOINT_SOFT_TISSUE_HU = 100.0
 
 
 class SurfaceField:
@@ -94,10 +100,25 @@ class SurfaceField:
         socket_fill = np.where(np.isfinite(socket_fill), socket_fill, self.head + self.mean_gap)
         self.socket = np.where(self.covered, np.where(has_socket, socket_r, socket_fill), np.nan)
         self.measured_socket = has_socket & self.covered
+        #: Lines whose own head edge was kept (the others took their neighbours') and beyond whose
+        #: sphere the mask holds no bone: the head's free face, onto soft tissue (not its neck).
+        self.free_face = has_head & ~boundary.bone_beyond
+        #: The lines' edges lie where the profiles fall (rise, at the socket) fastest; a thin cortex
+        #: blurred by coarse voxels moves that point off the surface, by as much as the blurred-cortex
+        #: model moved the sphere's radius (negative: the edges lie beyond the head's surface and
+        #: short of the socket's). The split's watershed keeps the edges; whose voxel centres lie on
+        #: which side of a surface is judged on the surfaces themselves.
+        self.edge_offset = float(boundary.radius_offset_mm)
+
+    def nearest(self, unit):
+        """Index of the line nearest each of the unit vectors (N, 3)."""
+        _, index = self.tree.query(unit, workers=-1)
+        return index
 
     def lookup(self, unit):
-        """Head radius, socket radius (NaN where uncovered) and coverage for unit vectors (N, 3)."""
-        _, index = self.tree.query(unit, workers=-1)
+        """Head radius, socket radius (NaN where uncovered) and coverage for unit vectors (N, 3), at
+        the lines' edges."""
+        index = self.nearest(unit)
         return self.head[index], self.socket[index], self.covered[index]
 
 
@@ -122,18 +143,22 @@ class HipRegion:
 
 @dataclass(frozen=True)
 class HipLabels:
-    """One side's labels 1-4, as voxel indices into the volume's array."""
+    """One side's labels 1-4, as voxel indices into the volume's array.
+
+    ``soft_tissue`` holds the bone mask's voxels whose centres lie in the joint's soft tissue (the
+    joint space, the fossa's fat pad): they are written as background.
+    """
 
     head: tuple
     acetabulum: tuple
-    joint_space: tuple
+    soft_tissue: tuple
     head_label: int
     acetabulum_label: int
 
     def write(self, labels: np.ndarray) -> None:
         """Write the labels into a host label map (already holding ``OTHER_BONE`` on the bone); the
-        joint space's voxels, which the bone mask holds at coarse voxels, become background."""
-        labels[self.joint_space] = schema.BACKGROUND
+        joint's soft tissue, which the bone mask holds at coarse voxels, becomes background."""
+        labels[self.soft_tissue] = schema.BACKGROUND
         labels[self.head] = self.head_label
         labels[self.acetabulum] = self.acetabulum_label
 
@@ -165,6 +190,37 @@ def hip_region(image, bone, spacing, field: SurfaceField) -> HipRegion | None:
                      bone=np.asarray(to_host(bone[box]), dtype=bool))
 
 
+def _joint_soft_tissue(smooth, grids, rho, field: SurfaceField):
+    """The box's voxels of the joint's soft tissue: dark voxels beyond the head's surface, where a
+    socket covers it, connected through dark voxels to the joint space between the two surfaces.
+
+    This is how the fossa's fat pad is told from the socket's bone: the fossa opens onto the joint
+    space and is floored by the thin medial wall, so its fat is joined to the cartilage by voxels that
+    stay dark. BE fills it (head and socket enclose it, a cavity at coarse voxels); CT alone could not
+    tell it from fatty marrow, which the subchondral plate walls off from the joint.
+
+    Returns
+    -------
+    (X, Y, Z) bool ndarray
+    """
+    dark = (smooth < JOINT_SOFT_TISSUE_HU) & (rho <= schema.ACETABULUM_RADIUS_FACTOR * field.radius)
+    # Only a shell around the head can be beyond its surface (the lookup is the costly part).
+    dark &= rho > 0.7 * field.radius
+    where = np.nonzero(dark)
+    offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
+    r = rho[where]
+    line = field.nearest(offsets / np.maximum(r, 1e-9)[:, None])
+    beyond = field.covered[line] & (r > field.head[line] + field.edge_offset)
+    domain = np.zeros(rho.shape, dtype=bool)
+    domain[tuple(w[beyond] for w in where)] = True
+    parts, count = ndi.label(domain)  # faces only: a diagonal step is not a passage
+    seeds = beyond & (r < field.socket[line] - field.edge_offset)
+    joined = np.zeros(count + 1, dtype=bool)
+    joined[parts[tuple(w[seeds] for w in where)]] = True
+    joined[0] = False
+    return joined[parts]
+
+
 def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> HipLabels:
     """Split femur from pelvis around one head; the labels 1-4 of ``side``.
 
@@ -193,7 +249,8 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
     r = rho[where]
     unit = offsets / np.maximum(r, 1e-9)[:, None]
-    head_r, socket_r, covered = field.lookup(unit)
+    line = field.nearest(unit)
+    head_r, socket_r, covered = field.head[line], field.socket[line], field.covered[line]
     mid = np.where(covered, 0.5 * (head_r + socket_r), head_r + 0.5 * field.mean_gap)
 
     smooth = ndi.gaussian_filter(region.image, 0.5 / spacing)
@@ -213,14 +270,26 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     unreached = region_of == 0
     region_of[unreached] = np.where(covered[unreached] & (r[unreached] > mid[unreached]), 2, 1)
 
-    # The joint space: voxel centres between the head's surface and the socket's, where a socket covers
-    # the head. At voxels about as coarse as the joint space the mask holds them (a voxel half
-    # cartilage, half subchondral plate reads as bone), but what lies at their centres is cartilage.
-    in_joint = covered & (r > head_r) & (r < socket_r)
-    is_head = (region_of == 1) & (r <= radius + schema.HEAD_MARGIN_MM) & ~in_joint
-    is_cup = (region_of == 2) & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius) & ~in_joint
+    # The joint's soft tissue. The joint space: voxel centres between the head's surface and the
+    # socket's, where a socket covers the head. At voxels about as coarse as the joint space the mask
+    # holds them (a voxel half cartilage, half subchondral plate reads as bone), but what lies at
+    # their centres is cartilage. The fossa's fat pad, which opens onto it.
+    head_surface, socket_surface = head_r + field.edge_offset, socket_r - field.edge_offset
+    soft = covered & (r > head_surface) & (r < socket_surface)
+    soft |= _joint_soft_tissue(smooth, grids, rho, field)[where]
+    # On the head's free face (its edge onto soft tissue seen on the line, no bone beyond the sphere) a
+    # voxel of the femur's flood centred beyond the surface (within the label's margin) is the
+    # cartilage and capsule that coarse voxels blur into the mask. Lines with bone beyond the sphere
+    # (the neck, the head-neck junction, osteophytes) keep theirs: a line along the neck may cross
+    # its cortex near the sphere and still run in bone beyond.
+    soft |= ((region_of == 1) & ~covered & field.free_face[line] & (r > head_surface)
+                 & (r <= radius + schema.HEAD_MARGIN_MM))
+    is_head = (region_of == 1) & (r <= radius + schema.HEAD_MARGIN_MM) & ~soft
+    is_cup = (region_of == 2) & (r <= schema.ACETABULUM_RADIUS_FACTOR * radius) & ~soft
     head_label, cup_label = schema.SIDE_LABELS[side]
-    return HipLabels(head=tuple(w[is_head] + b.start for w, b in zip(where, region.box)),
-                     acetabulum=tuple(w[is_cup] + b.start for w, b in zip(where, region.box)),
-                     joint_space=tuple(w[in_joint] + b.start for w, b in zip(where, region.box)),
+
+    def in_volume(selected):  # box indices of the selected mask voxels -> the volume's
+        return tuple(w[selected] + b.start for w, b in zip(where, region.box))
+
+    return HipLabels(head=in_volume(is_head), acetabulum=in_volume(is_cup), soft_tissue=in_volume(soft),
                      head_label=head_label, acetabulum_label=cup_label)
