@@ -35,9 +35,15 @@ PRIOR_RIDGE_HU = 400.0
 PRIOR_RIDGE_MM = 1.0
 #: Femur markers lie this far (mm) inside the head surface, pelvis markers this far beyond the socket's.
 MARKER_DEPTH_MM = 2.5
+#: On the neck's lines, femur markers also lie from MARKER_DEPTH_MM to this far (mm) beyond the head
+#: surface: where the lines saw bone beyond the sphere (:func:`thagpu.afs.boundary._mask_beyond`).
+NECK_MARKER_MM = 8.0
 #: Soft tissue of the joint reads below this (HU, after a 0.5 mm blur): fat (about -100), cartilage,
 #: ligament and fluid (20 to 80). A fifth of cortical bone in a voxel of fat already reads above it.
 JOINT_SOFT_TISSUE_HU = 100.0
+#: Lines this far (in the cosine of the angle to the rim plane's normal) beyond the rim plane, on its
+#: neck's side, are clear of the rim and its osteophytes (about 17 deg at the plane's equator).
+NECK_MARGIN = 0.3
 
 
 class SurfaceField:
@@ -82,6 +88,8 @@ class SurfaceField:
         known = boundary.assessed if boundary.separable else np.ones(len(raw), dtype=bool)
         judged = ~boundary.outside & known
         self.rim_axis, self.rim_error_fraction = None, 1.0
+        #: Lines well on the neck's side of the rim plane with bone beyond the sphere: the neck.
+        self.neck = np.zeros(len(raw), dtype=bool)
         if raw[judged].sum() >= 10 and (~raw[judged]).sum() >= 10:
             self.rim_axis, threshold, _ = rim_plane(self.directions[judged], raw[judged])
             socket_side = self.directions @ self.rim_axis <= threshold + 0.05
@@ -92,6 +100,11 @@ class SurfaceField:
             self.rim_error_fraction = float(np.mean((self.directions[seen] @ self.rim_axis <= threshold)
                                                     != raw[seen]))
             raw = np.where(known, raw, boundary.bone_beyond) & socket_side
+            beyond_rim = boundary.bone_beyond & (self.directions @ self.rim_axis > threshold + NECK_MARGIN)
+            # The neck is one bundle of lines; a rim plane tilted by lines that lost the head's edge
+            # (an osteoporotic socket at 3 mm) can put a patch of the socket's wall beyond it too,
+            # apart from the neck (dev seed 9622 left: 17 such lines, the neck's 58).
+            self.neck = _largest_group(beyond_rim, near[:, 1:])
         self.covered = raw[near].mean(axis=1) >= 0.5
         gaps = (socket_r - self.head)[has_socket]
         #: Mean joint space where the socket's surface was seen (0 when it never was).
@@ -120,6 +133,23 @@ class SurfaceField:
         the lines' edges."""
         index = self.nearest(unit)
         return self.head[index], self.socket[index], self.covered[index]
+
+
+def _largest_group(selected, neighbours):
+    """The largest group of ``selected`` lines joined through their ``neighbours`` (D, k) table."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    lines = np.flatnonzero(selected)
+    if lines.size == 0:
+        return np.zeros(len(selected), dtype=bool)
+    rows = np.repeat(lines, neighbours.shape[1])
+    cols = neighbours[lines].ravel()
+    keep = selected[cols]
+    graph = coo_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(selected),) * 2)
+    _, group = connected_components(graph, directed=False)
+    largest = np.bincount(group[lines]).argmax()
+    return selected & (group == largest)
 
 
 @dataclass(frozen=True)
@@ -262,6 +292,9 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     # over a partial-volume bridge (on a severely arthritic anatomic phantom at 1 mm and at
     # 0.8 x 0.8 x 3 mm, the pelvis took the neck and part of the head: acetabulum Dice 0.79 / 0.64).
     femur_seed = (r < head_r - MARKER_DEPTH_MM) | (~covered & (r < head_r))
+    # And on the neck's lines beyond the prior's ridge, where the pelvis's flood could otherwise reach
+    # the neck first over a partial-volume bridge from the rim or the ischium.
+    femur_seed |= field.neck[line] & (r > head_r + MARKER_DEPTH_MM) & (r < head_r + NECK_MARKER_MM)
     pelvis_seed = covered & (r > socket_r + MARKER_DEPTH_MM)
     markers[tuple(w[femur_seed] for w in where)] = 1
     markers[tuple(w[pelvis_seed] for w in where)] = 2
