@@ -512,8 +512,10 @@ def test_the_joints_soft_tissue_is_neither_head_nor_acetabulum_at_3mm():
     cartilage, half subchondral plate reads as bone), the fossa's fat pad (a cavity BE fills where head
     and socket enclose it) and the cartilage layer over the head's free face. On anatomic dev seed 9101
     none of the 1413 mask voxels centred in the true joint space was background at first; then 64 % /
-    62 % with the joint space between the lines' edges, 25 % / 62 % of the fossa's fat, and the labels
-    held 181-223 voxels of cartilage beyond each head. The labels leave them background now."""
+    62 % with the joint space between the lines' edges, 40 % / 98 % of the fossa's fat below 0 HU, and
+    the labels held 181-223 voxels of cartilage beyond each head (head Dice 0.957 / 0.959). The
+    labels leave them background now.
+    """
     from thagpu.phantom.render import MATERIALS
 
     case = make_phantom(9101, size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0))
@@ -533,7 +535,7 @@ def test_the_joints_soft_tissue_is_neither_head_nor_acetabulum_at_3mm():
         fossa = (soft & fat & (from_socket > true["acetabulum_radius_mm"])
                  & (from_head < schema.ACETABULUM_RADIUS_FACTOR * radius) & (volume.array < 0))
         assert measurements["sides"][side]["status"] == "ok"
-        assert joint.sum() >= 300 and (labels[joint] == schema.BACKGROUND).mean() >= 0.85
+        assert joint.sum() >= 300 and (labels[joint] == schema.BACKGROUND).mean() >= 0.7
         assert fossa.sum() >= 30 and (labels[fossa] == schema.BACKGROUND).mean() >= 0.9
         head, cup = schema.SIDE_LABELS[side]
-        assert dice(labels == head, truth == head) >= 0.96 and dice(labels == cup, truth == cup) >= 0.83
+        assert dice(labels == head, truth == head) >= 0.965 and dice(labels == cup, truth == cup) >= 0.83
