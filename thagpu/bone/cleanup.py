@@ -7,7 +7,7 @@ import numpy as np
 from ..device import get_array_module, to_host
 from .intensity import thick_bright
 from ..morphology import (bounding_box, box_closing, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
-                          ndimage_for)
+                          maximum_filter1d, minimum_filter1d, ndimage_for)
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
@@ -243,12 +243,11 @@ def thin_along_slices(mask, slice_mm: float, max_mm: float):
     osteoporotic head, so nothing is thin there (all ``False``).
     """
     xp = get_array_module(mask)
-    ndi = ndimage_for(mask)
     n = int(np.floor(max_mm / slice_mm + 1e-9)) + 1
     if n < 4:
         return xp.zeros_like(mask)
-    runs = ndi.minimum_filter1d(mask.view(xp.uint8), n, axis=2, mode="nearest")
-    deep = ndi.maximum_filter1d(runs, n, axis=2, mode="constant", cval=0, origin=-1 if n % 2 == 0 else 0)
+    runs = minimum_filter1d(mask.view(xp.uint8), n, axis=2, mode="nearest")
+    deep = maximum_filter1d(runs, n, axis=2, mode="constant", cval=0, origin=-1 if n % 2 == 0 else 0)
     return mask & ~deep.astype(bool)
 
 

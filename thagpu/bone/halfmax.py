@@ -25,7 +25,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from ..device import get_array_module
-from ..morphology import distance_to, ndimage_for
+from ..morphology import distance_to, maximum_filter1d, minimum_filter1d, ndimage_for
 
 __all__ = ["half_max_tilt", "soft_side_rim", "thin_cortex_level"]
 
@@ -99,13 +99,12 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
         Only with ``with_half``: the same at ``level`` 0.5.
     """
     xp = get_array_module(light)
-    ndi = ndimage_for(light)
     size = [2 * max(1, int(round(radius_mm / s))) + 1 for s in spacing]
     # Separable box extremes: linear in the volume whatever the radius.
     high, low = light, light
     for axis, n in enumerate(size):
-        high = ndi.maximum_filter1d(high, n, axis=axis, mode="nearest")
-        low = ndi.minimum_filter1d(low, n, axis=axis, mode="nearest")
+        high = maximum_filter1d(high, n, axis=axis, mode="nearest")
+        low = minimum_filter1d(low, n, axis=axis, mode="nearest")
     span = high - low
     position = (light - low) / xp.maximum(span, np.float32(1.0))
     surface = span >= np.float32(min_span_hu)

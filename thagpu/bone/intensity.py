@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..device import get_array_module, to_host
-from ..morphology import ndimage_for
+from ..morphology import maximum_filter1d, minimum_filter1d, ndimage_for
 
 __all__ = ["TissueLevels", "estimate_tissue_levels", "thick_bright", "local_noise", "IntensityModel",
            "THICK_BRIGHT_HALF_MM"]
@@ -90,12 +90,17 @@ def thick_bright(image, spacing, level_hu: float, half_mm: float = THICK_BRIGHT_
     A morphological opening (erosion then dilation by the box, separable minimum and maximum
     filters): the thick parts of the regions above the level, and nothing of thinner structures.
     """
-    ndi = ndimage_for(image)
     size = tuple(2 * max(1, int(round(half_mm / float(s)))) + 1 for s in spacing)
-    core = ndi.minimum_filter(image, size=size) > np.float32(level_hu)
+    core = image
+    for axis, n in enumerate(size):
+        # Odd boxes centred on the voxel: the edge mode equals SciPy's default reflect mode here.
+        core = minimum_filter1d(core, n, axis)
+    core = core > np.float32(level_hu)
     if not bool(core.any()):
         return core
-    return ndi.maximum_filter(core, size=size)
+    for axis, n in enumerate(size):
+        core = maximum_filter1d(core, n, axis)
+    return core
 
 
 def local_noise(image, body, soft_hu: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from ..morphology import box_closing, box_erosion, erode_one_voxel, fill_holes_2d, ndimage_for
+from ..morphology import (box_closing, box_erosion, erode_one_voxel, fill_holes_2d, maximum_filter1d, ndimage_for)
 
 __all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region", "unenclosed_pieces"]
 
@@ -126,13 +126,13 @@ def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
         return xp.zeros(smooth.shape, dtype=bool)
     near_bright = bright.view(xp.uint8)
     for axis in range(3):
-        near_bright = ndi.maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
+        near_bright = maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
     touching = xp.zeros(count + 1, dtype=bool)
     touching[labels[near_bright.astype(bool)]] = True
     touching[0] = False
     kept = touching[labels].view(xp.uint8)
     for axis in range(3):
-        kept = ndi.maximum_filter1d(kept, 3, axis=axis, mode="constant", cval=0)
+        kept = maximum_filter1d(kept, 3, axis=axis, mode="constant", cval=0)
     return like & kept.astype(bool)
 
 
@@ -168,7 +168,7 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     ndi = ndimage_for(light)
     near_bright = bright.view(xp.uint8)
     for axis in range(3):
-        near_bright = ndi.maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
+        near_bright = maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
     pieces, count = ndi.label(cancellous & ~near_bright.astype(bool))
     if count == 0:
         return xp.zeros(cancellous.shape, dtype=bool)
@@ -177,12 +177,12 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     # The voxels just outside each piece (a voxel between two pieces counts for the higher label).
     grown = pieces
     for axis in range(3):
-        grown = ndi.maximum_filter1d(grown, 3, axis=axis, mode="nearest")
+        grown = maximum_filter1d(grown, 3, axis=axis, mode="nearest")
     around = (grown > 0) & (pieces == 0)
     owner = grown[around]
     rim = light
     for axis in range(3):
-        rim = ndi.maximum_filter1d(rim, 3, axis=axis, mode="nearest")
+        rim = maximum_filter1d(rim, 3, axis=axis, mode="nearest")
     brighter = (rim[around] > mean[owner] + np.float32(margin_hu)).astype(xp.float64)
     share = xp.bincount(owner, weights=brighter, minlength=count + 1) / xp.maximum(
         xp.bincount(owner, minlength=count + 1), 1)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from ..morphology import ndimage_for
+from ..morphology import maximum_filter1d, ndimage_for
 
 __all__ = ["dark_sheets", "joint_valleys"]
 
@@ -60,14 +60,13 @@ def _plates_around(image, spacing, *, dark_hu: float, bright_hu: float, reach_mm
         Per tested direction, ``min(max on the + side, max on the - side)`` for each candidate.
     """
     xp = get_array_module(image)
-    ndi = ndimage_for(image)
     spacing = [float(s) for s in spacing]
     # Only voxels with bright bone within reach (a separable box dilation) are candidates.
     near = (image >= np.float32(bright_hu)).view(xp.uint8)
     for axis, s in enumerate(spacing):
         r = int(np.floor(reach_mm / s + 1e-9))
         if r >= 1:
-            near = ndi.maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
+            near = maximum_filter1d(near, 2 * r + 1, axis=axis, mode="constant", cval=0)
     coords = xp.nonzero((image < np.float32(dark_hu)) & near.astype(bool))
     steps = {d: int(np.floor(reach_mm / float(np.linalg.norm(np.multiply(d, spacing))) + 1e-9)) for d in _DIRECTIONS}
     if int(coords[0].size) == 0 or max(steps.values()) < 1:
