@@ -180,6 +180,26 @@ def test_box_morphology_matches_scipy_away_from_the_border():
     np.testing.assert_array_equal(box_erosion(mask, 2.0, spacing), ndimage.binary_erosion(mask, box, border_value=0))
 
 
+@pytest.mark.parametrize("dtype", [bool, np.float32, np.int32])
+def test_extreme_filters_equal_scipys_for_every_window_origin_and_mode(dtype):
+    from scipy import ndimage
+
+    from thagpu.morphology import maximum_filter1d, minimum_filter1d
+    rng = np.random.default_rng(5)
+    # An axis of 2 voxels is shorter than most windows (shifts past the array's end).
+    array = (rng.uniform(size=(9, 2, 11)) * 10).astype(dtype)
+    for size in range(1, 14):
+        for origin in range(-(size // 2), (size - 1) // 2 + 1):
+            for axis in range(3):
+                for mode, cval in (("nearest", 0), ("constant", 0), ("constant", 1)):
+                    for ours, theirs in ((maximum_filter1d, ndimage.maximum_filter1d),
+                                         (minimum_filter1d, ndimage.minimum_filter1d)):
+                        got = ours(array, size, axis, mode=mode, cval=cval, origin=origin)
+                        want = theirs(array, size, axis=axis, mode=mode, cval=cval, origin=origin)
+                        assert got.dtype == want.dtype
+                        np.testing.assert_array_equal(got, want, err_msg=f"{size} {origin} {axis} {mode} {cval}")
+
+
 def test_body_mask_keeps_thick_large_regions_and_fills_slice_holes():
     """The body is what is thick and large (a region the erosion leaves something of); the scanner
     table (a thin plate) and a small blob go; gas inside the body is part of it."""

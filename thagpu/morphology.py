@@ -19,15 +19,21 @@ def ndimage_for(array):
     return ndimage
 
 
-def maximum_filter1d(array, size: int, axis: int, *, mode: str = "nearest", cval=0, origin: int = 0):
-    """``scipy.ndimage.maximum_filter1d`` with the same arguments and result, 10-20x faster on masks.
+#: Windows up to this many voxels take the extreme of each shifted copy in place; longer ones a sparse
+#: table over a padded copy (log2 of the size in passes). Measured on 30 M voxels, bool and float32.
+SHIFTED_MAX_SIZE = 6
 
-    SciPy's 1-D extreme filters take about 40 ms a pass over 8 M voxels of any dtype here; on NumPy
-    arrays this one pads the axis (``cval`` for ``"constant"``, the edge otherwise) and takes the
-    maximum of shifted slices, doubling the covered run each time (a sparse table: about
-    ``log2(size) + 2`` vectorised passes, 2-4 ms each on a boolean mask). Maxima are exact in every
-    dtype, so the result is identical. CuPy arrays go to ``cupyx.scipy.ndimage``.
-    Only the modes ``"nearest"`` and ``"constant"`` are supported.
+
+def maximum_filter1d(array, size: int, axis: int, *, mode: str = "nearest", cval=0, origin: int = 0):
+    """``scipy.ndimage.maximum_filter1d`` with the same arguments and result, 2-7x faster.
+
+    SciPy's 1-D extreme filters take about 40 ms a pass over 8 M voxels of any dtype here (6-17 ms
+    for this one on a mask, window of 3); on NumPy
+    arrays this one takes the maximum of the array and its shifted copies in place (windows of up to
+    :data:`SHIFTED_MAX_SIZE` voxels), or pads the axis (``cval`` for ``"constant"``, the edge
+    otherwise) and doubles the covered run each pass (a sparse table: about ``log2(size) + 2``
+    passes). Maxima are exact in every dtype, so the result is identical. CuPy arrays go to
+    ``cupyx.scipy.ndimage``. Only the modes ``"nearest"`` and ``"constant"`` are supported.
     """
     return _extreme_filter1d(array, size, axis, mode, cval, origin, "maximum")
 
@@ -50,25 +56,42 @@ def _extreme_filter1d(array, size, axis, mode, cval, origin, name):
     a = array.view(np.uint8) if bool_input else array
     op = np.maximum if name == "maximum" else np.minimum
     before = size // 2 + origin  # the window of output i is input i - before .. i - before + size - 1
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (before, size - 1 - before)
-    if mode == "constant":
-        padded = np.pad(a, pad, mode="constant", constant_values=np.asarray(cval).astype(a.dtype))
-    else:
-        padded = np.pad(a, pad, mode="edge")
-    n = padded.shape[axis]
+    after = size - 1 - before
+    n = a.shape[axis]
 
     def take(start, stop):
         index = [slice(None)] * a.ndim
         index[axis] = slice(start, stop)
         return tuple(index)
 
+    if size <= SHIFTED_MAX_SIZE:
+        # Small windows: the extreme with each shifted copy, in place (no padded copy; the window
+        # is clipped to the array, which is the edge mode, and a constant border is put back after).
+        out = a.copy()
+        for shift in range(1, min(after, n - 1) + 1):
+            part = out[take(0, n - shift)]
+            op(part, a[take(shift, n)], out=part)
+        for shift in range(1, min(before, n - 1) + 1):
+            part = out[take(shift, n)]
+            op(part, a[take(0, n - shift)], out=part)
+        if mode == "constant":
+            border = np.asarray(cval).astype(a.dtype)
+            for part in (out[take(0, min(before, n))], out[take(max(n - after, 0), n)]):
+                op(part, border, out=part)
+        return out.view(bool) if bool_input else out
+    pad = [(0, 0)] * a.ndim
+    pad[axis] = (before, after)
+    if mode == "constant":
+        padded = np.pad(a, pad, mode="constant", constant_values=np.asarray(cval).astype(a.dtype))
+    else:
+        padded = np.pad(a, pad, mode="edge")
+    n = padded.shape[axis]
     # runs[i] = extreme of padded[i .. i + span - 1] for the first n - span + 1 positions.
     runs, span = padded, 1
     while 2 * span <= size:
         runs = op(runs[take(0, n - 2 * span + 1)], runs[take(span, n - span + 1)])
         span *= 2
-    length = array.shape[axis]
+    length = a.shape[axis]
     out = op(runs[take(0, length)], runs[take(size - span, size - span + length)]) if span < size \
         else np.ascontiguousarray(runs[take(0, length)])
     return out.view(bool) if bool_input else out

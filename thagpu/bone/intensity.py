@@ -115,8 +115,9 @@ def local_noise(image, body, soft_hu: float) -> float:
     image = image.astype(xp.float32, copy=False)
     mean = ndi.uniform_filter(image, (5, 5, 1))
     mean_sq = ndi.uniform_filter(image * image, (5, 5, 1))
+    counted = body & (xp.abs(mean - np.float32(soft_hu)) < 60.0)
+    mean, mean_sq = mean[counted], mean_sq[counted]  # the SDs of the counted windows only
     sd = xp.sqrt(xp.maximum(mean_sq - mean * mean, 0.0))
-    sd = sd[body & (xp.abs(mean - np.float32(soft_hu)) < 60.0)]
     if sd.size == 0:
         return 20.0
     return float(to_host(xp.median(sd))) * float(np.sqrt(25.0 / 24.0))  # sample SD of 25 values
