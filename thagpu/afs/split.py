@@ -130,12 +130,6 @@ class SurfaceField:
         _, index = self.tree.query(unit, workers=-1)
         return index
 
-    def lookup(self, unit):
-        """Head radius, socket radius (NaN where uncovered) and coverage for unit vectors (N, 3), at
-        the lines' edges."""
-        index = self.nearest(unit)
-        return self.head[index], self.socket[index], self.covered[index]
-
 
 def _largest_group(selected, neighbours):
     """The largest group of ``selected`` lines joined through their ``neighbours`` (D, k) table."""
@@ -178,7 +172,8 @@ class HipLabels:
     """One side's labels 1-4, as voxel indices into the volume's array.
 
     ``soft_tissue`` holds the bone mask's voxels whose centres lie in the joint's soft tissue (the
-    joint space, the fossa's fat pad): they are written as background.
+    joint space, the fossa's fat pad, the cartilage over the head's free face): they are written as
+    background.
     """
 
     head: tuple
@@ -222,14 +217,23 @@ def hip_region(image, bone, spacing, field: SurfaceField) -> HipRegion | None:
                      bone=np.asarray(to_host(bone[box]), dtype=bool))
 
 
+def _radii_and_lines(grids, rho, where, field: SurfaceField) -> tuple:
+    """Distance (mm) from the head centre and nearest line of the box's voxels ``where`` (index arrays)."""
+    offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
+    r = rho[where]
+    return r, field.nearest(offsets / np.maximum(r, 1e-9)[:, None])
+
+
 def _joint_soft_tissue(smooth, grids, rho, field: SurfaceField):
-    """The box's voxels of the joint's soft tissue: dark voxels beyond the head's surface, where a
-    socket covers it, connected through dark voxels to the joint space between the two surfaces.
+    """The box's voxels of fat in the joint: below :data:`JOINT_SOFT_TISSUE_HU` beyond the head's
+    surface where a socket covers it, joined face to face through such voxels to fat in the joint
+    band (between the head's and the socket's surfaces, the lines' edges moved by the cortex offset).
 
     This is how the fossa's fat pad is told from the socket's bone: the fossa opens onto the joint
-    space and is floored by the thin medial wall, so its fat is joined to the cartilage by voxels that
-    stay dark. BE fills it (head and socket enclose it, a cavity at coarse voxels); CT alone could not
-    tell it from fatty marrow, which the subchondral plate walls off from the joint.
+    and is floored by the thin medial wall, so its fat reaches the band through voxels that stay
+    dark. BE fills it (head and socket enclose it, a cavity at coarse voxels); CT alone could not
+    tell it from fatty marrow, which the subchondral plate walls off from the joint. Cartilage reads
+    as soft tissue, above the level: the joint space itself is judged on the edges (:func:`split_hip`).
 
     Returns
     -------
@@ -239,9 +243,7 @@ def _joint_soft_tissue(smooth, grids, rho, field: SurfaceField):
     # Only a shell around the head can be beyond its surface (the lookup is the costly part).
     dark &= rho > 0.7 * field.radius
     where = np.nonzero(dark)
-    offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
-    r = rho[where]
-    line = field.nearest(offsets / np.maximum(r, 1e-9)[:, None])
+    r, line = _radii_and_lines(grids, rho, where, field)
     beyond = field.covered[line] & (r > field.head[line] + field.edge_offset)
     domain = np.zeros(rho.shape, dtype=bool)
     domain[tuple(w[beyond] for w in where)] = True
@@ -278,10 +280,7 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     rho = np.sqrt(grids[0] ** 2 + grids[1] ** 2 + grids[2] ** 2)
     inside = region.bone & (rho <= reach)
     where = np.nonzero(inside)
-    offsets = np.stack([np.broadcast_to(g, rho.shape)[where] for g in grids], axis=1)
-    r = rho[where]
-    unit = offsets / np.maximum(r, 1e-9)[:, None]
-    line = field.nearest(unit)
+    r, line = _radii_and_lines(grids, rho, where, field)
     head_r, socket_r, covered = field.head[line], field.socket[line], field.covered[line]
     mid = np.where(covered, 0.5 * (head_r + socket_r), head_r + 0.5 * field.mean_gap)
 
