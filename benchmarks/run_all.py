@@ -41,9 +41,9 @@ BENCHMARKS = {
 #: The code each result file describes (paths in the repository): a file measured at a commit before
 #: the last change to one of them no longer describes the current code, and the summary says so. The
 #: phantoms are the benchmarks' input, not the code they describe, so ``thagpu/phantom`` is not listed.
-PIPELINE = ("thagpu/bone", "thagpu/afs", "kernels")
+PIPELINE = ("thagpu/bone", "thagpu/afs", "thagpu/morphology.py", "kernels")
 CODE_PATHS = {
-    "bench_bone": ("thagpu/bone",),
+    "bench_bone": ("thagpu/bone", "thagpu/morphology.py"),
     "bench_accuracy": PIPELINE,
     "bench_dataset": PIPELINE + ("thagpu/dataset", "thagpu/pipeline.py"),
     "bench_kernels": ("kernels",),

@@ -539,3 +539,19 @@ def test_the_joints_soft_tissue_is_neither_head_nor_acetabulum_at_3mm():
         assert fossa.sum() >= 30 and (labels[fossa] == schema.BACKGROUND).mean() >= 0.9
         head, cup = schema.SIDE_LABELS[side]
         assert dice(labels == head, truth == head) >= 0.965 and dice(labels == cup, truth == cup) >= 0.83
+
+
+@pytest.mark.slow
+def test_neither_flood_crosses_the_joints_soft_tissue():
+    """The joint space and the fossa's fat are out of the watershed's mask, not only out of the labels
+    after it: across them the pelvis's flood took part of the head's rim on anatomic dev seed 9103
+    right at 3 mm (head Dice 0.967, acetabulum 0.808 when they were removed after the flood; 0.981 /
+    0.830 now)."""
+    case = make_phantom(9103, size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0))
+    volume = case.to_volume()
+    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
+    truth = case.canonical_labels()
+    head, cup = schema.SIDE_LABELS["right"]
+    assert measurements["sides"]["right"]["status"] == "ok"
+    assert dice(labels == head, truth == head) >= 0.975
+    assert dice(labels == cup, truth == cup) >= 0.82
