@@ -198,6 +198,10 @@ def test_extreme_filters_equal_scipys_for_every_window_origin_and_mode(dtype):
                         want = theirs(array, size, axis=axis, mode=mode, cval=cval, origin=origin)
                         assert got.dtype == want.dtype
                         np.testing.assert_array_equal(got, want, err_msg=f"{size} {origin} {axis} {mode} {cval}")
+    np.testing.assert_array_equal(maximum_filter1d(array, 3, -1), ndimage.maximum_filter1d(array, 3, axis=-1))
+    assert minimum_filter1d(array[:, :0], 7, 1).shape == (9, 0, 11)
+    with pytest.raises(ValueError, match="out of range"):
+        maximum_filter1d(array, 3, 3)
 
 
 def test_body_mask_keeps_thick_large_regions_and_fills_slice_holes():

@@ -70,7 +70,8 @@ def pairwise_weights(image, neighbours: list, *, sigma_hu: float, weight: float)
     scale = np.float32(-0.5 / sigma_hu ** 2)
     norm = 6.0 / sum(2.0 / nb.length_mm for nb in neighbours)
     for nb in neighbours:
-        # In place: the same operations, without four temporaries of the volume's size per direction.
+        # In place: the same float32 operations (the image is float32 HU), without four temporaries
+        # of the volume's size per direction.
         w = (image[nb.dst] - image[nb.src]).astype(xp.float32, copy=False)
         xp.multiply(w, w, out=w)
         w *= scale
