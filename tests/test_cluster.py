@@ -23,7 +23,8 @@ def test_cpu_workers_are_single_threaded_loopback_processes_sharing_memory():
         # the memory of one CPU core: 8 GiB of 128 on a 16-core machine).
         assert _options(spec)["memory_limit"] == 4 * 2**30
         assert "CUDA_VISIBLE_DEVICES" not in _options(spec)["env"]
-        assert _options(spec)["env"]["NUMBA_NUM_THREADS"] == str(cpu_share(2))
+        assert _options(spec)["env"]["THAGPU_THREADS"] == str(cpu_share(2))
+        assert "NUMBA_NUM_THREADS" not in _options(spec)["env"]  # see the test below
     assert cpu_share(2, 8) == 4 and cpu_share(3, 2) == 1 and cpu_share(1, 2) == 2
 
 
@@ -93,3 +94,31 @@ def test_a_cuda_cluster_starts_pinned_processes(monkeypatch):
     finally:
         client.close()
         cluster.close()
+
+
+def _compile_after_a_parallel_kernel_ran():
+    """In a worker: run a parallel kernel with the worker's share, then compile anew (Numba reads its
+    environment again then); the threads each used."""
+    import numba
+    import numpy as np_
+
+    from thagpu.kernels.line_nms import line_nms
+    from thagpu.dataset.worker import use_thread_share
+    use_thread_share()
+    line_nms(np_.random.default_rng(0).normal(size=(8, 16)).astype(np_.float32))
+    numba.core.config.reload_config()  # what every compilation does
+    return numba.get_num_threads()
+
+
+def test_worker_processes_limit_numba_by_its_api_not_its_environment():
+    """A worker process imports Numba before its Nanny's environment is applied; with
+    NUMBA_NUM_THREADS in that environment, the next compilation after a parallel kernel ran raised
+    "Cannot set NUMBA_NUM_THREADS to a different value once the threads have been launched", and
+    every case of the dataset build inside ``refine simulate`` failed so."""
+    from distributed import Client
+
+    from thagpu.dataset.cluster import start_local_cluster
+    with start_local_cluster(n_workers=2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=60)
+        threads = list(client.run(_compile_after_a_parallel_kernel_ran).values())
+    assert threads == [cpu_share(2)] * 2

@@ -43,10 +43,14 @@ MAX_LOCAL_WORKERS = 4
 #: it is spawned (Dask's ``pre-spawn-environ``, which Dask also writes into this process's environment,
 #: with 1 by default).
 SPAWN_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-#: Numba's parallel kernels and thagpu's own (the exact distance transform) read theirs when they first
-#: run: set in the worker alone once it starts. Never in this process: Numba refuses a thread count
-#: that changes after its threads were launched.
-WORKER_THREAD_VARIABLES = ("THAGPU_THREADS", "NUMBA_NUM_THREADS")
+#: thagpu's own thread count (the exact distance transform; Numba's parallel kernels through
+#: ``numba.set_num_threads`` at the start of each case, :func:`thagpu.dataset.worker.use_thread_share`):
+#: set in the worker alone once it starts. Never ``NUMBA_NUM_THREADS``: a worker process imports Numba
+#: before its Nanny's environment is applied, Numba reads the variable again at each compilation, and
+#: it refuses a value other than the one its threads were launched with (every case of the dataset
+#: build inside ``refine simulate`` failed so: "Cannot set NUMBA_NUM_THREADS to a different value once
+#: the threads have been launched").
+WORKER_THREAD_VARIABLES = ("THAGPU_THREADS",)
 THREAD_VARIABLES = SPAWN_THREAD_VARIABLES + WORKER_THREAD_VARIABLES
 #: Where the local clusters listen.
 LOOPBACK = "127.0.0.1"

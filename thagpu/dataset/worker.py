@@ -81,6 +81,23 @@ def _publish(staged: Path, final: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
+def use_thread_share() -> None:
+    """Limit Numba's parallel kernels in this thread to the worker's share of the CPUs
+    (``THAGPU_THREADS``, set by the cluster; nothing where it is unset).
+
+    ``numba.set_num_threads`` at run time, never ``NUMBA_NUM_THREADS`` (see
+    :data:`thagpu.dataset.cluster.WORKER_THREAD_VARIABLES`); the setting is per thread, so each case
+    makes it on the thread that runs it.
+    """
+    import os
+
+    share = os.environ.get("THAGPU_THREADS")
+    if not share:
+        return
+    import numba
+    numba.set_num_threads(max(1, min(int(share), numba.config.NUMBA_NUM_THREADS)))
+
+
 def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config, device: str,
                  cases_dir: str = CASES, previous: Optional[dict] = None) -> dict:
     """Segment one input into ``dataset_dir/<cases_dir>/<case_id>/`` and say how it went.
@@ -121,6 +138,7 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
               "timings_s": {}, "input_hash": None, "device": None}
     staging = dataset_dir / STAGING / uuid.uuid4().hex
     try:
+        use_thread_share()
         device = result["device"] = resolve_device(device)
         result["input_hash"] = content_hash(input_path)
         case = run_case(input_path, staging, config=config, device=device, case_id=case_id,
