@@ -456,6 +456,15 @@ def test_lines_without_a_head_edge_do_not_vote_the_socket_away():
     assert (full.covered == cap).mean() >= 0.95 and full.rim_error_fraction <= 0.05
 
 
+def _segmented(seed, spacing, preset="anatomic"):
+    """A `small` phantom at ``spacing`` through BE and AFS: the case, its volume, the labels, the
+    measurements and the truth labels."""
+    case = make_phantom(seed, size="small", preset=preset, spacing=spacing)
+    volume = case.to_volume()
+    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
+    return case, volume, labels, measurements, case.canonical_labels()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("spacing, min_dice", [((0.8, 0.8, 3.0), 0.8), ((3.0, 3.0, 3.0), 0.85)])
 def test_the_pelvis_does_not_take_the_femoral_neck(spacing, min_dice):
@@ -466,10 +475,8 @@ def test_the_pelvis_does_not_take_the_femoral_neck(spacing, min_dice):
     3 mm the pelvis still took the neck beyond the prior's ridge (638 femur voxels as acetabulum,
     Dice 0.71) until the neck's lines, well beyond the rim plane, carried femur markers too."""
     from thagpu.phantom import PARTS
-    case = make_phantom(9100, size="small", preset="anatomic", spacing=spacing)
-    volume = case.to_volume()
-    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
-    truth, parts = case.canonical_labels(), case.canonical(case.parts)
+    case, _, labels, measurements, truth = _segmented(9100, spacing)
+    parts = case.canonical(case.parts)
     _, cup = schema.SIDE_LABELS["left"]
     assert measurements["sides"]["left"]["status"] == "ok"
     femur_as_cup = ((labels == cup) & (parts == PARTS["femur_left"])).sum()
@@ -497,10 +504,7 @@ def test_femur_markers_on_the_neck_stay_off_the_socket_wall():
     socket's wall. Femur markers on all of them gave the femur 400 voxels of acetabulum (Dice
     0.914 -> 0.828); the neck is the largest bundle of those lines, and only it is marked."""
 
-    case = make_phantom(9622, size="small", preset="anatomic_osteoporotic", spacing=(3.0, 3.0, 3.0))
-    volume = case.to_volume()
-    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
-    truth = case.canonical_labels()
+    _, _, labels, measurements, truth = _segmented(9622, (3.0, 3.0, 3.0), preset="anatomic_osteoporotic")
     _, cup = schema.SIDE_LABELS["left"]
     assert measurements["sides"]["left"]["status"] == "ok"
     assert dice(labels == cup, truth == cup) >= 0.88
@@ -547,10 +551,7 @@ def test_neither_flood_crosses_the_joints_soft_tissue():
     after it: across them the pelvis's flood took part of the head's rim on anatomic dev seed 9103
     right at 3 mm (head Dice 0.967, acetabulum 0.808 when they were removed after the flood; 0.981 /
     0.830 now)."""
-    case = make_phantom(9103, size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0))
-    volume = case.to_volume()
-    labels, measurements = segment_hips(volume, extract_bone(volume).mask)
-    truth = case.canonical_labels()
+    _, _, labels, measurements, truth = _segmented(9103, (3.0, 3.0, 3.0))
     head, cup = schema.SIDE_LABELS["right"]
     assert measurements["sides"]["right"]["status"] == "ok"
     assert dice(labels == head, truth == head) >= 0.975
