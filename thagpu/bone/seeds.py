@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..device import get_array_module
-from ..morphology import (box_closing, box_erosion, erode_one_voxel, fill_holes_2d, maximum_filter1d, ndimage_for)
+from ..morphology import (box_closing, box_dilation, box_erosion, erode_one_voxel, fill_holes_2d, maximum_filter1d, ndimage_for)
 
 __all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region", "unenclosed_pieces"]
 
@@ -124,16 +124,10 @@ def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
     labels, count = ndi.label(erode_one_voxel(like))
     if count == 0:
         return xp.zeros(smooth.shape, dtype=bool)
-    near_bright = bright.view(xp.uint8)
-    for axis in range(3):
-        near_bright = maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
     touching = xp.zeros(count + 1, dtype=bool)
-    touching[labels[near_bright.astype(bool)]] = True
+    touching[labels[box_dilation(bright, 1)]] = True
     touching[0] = False
-    kept = touching[labels].view(xp.uint8)
-    for axis in range(3):
-        kept = maximum_filter1d(kept, 3, axis=axis, mode="constant", cval=0)
-    return like & kept.astype(bool)
+    return like & box_dilation(touching[labels], 1)
 
 
 def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
@@ -166,10 +160,7 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     """
     xp = get_array_module(light)
     ndi = ndimage_for(light)
-    near_bright = bright.view(xp.uint8)
-    for axis in range(3):
-        near_bright = maximum_filter1d(near_bright, 3, axis=axis, mode="constant", cval=0)
-    pieces, count = ndi.label(cancellous & ~near_bright.astype(bool))
+    pieces, count = ndi.label(cancellous & ~box_dilation(bright, 1))
     if count == 0:
         return xp.zeros(cancellous.shape, dtype=bool)
     sizes = xp.bincount(pieces.ravel(), minlength=count + 1)
