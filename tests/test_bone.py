@@ -390,6 +390,59 @@ def test_soft_side_rim_is_the_halo_outside_a_cortex_not_marrow_inside_it():
     assert rim[9]
 
 
+def _blurred_plate(plate_hu, outside_hu=40.0, shape=(30, 10, 10), plate=(10, 20)):
+    """A plate across the array (voxels ``plate`` along x) in tissue, blurred by a Gaussian of one voxel."""
+    from scipy import ndimage
+    image = np.full(shape, outside_hu, np.float32)
+    image[plate[0]:plate[1]] = plate_hu
+    return ndimage.gaussian_filter(image, (1.0, 0.0, 0.0), mode="nearest")
+
+
+def test_resolved_rim_trim_takes_the_partial_volume_layer_outside_a_bright_cortex():
+    """A 1500 HU plate blurred by a voxel: the voxel half a voxel outside each face reads about
+    490 HU, above the intensity model's bone level at 3 mm; it is below the half maximum between
+    its outer neighbour and the plate, and goes. The plate's own voxels, and every voxel of a
+    faint plate (peak below ``peak_min_hu``: not resolved), stay."""
+    from thagpu.bone.cleanup import trim_resolved_rim
+    truth = np.zeros((30, 10, 10), bool)
+    truth[10:20] = True
+    mask = np.zeros_like(truth)
+    mask[9:21] = True  # one partial-volume layer too many on each side
+    image = _blurred_plate(1500.0)
+    assert image[9, 5, 5] > 400  # the rim reads as bone to an intensity model
+    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    assert np.array_equal(trimmed, truth)
+    faint = trim_resolved_rim(mask, _blurred_plate(600.0), (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    assert np.array_equal(faint, mask)
+
+
+def test_resolved_rim_trim_spares_gaps_in_a_cortex_and_bone_next_to_metal():
+    """Inside a bone, a pocket that a cortex gap opens to the outside is not a soft side (the
+    closing encloses it); a voxel between bone and brighter metal is not on a bone's outer slope."""
+    from thagpu.bone.cleanup import trim_resolved_rim
+    # A box of cortex (1500 HU) around darker cancellous bone (200 HU), the mask missing a pocket
+    # of it behind a one-voxel gap in the cortex.
+    image = np.full((30, 30, 12), 40.0, np.float32)
+    image[5:25, 5:25, :] = 1500.0
+    image[7:23, 7:23, :] = 200.0
+    image[5:7, 13:16, :] = 40.0  # a gap 3 mm wide
+    image[8:11, 12:17, :] = 90.0  # a darker pocket of it, which the cut missed ...
+    mask = image > 100
+    mask[7, 13:16, :] = False  # ... open through the gap
+    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    assert np.array_equal(trimmed, mask)
+    # A closing too small to bridge the gap leaves the pocket outside, and the cancellous voxels
+    # between it and the cortex would go.
+    assert not trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.0)[7, 12].any()
+    # Bone, a voxel of partial volume, then metal beyond: the voxel's trough is the metal, brighter.
+    metal = _blurred_plate(1500.0)
+    metal[:9] = 3000.0
+    mask = np.zeros(metal.shape, bool)
+    mask[9:21] = True
+    trimmed = trim_resolved_rim(mask, metal, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    assert trimmed[9].all() and not trimmed[20].any()
+
+
 def test_cancellous_region_keeps_bone_behind_a_thin_cortex_not_a_vessel_beside_it():
     """A low-density body (200 HU) behind a partial cortex is kept; a contrast vessel (200 HU) 1 voxel
     from the cortex through a 1-voxel contact is not."""
@@ -522,11 +575,15 @@ def test_a_thin_cortex_keeps_its_true_size_where_the_half_maximum_swells_it(spac
     outside the bone and takes in the first layer of soft tissue; the thin-cortex level does not."""
     hu, truth = _thin_cortex_ball(spacing)
     volume = _volume(hu, spacing)
-    ours = np.asarray(extract_bone(volume, BoneConfig(half_max_level="auto")).mask)
-    half = np.asarray(extract_bone(volume, BoneConfig(half_max_level=0.5)).mask)
+    ours = np.asarray(extract_bone(volume, BoneConfig(half_max_level="auto", rim_closing_mm=0.0)).mask)
+    half = np.asarray(extract_bone(volume, BoneConfig(half_max_level=0.5, rim_closing_mm=0.0)).mask)
     assert abs(int(ours.sum()) - int(truth.sum())) < 0.04 * truth.sum()
     assert dice(ours, truth) > 0.97
     assert dice(ours, truth) > dice(half, truth) + (0.01 if spacing[0] > 2 else 0.005)
+    # The default: the half maximum, then the rim of a resolved cortex trimmed (the peak near the
+    # case's cortical level, here the ball's own). At 1 mm that is most of the swelling.
+    default = np.asarray(extract_bone(volume).mask)
+    assert dice(default, truth) > dice(half, truth) + (0.0 if spacing[0] > 2 else 0.005)
 
 
 def _faint_bone_and_contrast_bladder(seed=6):

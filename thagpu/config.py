@@ -127,6 +127,11 @@ class BoneConfig:
     #: above the acetabulum and the sacrum at S1 reach 30-45 cm^2 in a slice, a femoral head 20 cm^2; the
     #: true pelvis, the largest cavity bone can ring in a slice, is 70 cm^2 or more.
     max_slice_hole_mm2: float = 5000.0
+    #: Take off the outer voxels on the soft side of a resolved cortex's half maximum (the
+    #: partial-volume rim the cut keeps outside a bright cortex; thagpu/bone/cleanup.py:
+    #: trim_resolved_rim), telling the outside of the bone from gaps in its cortex by a closing of
+    #: this many mm (0: no trim).
+    rim_closing_mm: float = 1.5
     #: Components smaller than this are dropped.
     min_island_ml: float = 0.2
     #: Components at least this large form the skeleton ...
@@ -149,6 +154,8 @@ class BoneConfig:
             raise ValueError(f"bone.half_max_level must be between 0 and 1, not {self.half_max_level}")
         if self.half_max_cortex_mm <= 0 or self.half_max_psf_mm <= 0:
             raise ValueError("bone.half_max_cortex_mm and bone.half_max_psf_mm must be > 0")
+        if self.rim_closing_mm < 0:
+            raise ValueError(f"bone.rim_closing_mm must be >= 0, not {self.rim_closing_mm}")
 
 
 @dataclass(frozen=True)

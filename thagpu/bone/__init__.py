@@ -27,7 +27,7 @@ import numpy as np
 from ..config import BoneConfig, Config
 from ..device import get_array_module
 from ..volume import Volume
-from .cleanup import fill_cavities, fluid_voxels, remove_non_skeletal
+from .cleanup import RESOLVED_CORTEX_FRACTION, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
@@ -529,6 +529,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         if energy.outline_costs is not None:
             filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
         mask_r = filled & ~energy.background_seed
+    if config.rim_closing_mm > 0:
+        mask_r = trim_resolved_rim(mask_r, image_r, spacing, closing_mm=config.rim_closing_mm,
+                                   peak_min_hu=thresholds.levels.between(RESOLVED_CORTEX_FRACTION))
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
                                          image=image_r, noise_hu=thresholds.levels.noise_hu,
