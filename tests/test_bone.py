@@ -163,6 +163,9 @@ def test_bad_bone_settings_are_refused():
         BoneConfig(connectivity=8)
     with pytest.raises(ValueError, match="mode"):
         BoneConfig(mode="fast")
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="rim_closing_mm"):
+            BoneConfig(rim_closing_mm=bad)
 
 
 def test_box_morphology_matches_scipy_away_from_the_border():
@@ -410,9 +413,9 @@ def test_resolved_rim_trim_takes_the_partial_volume_layer_outside_a_bright_corte
     mask[9:21] = True  # one partial-volume layer too many on each side
     image = _blurred_plate(1500.0)
     assert image[9, 5, 5] > 400  # the rim reads as bone to an intensity model
-    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.5)
     assert np.array_equal(trimmed, truth)
-    faint = trim_resolved_rim(mask, _blurred_plate(600.0), (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    faint = trim_resolved_rim(mask, _blurred_plate(600.0), (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.5)
     assert np.array_equal(faint, mask)
 
 
@@ -429,17 +432,17 @@ def test_resolved_rim_trim_spares_gaps_in_a_cortex_and_bone_next_to_metal():
     image[8:11, 12:17, :] = 90.0  # a darker pocket of it, which the cut missed ...
     mask = image > 100
     mask[7, 13:16, :] = False  # ... open through the gap
-    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    trimmed = trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.5)
     assert np.array_equal(trimmed, mask)
     # A closing too small to bridge the gap leaves the pocket outside, and the cancellous voxels
     # between it and the cortex would go.
-    assert not trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.0)[7, 12].any()
+    assert not trim_resolved_rim(mask, image, (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.0)[7, 12].any()
     # Bone, a voxel of partial volume, then metal beyond: the voxel's trough is the metal, brighter.
     metal = _blurred_plate(1500.0)
     metal[:9] = 3000.0
     mask = np.zeros(metal.shape, bool)
     mask[9:21] = True
-    trimmed = trim_resolved_rim(mask, metal, (1.0, 1.0, 1.0), peak_min_hu=1000.0, closing_mm=1.5)
+    trimmed = trim_resolved_rim(mask, metal, (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.5)
     assert trimmed[9].all() and not trimmed[20].any()
 
 

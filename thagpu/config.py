@@ -129,8 +129,8 @@ class BoneConfig:
     max_slice_hole_mm2: float = 5000.0
     #: Take off the outer voxels on the soft side of a resolved cortex's half maximum (the
     #: partial-volume rim the cut keeps outside a bright cortex; thagpu/bone/cleanup.py:
-    #: trim_resolved_rim), telling the outside of the bone from gaps in its cortex by a closing of
-    #: this many mm (0: no trim).
+    #: trim_resolved_rim), telling the outside of the bone from gaps in its cortex by a box closing
+    #: of this half-width in mm, rounded to whole voxels per axis and at least one (0: no trim).
     rim_closing_mm: float = 1.5
     #: Components smaller than this are dropped.
     min_island_ml: float = 0.2
@@ -154,7 +154,7 @@ class BoneConfig:
             raise ValueError(f"bone.half_max_level must be between 0 and 1, not {self.half_max_level}")
         if self.half_max_cortex_mm <= 0 or self.half_max_psf_mm <= 0:
             raise ValueError("bone.half_max_cortex_mm and bone.half_max_psf_mm must be > 0")
-        if self.rim_closing_mm < 0:
+        if not self.rim_closing_mm >= 0:  # NaN too
             raise ValueError(f"bone.rim_closing_mm must be >= 0, not {self.rim_closing_mm}")
 
 

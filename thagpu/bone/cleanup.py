@@ -268,9 +268,12 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
     half-maximum rule, exact where the peak is the cortex's own density. One voxel layer at most
     is removed, so no bone is eroded beyond it.
 
-    "Outside the bone" is outside the mask closed by ``closing_mm`` with its cavities filled: a
-    gap or a hole in an osteoporotic cortex, whose cancellous bone reads close to soft tissue, is
-    not a soft side.
+    "Outside the bone" is outside the mask closed by ``closing_mm`` (a box, rounded to whole
+    voxels per axis, at least one) with its cavities filled: a gap or a hole in an osteoporotic
+    cortex, whose cancellous bone reads close to soft tissue, is not a soft side. Every voxel
+    judged lies next to the outside, and the brightest voxel of each piece of bone stays, so one
+    layer at most goes and no piece vanishes (a neck one voxel thin can be cut; the cleanup then
+    judges the pieces).
 
     Parameters
     ----------
@@ -283,41 +286,40 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
     peak_min_hu : float
         Least CT of a peak whose outer slope is judged (a resolved cortex).
     closing_mm : float
-        Closing (mm) that tells the outside of the bone from gaps in its cortex.
+        Half-width (mm) of the box closing that tells the outside of the bone from gaps in its
+        cortex; rounded to whole voxels per axis, at least one.
     level : float
         Where between the outer voxel (0) and the peak (1) the surface lies.
 
     Returns
     -------
     (X, Y, Z) bool array
-        The trimmed mask, on the input's device.
+        The trimmed mask (a new array), on the input's device.
     """
     xp = get_array_module(mask)
     closed = box_closing(mask, closing_mm, spacing) | mask
     outside = ~(closed | _enclosed(closed))
     resolved = mask & (image >= np.float32(peak_min_hu))
     # Only voxels of the mask next to both the outside and a resolved peak can be on a slope; a
-    # few percent of the mask, judged one by one.
-    flat = xp.flatnonzero(mask & box_dilation(outside, 1) & box_dilation(resolved, 1))
-    if flat.size == 0:
-        return mask
-    shape = mask.shape
-    coords = xp.unravel_index(flat, shape)
-    ct, in_mask, out = image.reshape(-1), mask.reshape(-1), outside.reshape(-1)
-    value = ct[flat]
-    level = np.float32(level)
-    rim = xp.zeros(flat.shape, dtype=bool)
-    stride = 1
-    for axis in (2, 1, 0):  # C order: the last axis is contiguous
-        interior = (coords[axis] > 0) & (coords[axis] < shape[axis] - 1)
-        before, after = xp.maximum(flat - stride, 0), xp.minimum(flat + stride, ct.size - 1)
-        for inner, outer in ((before, after), (after, before)):
-            peak, trough = ct[inner], ct[outer]
-            rim |= (interior & in_mask[inner] & out[outer] & (peak >= np.float32(peak_min_hu))
-                    & (trough < value) & (value < trough + level * (peak - trough)))
-        stride *= shape[axis]
+    # few percent of the mask, judged one by one (gathered by coordinates: ``image`` may be a view
+    # of a crop, and flattening it would copy it).
+    coords = xp.nonzero(mask & box_dilation(outside, 1) & box_dilation(resolved, 1))
     trimmed = mask.copy()
-    trimmed.reshape(-1)[flat[rim]] = False
+    if coords[0].size == 0:
+        return trimmed
+    value = image[coords]
+    level = np.float32(level)
+    rim = xp.zeros(value.shape, dtype=bool)
+    for axis, n in enumerate(mask.shape):
+        interior = (coords[axis] > 0) & (coords[axis] < n - 1)
+        # Clipped at the array's sides; voxels there are never judged (``interior``).
+        before = tuple(xp.maximum(c - 1, 0) if a == axis else c for a, c in enumerate(coords))
+        after = tuple(xp.minimum(c + 1, n - 1) if a == axis else c for a, c in enumerate(coords))
+        for inner, outer in ((before, after), (after, before)):
+            peak, trough = image[inner], image[outer]
+            rim |= (interior & mask[inner] & outside[outer] & (peak >= np.float32(peak_min_hu))
+                    & (trough < value) & (value < trough + level * (peak - trough)))
+    trimmed[tuple(c[rim] for c in coords)] = False
     return trimmed
 
 
