@@ -716,6 +716,42 @@ def test_a_ring_with_one_voxel_gaps_encloses_its_cancellous_bone_but_not_a_fat_p
         assert not fine[20, 20, 4]
 
 
+def _slab_with_gap(slit_in_plane: bool):
+    """A hollow slab (a thin bone like an iliac wing, interior 8 voxels wide) whose wall has a gap:
+    one slice deep along z, or one pixel wide along y through every slice."""
+    shell = np.zeros((30, 30, 12), bool)
+    shell[10:20, 5:25, 2:10] = True
+    shell[11:19, 6:24, 3:9] = False
+    if slit_in_plane:
+        shell[10, 14, :] = False
+    else:
+        shell[10, 8:21, 5] = False
+    interior = np.zeros_like(shell)
+    interior[11:19, 6:24, 3:9] = True
+    return shell, interior
+
+
+def test_coarse_axis_gap_bridged_for_the_narrow_interior_the_closing_swallows():
+    """At 0.8 x 0.8 x 3 mm a gap of one slice in a thin cortex is a blur artefact: the interior behind
+    it (too narrow for the 4 mm closing's box, which swallows it) is filled when it reads above fat.
+    A fat interior, a one-pixel slit at 0.8 mm pixels, and the same gap at 1 mm voxels stay open."""
+    from thagpu.bone.cleanup import fill_cavities, fluid_voxels
+    shell, interior = _slab_with_gap(slit_in_plane=False)
+    aniso = (0.8, 0.8, 3.0)
+
+    def fill(mask, spacing, inside_hu, bridge):
+        image = np.where(mask, 400.0, np.where(interior, inside_hu, 40.0)).astype(np.float32)
+        return fill_cavities(mask, spacing, closing_mm=4.0, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image),
+                             bridge_gaps=bridge, image=image)
+
+    assert not fill(shell, aniso, 90.0, bridge=False)[interior].any()  # the closing swallows it, adds nothing
+    assert fill(shell, aniso, 90.0, bridge=True)[interior].all()
+    assert not fill(shell, aniso, -90.0, bridge=True)[interior].any()  # fat stays open
+    assert not fill(shell, (1.0, 1.0, 1.0), 90.0, bridge=True)[interior].any()  # no coarse axis
+    slit, _ = _slab_with_gap(slit_in_plane=True)
+    assert not fill(slit, aniso, 90.0, bridge=True)[interior].any()  # a gap along a fine axis is real
+
+
 def test_bridging_never_fills_a_one_voxel_channel():
     """A joint space one voxel wide between two plates stays open: no square that the outside cannot
     reach covers it, though none that it can reach does either."""

@@ -75,10 +75,12 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         closing encloses, are not filled (a spinal canal enclosed by its vertebral arch). Without
         it every one counts.
     bridge_gaps : bool
-        Also the slice holes that a ring with one-pixel gaps encloses (``fill_holes_2d``'s
-        ``bridge_gaps``): a thin cortex cut obliquely by 3 mm slices reads low in single voxels,
-        and one such gap per slice opens the marrow of a whole bone, slice after slice. Only
-        where the in-plane pixels are :data:`BRIDGE_MIN_PIXEL_MM` or coarser.
+        Gaps of one voxel along an axis of :data:`BRIDGE_MIN_PIXEL_MM` or coarser count as closed:
+        a thin cortex cut obliquely by 3 mm slices reads low in single voxels. With ``closing_mm``,
+        before the closing's pass, the 3-D cavities of the mask closed by one voxel along those
+        axes only (:func:`_bridged_coarse_cavities`); last, the slice holes that a ring with
+        one-pixel gaps encloses (``fill_holes_2d``'s ``bridge_gaps``), where the in-plane pixels
+        are that coarse: one such gap per slice opens the marrow of a whole bone, slice after slice.
     image : array, optional
         With ``bridge_gaps``: the CT. A region (6-connected) that only a ring with gaps encloses is
         filled when its median lies at or above fat (:data:`FLUID_HU`'s lower end): cancellous bone
@@ -93,10 +95,14 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         # osteoporotic hip bone whose blurred cortex reads low in isolated voxels). A pass that fills
         # 3-D cavities alone leaves nothing for the next: each slice region lies wholly inside or
         # outside a 3-D cavity, so the other slice regions, and their verdicts, stay as they were.
-        for _ in range(FILL_PASSES):
-            mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, fluid)
-            if not sealed:
-                break
+        mask = _plain_passes(mask, spacing, max_slice_hole_mm2, fluid)
+        if bridge_gaps:
+            bridged = _bridged_coarse_cavities(mask, spacing, fluid, image)
+            if bool(bridged.any()):
+                # The pockets bridged can seal the leak of a cavity beyond them, which the plain
+                # passes then fill; that is judged like the pockets (a fat pocket stays open).
+                sealed = _plain_passes(mask | bridged, spacing, max_slice_hole_mm2, fluid) & ~mask & ~bridged
+                mask = mask | bridged | (_above_fat(sealed, image) if image is not None else sealed)
     mask = _fill_once(mask, spacing, closing_mm, max_slice_hole_mm2, fluid)[0]
     if bridge_gaps and max_slice_hole_mm2 > 0 and min(spacing[:2]) >= BRIDGE_MIN_PIXEL_MM:
         # Last, and never fed back into the 3-D passes: a bridged slice hole must not seal a
@@ -105,9 +111,47 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
     return mask
 
 
+def _plain_passes(mask, spacing, max_slice_hole_mm2: float, fluid=None):
+    """The fill without closing, repeated (up to :data:`FILL_PASSES` times) while a pass fills slice holes."""
+    for _ in range(FILL_PASSES):
+        mask, sealed = _fill_once(mask, spacing, 0.0, max_slice_hole_mm2, fluid)
+        if not sealed:
+            break
+    return mask
+
+
 def _slice_hole_width(spacing):
     """Pixels a slice hole must span along each axis somewhere (:data:`SLICE_HOLE_MIN_WIDTH_MM`)."""
     return [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
+
+
+def _bridged_coarse_cavities(mask, spacing, fluid=None, image=None):
+    """Cavities that the mask encloses once closed by one voxel along its coarse axes, less fluid and fat.
+
+    Along an axis of :data:`BRIDGE_MIN_PIXEL_MM` or coarser (the slice axis of 3 mm slices), a thin
+    cortex crossed obliquely averages with the tissue beside it and drops out in single voxels, and
+    the pockets of cancellous bone behind it open to the outside. The 4 mm closing encloses them
+    too, but also swallows them: a pocket narrower than its box (the interior of an iliac wing, of a
+    pubic ramus, or a layer one or two slices deep) becomes part of the closed shell, which is never
+    added. A one-voxel closing along the coarse axes bridges only those gaps. Along finer axes a
+    one-voxel gap is an opening that is really there (a narrowed joint space), so they are left
+    as they are. Each region found (6-connected) is added when its median CT is at or above fat
+    (:func:`_above_fat`): a fat pocket closed off this way (the acetabular fossa under a joint space
+    cut tangentially by the slices) stays open.
+    """
+    axes = [axis for axis, s in enumerate(spacing) if s >= BRIDGE_MIN_PIXEL_MM]
+    if not axes:
+        return get_array_module(mask).zeros_like(mask)
+    closed = mask.view("uint8")
+    for axis in axes:
+        closed = maximum_filter1d(closed, 3, axis=axis, mode="constant", cval=0)
+    for axis in axes:
+        closed = minimum_filter1d(closed, 3, axis=axis, mode="nearest")
+    closed = closed.astype(bool) | mask
+    extra = _enclosed(closed) & ~closed
+    if fluid is not None:
+        extra &= ~fluid
+    return _above_fat(extra, image) if image is not None else extra
 
 
 def _bridged_slice_holes(mask, spacing, max_slice_hole_mm2: float, fluid=None, image=None):
@@ -317,7 +361,7 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
         after = tuple(xp.minimum(c + 1, n - 1) if a == axis else c for a, c in enumerate(coords))
         for inner, outer in ((before, after), (after, before)):
             peak, trough = image[inner], image[outer]
-            rim |= (interior & mask[inner] & outside[outer] & (peak >= np.float32(peak_min_hu))
+            rim |= (interior & resolved[inner] & outside[outer]
                     & (trough < value) & (value < trough + level * (peak - trough)))
     trimmed[tuple(c[rim] for c in coords)] = False
     return trimmed
