@@ -752,6 +752,43 @@ def test_coarse_axis_gap_bridged_for_the_narrow_interior_the_closing_swallows():
     assert not fill(slit, aniso, 90.0, bridge=True)[interior].any()  # a gap along a fine axis is real
 
 
+def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True):
+    """A round bone (cortex 3 voxels thick around uniform osteoporotic marrow of 140 HU) and a
+    contrast-filled vessel (250 HU) lying on it, in muscle, at 1 mm voxels with 10 HU noise."""
+    rng = np.random.default_rng(3)
+    x, y, _ = np.meshgrid(np.arange(64), np.arange(60), np.arange(40), indexing="ij")
+    r = np.hypot(x - 25, y - 30)
+    bone = r < 14
+    cortex = bone & (r >= 11)
+    vessel = (np.hypot(x - 43, y - 30) < 5) & ~bone if with_vessel else np.zeros_like(bone)
+    image = np.full(bone.shape, 40.0, np.float32)
+    image[bone] = 140.0
+    image[cortex] = cortex_hu
+    image[vessel] = 250.0
+    image += rng.normal(0.0, 10.0, image.shape).astype(np.float32)
+    return bone, cortex, vessel, image
+
+
+def test_contrast_vessel_on_a_bone_is_fluid_and_the_marrow_is_not():
+    """A vessel lumen touching a bone has no brighter rim around it and goes; the marrow inside a
+    bright cortex, as uniform as the lumen, has one and stays."""
+    from thagpu.bone.cleanup import unenclosed_fluid
+    bone, cortex, vessel, image = _bone_and_vessel(cortex_hu=900.0)
+    out = unenclosed_fluid(bone | vessel, image, (1.0, 1.0, 1.0), bright_hu=600.0, noise_hu=10.0)
+    assert not (out & bone).any()
+    assert out[vessel].mean() > 0.9  # all but its voxels next to the cortex
+
+
+def test_faint_cortex_bone_is_not_fluid():
+    """An osteoporotic bone whose cortex (300 HU) is below the seed level is one piece with no
+    brighter rim around it either; its own cortex marks it as bone, alone or with a vessel on it."""
+    from thagpu.bone.cleanup import unenclosed_fluid
+    for with_vessel in (False, True):
+        bone, _, vessel, image = _bone_and_vessel(cortex_hu=300.0, with_vessel=with_vessel)
+        out = unenclosed_fluid(bone | vessel, image, (1.0, 1.0, 1.0), bright_hu=600.0, noise_hu=10.0)
+        assert not (out & bone).any()
+
+
 def test_bridging_never_fills_a_one_voxel_channel():
     """A joint space one voxel wide between two plates stays open: no square that the outside cannot
     reach covers it, though none that it can reach does either."""

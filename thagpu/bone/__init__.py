@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import BoneConfig, Config
-from ..device import get_array_module
+from ..device import get_array_module, to_host
 from ..volume import Volume
-from .cleanup import RESOLVED_CORTEX_FRACTION, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim
+from .cleanup import (RESOLVED_CORTEX_FRACTION, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
+                      unenclosed_fluid)
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, estimate_tissue_levels, local_noise
@@ -532,10 +533,14 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     if config.rim_closing_mm > 0:
         mask_r = trim_resolved_rim(mask_r, image_r, spacing, closing_mm=config.rim_closing_mm,
                                    peak_min_hu=thresholds.levels.between(RESOLVED_CORTEX_FRACTION))
+    vessels = unenclosed_fluid(mask_r, image_r, spacing, bright_hu=thresholds.seed_hu,
+                               noise_hu=thresholds.levels.noise_hu)
+    mask_r = mask_r & ~vessels
     mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
                                          skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
                                          image=image_r, noise_hu=thresholds.levels.noise_hu,
                                          fluid_max_hu=thresholds.seed_hu)
+    report["unenclosed_fluid_voxels"] = int(to_host(vessels.sum()))
     timings["cleanup"] = round(time.perf_counter() - t, 4)
     diagnostics["cleanup"] = report
     cut[solved] = cut_r

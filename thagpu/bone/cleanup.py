@@ -9,7 +9,7 @@ from .intensity import thick_bright
 from ..morphology import (bounding_box, box_closing, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
 
-__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
+__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
@@ -37,6 +37,10 @@ FLUID_HU = (-20.0, 35.0)
 #: (:func:`trim_resolved_rim`). Fainter peaks (a thin cortex under thick slices, an osteoporotic one)
 #: are not, and the voxels on their outer slope can hold cancellous bone (a vertebral body at 2 mm slices).
 RESOLVED_CORTEX_FRACTION = 0.75
+#: A piece of the mask below the cortical seed level that no brighter rim encloses is judged a fluid
+#: (:func:`unenclosed_fluid`) from this size (ml) up: smaller pieces (a few voxels of 3 mm) are
+#: too few to tell cancellous bone cut off by a bright trabecula from the lumen of a small vessel.
+UNENCLOSED_FLUID_MIN_ML = 1.0
 #: Slice holes behind one-pixel gaps are bridged only where the in-plane pixels are at least this
 #: coarse (mm). There a cortex 0.5-1.5 mm thick, cut obliquely, reads low in single pixels; at finer
 #: pixels it is resolved, and a one-pixel gap is an opening of a millimetre or less that is really
@@ -365,6 +369,61 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
                     & (trough < value) & (value < trough + level * (peak - trough)))
     trimmed[tuple(c[rim] for c in coords)] = False
     return trimmed
+
+
+def unenclosed_fluid(mask, image, spacing, *, bright_hu: float, noise_hu: float,
+                     min_ml: float = UNENCLOSED_FLUID_MIN_ML):
+    """Uniform pieces of the mask, darker than the cortex, that no brighter rim encloses: contrast in
+    vessels lying on a bone.
+
+    An artery or vein filled with contrast reads 150-450 HU: bone to any intensity model, and
+    above an osteoporotic cancellous bone (50-150 HU). The iliac, gluteal, obturator and femoral
+    vessels run along the pelvis and the hip and touch the bone through partial volume, so the cut
+    takes them and they hang together with the skeleton, where the component rules of
+    :func:`remove_non_skeletal` never see them alone. Cancellous bone lies inside a cortex; a vessel
+    lumen has soft tissue around it except along the strip where it touches the bone. So the mask
+    is cut into pieces below ``bright_hu`` (the voxels at or above it and their neighbours taken
+    out), and a piece goes when all of these hold:
+
+    * no brighter rim: fewer than :data:`~thagpu.bone.seeds.UNENCLOSED_MAX_BRIGHTER_SHARE` of the
+      voxels around it have a neighbour brighter than the piece's mean by 3 noise SDs
+      (:func:`~thagpu.bone.seeds.unenclosed_pieces`, the same test that keeps vessels out of the
+      cancellous prior of the energy);
+    * uniform, with no cortex of its own (:func:`_homogeneous`: a fluid is as uniform as the noise);
+    * at least ``min_ml``.
+
+    Parameters
+    ----------
+    mask : (X, Y, Z) bool array
+    image : (X, Y, Z) float32 array
+        The CT (NumPy or CuPy, like ``mask``).
+    spacing : tuple of 3 float
+    bright_hu : float
+        The cortical seed level: voxels at or above it are bone evidence and never judged here.
+    noise_hu : float
+        The CT's noise SD.
+    min_ml : float
+        Smallest piece judged.
+
+    Returns
+    -------
+    (X, Y, Z) bool array
+        The voxels of the pieces judged a fluid.
+    """
+    from .seeds import unenclosed_pieces  # seeds imports this module
+
+    xp = get_array_module(mask)
+    bright = image >= np.float32(bright_hu)
+    candidates = unenclosed_pieces(mask, bright, image, spacing, margin_hu=3.0 * float(noise_hu))
+    box = bounding_box(candidates, 1)
+    if box is None:
+        return xp.zeros(mask.shape, dtype=bool)
+    labels, count = ndimage_for(mask).label(candidates[box])
+    sizes = xp.bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
+    fluid = _homogeneous(labels, count, image[box], noise_hu) & (sizes >= min_ml)
+    out = xp.zeros(mask.shape, dtype=bool)
+    out[box] = fluid[labels]
+    return out
 
 
 def _enclosed(mask):
