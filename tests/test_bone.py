@@ -752,9 +752,9 @@ def test_coarse_axis_gap_bridged_for_the_narrow_interior_the_closing_swallows():
     assert not fill(slit, aniso, 90.0, bridge=True)[interior].any()  # a gap along a fine axis is real
 
 
-def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True):
+def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True, noise_hu: float = 10.0):
     """A round bone (cortex 3 voxels thick around uniform osteoporotic marrow of 140 HU) and a
-    contrast-filled vessel (250 HU) lying on it, in muscle, at 1 mm voxels with 10 HU noise."""
+    contrast-filled vessel (250 HU) lying on it, in muscle, with ``noise_hu`` of noise."""
     rng = np.random.default_rng(3)
     x, y, _ = np.meshgrid(np.arange(64), np.arange(60), np.arange(40), indexing="ij")
     r = np.hypot(x - 25, y - 30)
@@ -765,7 +765,7 @@ def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True):
     image[bone] = 140.0
     image[cortex] = cortex_hu
     image[vessel] = 250.0
-    image += rng.normal(0.0, 10.0, image.shape).astype(np.float32)
+    image += rng.normal(0.0, noise_hu, image.shape).astype(np.float32)
     return bone, cortex, vessel, image
 
 
@@ -780,12 +780,19 @@ def test_contrast_vessel_on_a_bone_is_fluid_and_the_marrow_is_not():
 
 
 def test_faint_cortex_bone_is_not_fluid():
-    """An osteoporotic bone whose cortex (300 HU) is below the seed level is one piece with no
-    brighter rim around it either; its own cortex marks it as bone, alone or with a vessel on it."""
+    """An osteoporotic bone whose cortex (220 HU over 140 HU marrow) is below the seed level is one
+    piece with its cortex. With noise as at 3 mm voxels (40 HU; a rim must be 120 HU brighter than
+    the piece's mean) nothing around it counts as brighter, and it is as uniform as the noise, so
+    only its own cortex (``_homogeneous``'s brighter outer layer) keeps it, alone or with a vessel on
+    it."""
     from thagpu.bone.cleanup import unenclosed_fluid
+    from thagpu.bone.seeds import unenclosed_pieces
     for with_vessel in (False, True):
-        bone, _, vessel, image = _bone_and_vessel(cortex_hu=300.0, with_vessel=with_vessel)
-        out = unenclosed_fluid(bone | vessel, image, (1.0, 1.0, 1.0), bright_hu=600.0, noise_hu=10.0)
+        bone, _, vessel, image = _bone_and_vessel(cortex_hu=220.0, with_vessel=with_vessel, noise_hu=40.0)
+        mask = bone | vessel
+        bright = image >= np.float32(600.0)
+        assert unenclosed_pieces(mask, bright, image, (1.0, 1.0, 1.0), margin_hu=120.0)[bone].mean() > 0.9
+        out = unenclosed_fluid(mask, image, (1.0, 1.0, 1.0), bright_hu=600.0, noise_hu=40.0)
         assert not (out & bone).any()
 
 
