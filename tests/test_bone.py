@@ -752,6 +752,24 @@ def test_coarse_axis_gap_bridged_for_the_narrow_interior_the_closing_swallows():
     assert not fill(slit, aniso, 90.0, bridge=True)[interior].any()  # a gap along a fine axis is real
 
 
+def test_coarse_axis_bridge_never_crosses_a_dark_sheet():
+    """The one-slice gap that the coarse bridge closes stays open where the energy found a dark sheet
+    between two cortices there: a joint space under 3 mm slices, cartilage (above fat) between head
+    and socket, which bridged would join them."""
+    from thagpu.bone.cleanup import fill_cavities, fluid_voxels
+    shell, interior = _slab_with_gap(slit_in_plane=False)
+    image = np.where(shell, 400.0, np.where(interior, 90.0, 40.0)).astype(np.float32)
+    sheet = np.zeros_like(shell)
+    sheet[10, 8:21, 5] = True  # the gap itself
+
+    def fill(barrier):
+        return fill_cavities(shell, (0.8, 0.8, 3.0), closing_mm=4.0, max_slice_hole_mm2=5000.0,
+                             fluid=fluid_voxels(image), bridge_gaps=True, image=image, barrier=barrier)
+
+    assert fill(None)[interior].all()
+    assert not fill(sheet)[interior].any()
+
+
 def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True, noise_hu: float = 10.0):
     """A round bone (cortex 3 voxels thick around uniform osteoporotic marrow of 140 HU) and a
     contrast-filled vessel (250 HU) lying on it, in muscle, with ``noise_hu`` of noise."""

@@ -6,7 +6,7 @@ import numpy as np
 
 from .device import available_cpus, get_array_module, to_host
 
-__all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing",
+__all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
 
 
@@ -311,18 +311,24 @@ def block_reduce_mean(image, factor):
     return (total / np.float32(factors[0] * factors[1] * factors[2])).astype(xp.float32)
 
 
-def _box_filters(mask, radius_mm: float, spacing, first: str, *then: str):
-    """Apply 1-D ``first`` filters along every axis, then those of ``then`` (a box operation)."""
-    radius = [max(1, int(round(radius_mm / s))) for s in spacing]
+def _box_filters(mask, radius_vox, first: str, *then: str):
+    """Apply 1-D ``first`` filters along every axis with a radius, then those of ``then`` (a box
+    operation of half-width ``radius_vox`` voxels per axis; an axis of radius 0 is left alone)."""
     out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
     for name in (first, *then):
         filter1d = maximum_filter1d if name == "maximum" else minimum_filter1d
         # Dilation: outside is background. Erosion: closing's ignores the border (edge mode), while a
         # plain erosion treats outside as background, so thin structures at the border go too.
         mode = "constant" if (name == "maximum" or first == "minimum") else "nearest"
-        for axis, r in enumerate(radius):
-            out = filter1d(out, 2 * r + 1, axis=axis, mode=mode, cval=0)
+        for axis, r in enumerate(radius_vox):
+            if r > 0:
+                out = filter1d(out, 2 * int(r) + 1, axis=axis, mode=mode, cval=0)
     return out.astype(bool)
+
+
+def _radius_vox(radius_mm: float, spacing) -> list:
+    """Half-widths in voxels of a box of about ``radius_mm`` per axis, at least one voxel."""
+    return [max(1, int(round(radius_mm / s))) for s in spacing]
 
 
 def box_closing(mask, radius_mm: float, spacing):
@@ -333,21 +339,23 @@ def box_closing(mask, radius_mm: float, spacing):
     background for the dilation and is ignored by the erosion (edge mode), so
     nothing grows in from the borders.
     """
-    return _box_filters(mask, radius_mm, spacing, "maximum", "minimum")
+    return _box_filters(mask, _radius_vox(radius_mm, spacing), "maximum", "minimum")
+
+
+def box_closing_voxels(mask, radius_vox):
+    """Closing by a box of half-width ``radius_vox`` voxels per axis (0 leaves an axis alone), with
+    :func:`box_closing`'s border handling."""
+    return _box_filters(mask, radius_vox, "maximum", "minimum")
 
 
 def box_dilation(mask, radius_vox):
     """Dilation by a box of half-width ``radius_vox`` voxels per axis (separable, linear in the volume)."""
-    out = mask.view("uint8") if mask.dtype == bool else mask.astype("uint8")
-    for axis, r in enumerate(np.broadcast_to(np.asarray(radius_vox, dtype=int), (3,))):
-        if r > 0:
-            out = maximum_filter1d(out, 2 * int(r) + 1, axis=axis, mode="constant", cval=0)
-    return out.astype(bool)
+    return _box_filters(mask, np.broadcast_to(np.asarray(radius_vox, dtype=int), (3,)), "maximum")
 
 
 def box_erosion(mask, radius_mm: float, spacing):
     """Erosion by a box of half-width about ``radius_mm`` per axis; outside the array counts as background."""
-    return _box_filters(mask, radius_mm, spacing, "minimum")
+    return _box_filters(mask, _radius_vox(radius_mm, spacing), "minimum")
 
 
 

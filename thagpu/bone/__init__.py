@@ -314,6 +314,7 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     outline = (_tilted_costs(base_bone, base_background, image, shells.half_tilt, shells, model, config,
                              thresholds, background_seed, step_aside=False) if thin_cortex else None)
     extra_bone = extra_background = np.float32(0.0)
+    sheet = None
     if config.sheet_cost > 0:
         # A joint space narrower than the shells' closing is enclosed by them: the interior prior
         # would make it bone. Where it shows as a dark sheet between two cortices, it costs as bone.
@@ -329,7 +330,8 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     links = pairwise_weights(image, neighbours(image.shape, spacing, config.connectivity),
                              sigma_hu=thresholds.sigma_hu, weight=config.pairwise_weight)
     energy = Energy(cost_bone=cost_bone, cost_background=cost_background, bone_seed=bone_seed,
-                    background_seed=background_seed, links=links, outline_costs=outline)
+                    background_seed=background_seed, links=links, outline_costs=outline,
+                    sheets=sheet)
     return energy, thresholds.to_dict(), body
 
 
@@ -526,7 +528,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
                                      image_r, spacing, config)
         filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
                                max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r),
-                               bridge_gaps=True, image=image_r)
+                               bridge_gaps=True, image=image_r, barrier=energy.sheets)
         if energy.outline_costs is not None:
             filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
         mask_r = filled & ~energy.background_seed

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..device import get_array_module, to_host
 from .intensity import thick_bright
-from ..morphology import (bounding_box, box_closing, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
+from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
 
 __all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
@@ -41,15 +41,17 @@ RESOLVED_CORTEX_FRACTION = 0.75
 #: (:func:`unenclosed_fluid`) from this size (ml) up: smaller pieces (a few voxels of 3 mm) are
 #: too few to tell cancellous bone cut off by a bright trabecula from the lumen of a small vessel.
 UNENCLOSED_FLUID_MIN_ML = 1.0
-#: Slice holes behind one-pixel gaps are bridged only where the in-plane pixels are at least this
-#: coarse (mm). There a cortex 0.5-1.5 mm thick, cut obliquely, reads low in single pixels; at finer
-#: pixels it is resolved, and a one-pixel gap is an opening of a millimetre or less that is really
-#: there (a joint space narrowing at the rim of the socket, which bridged would join head and socket).
+#: One-voxel gaps are bridged only along axes at least this coarse (mm): the slice axis of 3 mm
+#: slices (:func:`_bridged_coarse_cavities`), and in-plane for slice holes where the pixels are
+#: (:func:`_bridged_slice_holes`). There a cortex 0.5-1.5 mm thick, cut obliquely, reads low in
+#: single voxels; along finer axes it is resolved, and a one-voxel gap is an opening of a millimetre
+#: or less that is really there (a joint space narrowing at the rim of the socket, which bridged
+#: would join head and socket).
 BRIDGE_MIN_PIXEL_MM = 2.0
 
 
 def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole_mm2: float = 0.0, fluid=None,
-                  bridge_gaps: bool = False, image=None):
+                  bridge_gaps: bool = False, image=None, barrier=None):
     """Fill cavities enclosed by bone (marrow, low-density cancellous bone).
 
     A cavity is a background region not connected to the volume's sides; the
@@ -91,6 +93,11 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         does, while a fat pocket between two bones (the acetabular fossa, enclosed by the head and
         the socket where the joint space narrows to a voxel) does not. Fatty marrow inside an
         intact cortex is still filled by the plain reading. Without it every region counts.
+    barrier : bool array, optional
+        With ``bridge_gaps``: voxels the coarse-axis bridge never closes (the dark sheets between two
+        cortices that the energy found, :attr:`thagpu.bone.energy.Energy.sheets`): a joint space cut
+        tangentially by 3 mm slices is a one-voxel gap along the slice axis, and the cartilage it
+        walls in reads above fat.
     """
     if closing_mm > 0:
         # Cavities enclosed as they are first (also those narrower than the closing, which the
@@ -101,7 +108,7 @@ def fill_cavities(mask, spacing=None, *, closing_mm: float = 0.0, max_slice_hole
         # outside a 3-D cavity, so the other slice regions, and their verdicts, stay as they were.
         mask = _plain_passes(mask, spacing, max_slice_hole_mm2, fluid)
         if bridge_gaps:
-            bridged = _bridged_coarse_cavities(mask, spacing, fluid, image)
+            bridged = _bridged_coarse_cavities(mask, spacing, fluid, image, barrier)
             if bool(bridged.any()):
                 # The pockets bridged can seal the leak of a cavity beyond them, which the plain
                 # passes then fill; that is judged like the pockets (a fat pocket stays open).
@@ -129,7 +136,7 @@ def _slice_hole_width(spacing):
     return [2 * max(1, int(round(SLICE_HOLE_MIN_WIDTH_MM / 2 / s))) + 1 for s in spacing]
 
 
-def _bridged_coarse_cavities(mask, spacing, fluid=None, image=None):
+def _bridged_coarse_cavities(mask, spacing, fluid=None, image=None, barrier=None):
     """Cavities that the mask encloses once closed by one voxel along its coarse axes, less fluid and fat.
 
     Along an axis of :data:`BRIDGE_MIN_PIXEL_MM` or coarser (the slice axis of 3 mm slices), a thin
@@ -141,17 +148,17 @@ def _bridged_coarse_cavities(mask, spacing, fluid=None, image=None):
     one-voxel gap is an opening that is really there (a narrowed joint space), so they are left
     as they are. Each region found (6-connected) is added when its median CT is at or above fat
     (:func:`_above_fat`): a fat pocket closed off this way (the acetabular fossa under a joint space
-    cut tangentially by the slices) stays open.
+    cut tangentially by the slices) stays open. The closing never covers a ``barrier`` voxel: a
+    cartilage pocket (above fat) walled in where the slices cut a joint space tangentially leaks
+    out through its dark sheet and stays open.
     """
     axes = [axis for axis, s in enumerate(spacing) if s >= BRIDGE_MIN_PIXEL_MM]
     if not axes:
         return get_array_module(mask).zeros_like(mask)
-    closed = mask.view("uint8")
-    for axis in axes:
-        closed = maximum_filter1d(closed, 3, axis=axis, mode="constant", cval=0)
-    for axis in axes:
-        closed = minimum_filter1d(closed, 3, axis=axis, mode="nearest")
-    closed = closed.astype(bool) | mask
+    closed = box_closing_voxels(mask, [1 if s >= BRIDGE_MIN_PIXEL_MM else 0 for s in spacing])
+    if barrier is not None:
+        closed &= ~barrier
+    closed |= mask
     extra = _enclosed(closed) & ~closed
     if fluid is not None:
         extra &= ~fluid

@@ -42,6 +42,9 @@ class Energy:
         The unary costs of the same energy with the surface at the half maximum rather than at the
         thin-cortex level (``BoneConfig.half_max_level``). Not part of this energy: its cut, which
         errs outwards, outlines the cavities the cleanup fills.
+    sheets : (X, Y, Z) bool array, optional
+        The dark sheets between two cortices (joint spaces) that the unary costs charge as bone. Not
+        part of this energy: the cleanup never bridges a gap across them.
     """
 
     cost_bone: object
@@ -50,6 +53,7 @@ class Energy:
     background_seed: object
     links: list
     outline_costs: object = None
+    sheets: object = None
 
     @property
     def shape(self):
