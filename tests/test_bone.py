@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from thagpu.bone import build_energy, energy_of, extract_bone, minimum_cut, solve_full_grid
 from thagpu.bone.energy import Energy, pairwise_weights
@@ -821,3 +822,41 @@ def test_bridging_never_fills_a_one_voxel_channel():
     bars = np.zeros((20, 20, 1), bool)
     bars[4:16, 8, 0] = bars[4:16, 10, 0] = True  # a channel one voxel wide between two plates
     assert not (fill_holes_2d(bars, 2, 1e9, bridge_gaps=True) & ~bars).any()
+
+
+def _bone_and_bladder(texture_hu: float):
+    """A round bone (cortex 1200 HU around marrow of 950 HU with trabecular texture of SD
+    ``texture_hu``, thick above a 600 HU level) and a bladder of contrast (850 HU, 24 ml) beyond a
+    wall of muscle 2 mm thick, in muscle, with 20 HU of noise. Returns the bone, the bladder, the CT
+    and the mask a cut would give: both, joined across the wall where they are closest."""
+    rng = np.random.default_rng(5)
+    x, y, _ = np.meshgrid(np.arange(90), np.arange(60), np.arange(40), indexing="ij")
+    r = np.hypot(x - 25, y - 30)
+    bone = r < 16
+    cortex = bone & (r >= 13)
+    bladder = np.zeros_like(bone)
+    bladder[43:83, 15:45, 10:30] = True
+    joined = bone | bladder
+    joined[41:43, 27:34, 10:30] = True  # partial volume across the wall
+    image = np.full(bone.shape, 40.0, np.float32)
+    texture = ndimage.gaussian_filter(rng.normal(0.0, 1.0, bone.shape), 1.0)
+    image[bone] = 950.0 + texture_hu * (texture / texture.std())[bone]
+    image[cortex] = 1200.0
+    image[bladder] = 850.0
+    image += rng.normal(0.0, 20.0, image.shape).astype(np.float32)
+    return bone, bladder, image, joined
+
+
+def test_bladder_contrast_on_a_bone_goes_and_a_dense_bone_core_stays():
+    """A uniform pool of contrast brighter than the seed level, joined to a bone, is not bone; the
+    thick cancellous core of that bone, as bright but textured, is."""
+    from thagpu.bone.cleanup import bright_pools
+    bone, bladder, image, joined = _bone_and_bladder(texture_hu=120.0)
+    pools = bright_pools(joined, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
+    assert not (pools & bone).any()
+    assert pools[bladder].mean() > 0.99
+    # The same bone read as uniform as the noise (no texture) is as thick and bright as a pool, but
+    # its cortex keeps its 99th percentile far above its median.
+    bone, _, image, _ = _bone_and_bladder(texture_hu=0.0)
+    pools = bright_pools(bone, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
+    assert not pools.any()

@@ -18,6 +18,7 @@ max-flow runs on the CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 from ..config import BoneConfig, Config
 from ..device import get_array_module, to_host
 from ..volume import Volume
-from .cleanup import (RESOLVED_CORTEX_FRACTION, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
+from .cleanup import (RESOLVED_CORTEX_FRACTION, bright_pools, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
                       unenclosed_fluid)
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
@@ -538,11 +539,17 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     vessels = unenclosed_fluid(mask_r, image_r, spacing, bright_hu=thresholds.seed_hu,
                                noise_hu=thresholds.levels.noise_hu)
     mask_r = mask_r & ~vessels
-    mask_r, report = remove_non_skeletal(mask_r, body_r, spacing, min_island_ml=config.min_island_ml,
-                                         skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
-                                         image=image_r, noise_hu=thresholds.levels.noise_hu,
-                                         fluid_max_hu=thresholds.seed_hu)
+    skeletal = functools.partial(remove_non_skeletal, body=body_r, spacing=spacing, min_island_ml=config.min_island_ml,
+                                 skeleton_min_ml=config.skeleton_min_ml, max_gap_mm=config.max_gap_mm,
+                                 image=image_r, noise_hu=thresholds.levels.noise_hu, fluid_max_hu=thresholds.seed_hu)
+    mask_r, report = skeletal(mask_r)
+    # A pool on its own went with the component rules, whole; one joined to the skeleton goes here,
+    # and the pieces it held to the skeleton are judged again.
+    pools = bright_pools(mask_r, image_r, spacing, level_hu=thresholds.seed_hu, noise_hu=thresholds.levels.noise_hu)
+    if bool(pools.any()):
+        mask_r, _ = skeletal(mask_r & ~pools)
     report["unenclosed_fluid_voxels"] = int(to_host(vessels.sum()))
+    report["bright_pool_voxels"] = int(to_host(pools.sum()))
     timings["cleanup"] = round(time.perf_counter() - t, 4)
     diagnostics["cleanup"] = report
     cut[solved] = cut_r

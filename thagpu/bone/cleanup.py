@@ -9,7 +9,7 @@ from .intensity import thick_bright
 from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
 
-__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
+__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "bright_pools", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
@@ -41,6 +41,16 @@ RESOLVED_CORTEX_FRACTION = 0.75
 #: (:func:`unenclosed_fluid`) from this size (ml) up: smaller pieces (a few voxels of 3 mm) are
 #: too few to tell cancellous bone cut off by a bright trabecula from the lumen of a small vessel.
 UNENCLOSED_FLUID_MIN_ML = 1.0
+#: A pool of contrast (the bladder, settled in a large vessel) brighter than the cortical seed level is
+#: judged from this size (ml) up (:func:`bright_pools`); the thick bone cores that pass the same
+#: thickness test are a few ml (a femoral head's cancellous core at 3 mm: 1.8-7 ml on the phantom).
+BRIGHT_POOL_MIN_ML = 10.0
+#: A bright pool is as uniform as the noise: at least this share of its inner voxels within 3 noise SDs
+#: of its median (contrast pools on the phantoms: 0.98-1.00; thick cores of bone: 0.64-0.93).
+BRIGHT_POOL_UNIFORM_SHARE = 0.95
+#: ... and its 99th percentile within this many noise SDs of its median (pools 2.3-3.0, bone 4.0-6.7:
+#: trabecular texture and the cortex).
+BRIGHT_POOL_MAX_TOP_SD = 3.5
 #: One-voxel gaps are bridged only along axes at least this coarse (mm): the slice axis of 3 mm
 #: slices (:func:`_bridged_coarse_cavities`), and in-plane for slice holes where the pixels are
 #: (:func:`_bridged_slice_holes`). There a cortex 0.5-1.5 mm thick, cut obliquely, reads low in
@@ -430,6 +440,90 @@ def unenclosed_fluid(mask, image, spacing, *, bright_hu: float, noise_hu: float,
     fluid = _homogeneous(labels, count, image[box], noise_hu) & (sizes >= min_ml)
     out = xp.zeros(mask.shape, dtype=bool)
     out[box] = fluid[labels]
+    return out
+
+
+def bright_pools(mask, image, spacing, *, level_hu: float, noise_hu: float, min_ml: float = BRIGHT_POOL_MIN_ML):
+    """Pools of contrast in the mask brighter than ``level_hu``: the bladder, a contrast-filled vessel.
+
+    Excreted contrast in the bladder reads 300-2000 HU, as bright as a cortex or brighter than an
+    osteoporotic one, and the bladder lies on the pubic bones, so the cut takes it and it hangs
+    together with the skeleton (where :func:`remove_non_skeletal`'s component rules never see it
+    alone) while :func:`unenclosed_fluid` only judges what lies below the cortical level. No bone is
+    both thick and uniform above that level: a cortex is a few millimetres thick, and the thick cores
+    of cancellous bone that reach it (a femoral head at 3 mm voxels) carry trabecular texture and a
+    brighter rim. So the cores of the mask above ``level_hu`` that hold a box
+    :data:`FLUID_THICK_HALF_MM` each side (:func:`~.intensity.thick_bright`) are judged one by one
+    (26-connected), and a core goes when all of these hold:
+
+    * at least ``min_ml``;
+    * at least :data:`BRIGHT_POOL_UNIFORM_SHARE` of its inner voxels within 3 noise SDs of its median;
+    * its 99th percentile within :data:`BRIGHT_POOL_MAX_TOP_SD` noise SDs of its median.
+
+    Where the pool reads near ``level_hu`` the noise keeps the box from fitting in part of it: a piece
+    of the mask that only the cores joined to the rest (26-connected), uniform with no cortex of its
+    own (:func:`_homogeneous`) and with a median within 3 noise SDs of a pool's, goes with them. The
+    partial-volume rim where a pool touches the bone stays, to the component rules.
+
+    Parameters
+    ----------
+    mask : (X, Y, Z) bool array
+    image : (X, Y, Z) float32 array
+        The CT (NumPy or CuPy, like ``mask``).
+    spacing : tuple of 3 float
+    level_hu : float
+        The cortical seed level.
+    noise_hu : float
+        The CT's noise SD.
+    min_ml : float
+        Smallest core judged.
+
+    Returns
+    -------
+    (X, Y, Z) bool array
+        The voxels of the cores judged a pool.
+    """
+    xp = get_array_module(mask)
+    out = xp.zeros(mask.shape, dtype=bool)
+    box = bounding_box(mask, 0)
+    if box is None:
+        return out
+    core = thick_bright(image[box], spacing, level_hu, FLUID_THICK_HALF_MM) & mask[box]
+    if not bool(core.any()):
+        return out
+    labels, count = ndimage_for(core).label(core, structure=xp.ones((3, 3, 3), dtype=bool))
+    sizes = xp.bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
+    median, top = _median_and_top(labels, count, image[box])
+    inner = xp.where(erode_one_voxel(core), labels, 0)
+    judged = xp.where(xp.bincount(inner.ravel(), minlength=count + 1)[labels] >= MIN_INNER_VOXELS, inner, labels)
+    where = xp.flatnonzero(judged)
+    region = judged.ravel()[where]
+    close = xp.abs(image[box].ravel()[where] - median[region]) <= np.float32(3.0 * noise_hu)
+    share = (xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1)
+             / xp.maximum(xp.bincount(region, minlength=count + 1), 1))
+    pool = ((sizes >= min_ml) & (share >= BRIGHT_POOL_UNIFORM_SHARE)
+            & (top <= median + np.float32(BRIGHT_POOL_MAX_TOP_SD * noise_hu)))
+    pool[0] = False
+    if not bool(pool.any()):
+        return out
+    # With the partial-volume rim around them below the level (brighter voxels there are the cortex
+    # of a bone the pool lies on).
+    cores = pool[labels]
+    cores |= box_dilation(cores, 1) & mask[box] & (image[box] < np.float32(level_hu))
+    levels = median[pool]
+    lo, hi = float(levels.min()) - 3.0 * noise_hu, float(levels.max()) + 3.0 * noise_hu
+    # The rest of a pool that reads near the level, where noise keeps the box from fitting: the pieces
+    # of the mask that only the cores held to the bone, as uniform as a fluid, with no cortex, and
+    # with a median within 3 noise SDs of a pool's.
+    rest = mask[box] & ~cores
+    rest_labels, rest_count = ndimage_for(rest).label(rest, structure=xp.ones((3, 3, 3), dtype=bool))
+    touching = xp.zeros(rest_count + 1, dtype=bool)
+    touching[rest_labels[box_dilation(cores, 1) & rest]] = True
+    rest_median, _ = _median_and_top(rest_labels, rest_count, image[box])
+    same = (touching & (rest_median >= np.float32(lo)) & (rest_median <= np.float32(hi))
+            & _homogeneous(rest_labels, rest_count, image[box], noise_hu))
+    same[0] = False
+    out[box] = cores | same[rest_labels]
     return out
 
 
