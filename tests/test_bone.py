@@ -420,6 +420,28 @@ def test_resolved_rim_trim_takes_the_partial_volume_layer_outside_a_bright_corte
     assert np.array_equal(faint, mask)
 
 
+def test_rim_trim_along_a_coarse_axis_judges_faint_plates_too():
+    """Along a 3 mm axis a voxel averages what it holds: the outer voxel of a faint plate (its peak
+    unresolved) goes when it reads below 0.6 of the way from outside to inside, and stays above;
+    along a 1 mm axis the faint plate is left alone."""
+    from thagpu.bone.cleanup import COARSE_RIM_LEVEL, trim_resolved_rim
+    truth = np.zeros((30, 10, 10), bool)
+    truth[10:20] = True
+    mask = np.zeros_like(truth)
+    mask[9:21] = True
+    faint = _blurred_plate(600.0)
+    level = (faint[9, 5, 5] - faint[8, 5, 5]) / (faint[10, 5, 5] - faint[8, 5, 5])
+    assert 0.3 < level < COARSE_RIM_LEVEL
+    coarse = trim_resolved_rim(mask, faint, (3.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=4.0)
+    assert np.array_equal(coarse, truth)
+    assert np.array_equal(trim_resolved_rim(mask, faint, (1.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=1.5), mask)
+    # An outer voxel reading 0.7 of the way holds more than half a voxel of bone: it stays.
+    full = faint.copy()
+    full[9] = faint[8] + 0.7 * (faint[10] - faint[8])
+    full[20] = faint[21] + 0.7 * (faint[19] - faint[21])
+    assert np.array_equal(trim_resolved_rim(mask, full, (3.0, 1.0, 1.0), peak_min_hu=900.0, closing_mm=4.0), mask)
+
+
 def test_resolved_rim_trim_spares_gaps_in_a_cortex_and_bone_next_to_metal():
     """Inside a bone, a pocket that a cortex gap opens to the outside is not a soft side (the
     closing encloses it); a voxel between bone and brighter metal is not on a bone's outer slope."""

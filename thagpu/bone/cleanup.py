@@ -9,7 +9,7 @@ from .intensity import thick_bright
 from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
 
-__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "bright_pools", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "SLICE_HOLE_MIN_WIDTH_MM",
+__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "bright_pools", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "COARSE_RIM_MIN_MM", "COARSE_RIM_LEVEL", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
@@ -37,6 +37,17 @@ FLUID_HU = (-20.0, 35.0)
 #: (:func:`trim_resolved_rim`). Fainter peaks (a thin cortex under thick slices, an osteoporotic one)
 #: are not, and the voxels on their outer slope can hold cancellous bone (a vertebral body at 2 mm slices).
 RESOLVED_CORTEX_FRACTION = 0.75
+#: Along axes at least this coarse (mm) every outer voxel of the mask is judged against its inner
+#: neighbour, resolved cortex or not (:func:`trim_resolved_rim`): a voxel of 3 mm is several times a
+#: cortex and the scanner's blur, so its value is the average of what it holds, and the outer voxel's
+#: bone is the outermost, densest part of the bone (the cortex). Not at 2 mm: on the real DICOM
+#: (2 mm slices) judging its slice axis so took 3 % of the spine's voxels above 200 HU out of the mask.
+COARSE_RIM_MIN_MM = 2.5
+#: ... and it lies outside the surface when it reads below this fraction of the way from the voxel
+#: outside to the voxel inside: above the half maximum, since the cortex it holds reads brighter than
+#: its share of bone (dev seeds: 0.6 -> anatomic bone Dice at 3 mm 0.930 -> 0.951, 0.7 -> 0.955 with
+#: twice the missed voxels; 0.6 chosen).
+COARSE_RIM_LEVEL = 0.6
 #: A piece of the mask below the cortical seed level that no brighter rim encloses is judged a fluid
 #: (:func:`unenclosed_fluid`) from this size (ml) up: smaller pieces (a few voxels of 3 mm) are
 #: too few to tell cancellous bone cut off by a bright trabecula from the lumen of a small vessel.
@@ -321,7 +332,8 @@ def thin_along_slices(mask, slice_mm: float, max_mm: float):
     return mask & ~deep.astype(bool)
 
 
-def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: float, level: float = 0.5):
+def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: float, level: float = 0.5,
+                      coarse_mm: float = COARSE_RIM_MIN_MM, coarse_level: float = COARSE_RIM_LEVEL):
     """``mask`` less the outer voxels that lie on the soft side of a resolved cortex's half maximum.
 
     A CT blurs a bone surface over a millimetre or two, and the graph cut keeps the first voxel
@@ -332,6 +344,12 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
     surface when it reads below ``level`` of the way from the outer voxel to the peak: the
     half-maximum rule, exact where the peak is the cortex's own density. One voxel layer at most
     is removed, so no bone is eroded beyond it.
+
+    Along axes of ``coarse_mm`` or coarser (the slice axis of 3 mm slices, every axis of a 3 mm
+    reconstruction) any brighter mask voxel inside counts as the peak and the level is
+    ``coarse_level``: a voxel that coarse averages what it holds, and the outer voxel holds the
+    outermost bone, the cortex, which reads brighter than its share of the voxel. Its centre lies in
+    bone only when it reads well above the half maximum.
 
     "Outside the bone" is outside the mask closed by ``closing_mm`` (a box, rounded to whole
     voxels per axis, at least one) with its cavities filled: a gap or a hole in an osteoporotic
@@ -355,6 +373,9 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
         cortex; rounded to whole voxels per axis, at least one.
     level : float
         Where between the outer voxel (0) and the peak (1) the surface lies.
+    coarse_mm, coarse_level : float
+        Axes this coarse (mm) judge every outer voxel, at ``coarse_level`` (see above); ``inf``
+        turns it off.
 
     Returns
     -------
@@ -368,22 +389,26 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
     # Only voxels of the mask next to both the outside and a resolved peak can be on a slope; a
     # few percent of the mask, judged one by one (gathered by coordinates: ``image`` may be a view
     # of a crop, and flattening it would copy it).
-    coords = xp.nonzero(mask & box_dilation(outside, 1) & box_dilation(resolved, 1))
+    coarse = [s >= coarse_mm for s in spacing]
+    near = box_dilation(outside, 1)
+    if not any(coarse):
+        near &= box_dilation(resolved, 1)
+    coords = xp.nonzero(mask & near)
     trimmed = mask.copy()
     if coords[0].size == 0:
         return trimmed
     value = image[coords]
-    level = np.float32(level)
     rim = xp.zeros(value.shape, dtype=bool)
     for axis, n in enumerate(mask.shape):
         interior = (coords[axis] > 0) & (coords[axis] < n - 1)
+        peaks, at = (mask, np.float32(coarse_level)) if coarse[axis] else (resolved, np.float32(level))
         # Clipped at the array's sides; voxels there are never judged (``interior``).
         before = tuple(xp.maximum(c - 1, 0) if a == axis else c for a, c in enumerate(coords))
         after = tuple(xp.minimum(c + 1, n - 1) if a == axis else c for a, c in enumerate(coords))
         for inner, outer in ((before, after), (after, before)):
             peak, trough = image[inner], image[outer]
-            rim |= (interior & resolved[inner] & outside[outer]
-                    & (trough < value) & (value < trough + level * (peak - trough)))
+            rim |= (interior & peaks[inner] & outside[outer]
+                    & (trough < value) & (value < trough + at * (peak - trough)))
     trimmed[tuple(c[rim] for c in coords)] = False
     return trimmed
 
