@@ -846,16 +846,17 @@ def test_bridging_never_fills_a_one_voxel_channel():
     assert not (fill_holes_2d(bars, 2, 1e9, bridge_gaps=True) & ~bars).any()
 
 
-def _bone_and_bladder(texture_hu: float):
-    """A round bone (cortex 1200 HU around marrow of 950 HU with trabecular texture of SD
-    ``texture_hu``, thick above a 600 HU level) and a bladder of contrast (850 HU, 24 ml) beyond a
-    wall of muscle 2 mm thick, in muscle, with 20 HU of noise. Returns the bone, the bladder, the CT
-    and the mask a cut would give: both, joined across the wall where they are closest."""
+def _bone_and_bladder(texture_hu: float, cortex_vox: int = 3, far_half_hu: float = 850.0):
+    """A round bone (a cortex ``cortex_vox`` voxels thick at 1200 HU around marrow of 950 HU with
+    trabecular texture of SD ``texture_hu``, thick above a 600 HU level) and a bladder of contrast
+    (850 HU, its far half ``far_half_hu``; 24 ml) beyond a wall of muscle 2 mm thick, in muscle,
+    with 20 HU of noise. Returns the bone, the bladder, the CT and the mask a cut would give: both,
+    joined across the wall where they are closest."""
     rng = np.random.default_rng(5)
     x, y, _ = np.meshgrid(np.arange(90), np.arange(60), np.arange(40), indexing="ij")
     r = np.hypot(x - 25, y - 30)
     bone = r < 16
-    cortex = bone & (r >= 13)
+    cortex = bone & (r >= 16 - cortex_vox)
     bladder = np.zeros_like(bone)
     bladder[43:83, 15:45, 10:30] = True
     joined = bone | bladder
@@ -865,6 +866,7 @@ def _bone_and_bladder(texture_hu: float):
     image[bone] = 950.0 + texture_hu * (texture / texture.std())[bone]
     image[cortex] = 1200.0
     image[bladder] = 850.0
+    image[63:83, 15:45, 10:30] = far_half_hu
     image += rng.normal(0.0, 20.0, image.shape).astype(np.float32)
     return bone, bladder, image, joined
 
@@ -877,8 +879,22 @@ def test_bladder_contrast_on_a_bone_goes_and_a_dense_bone_core_stays():
     pools = bright_pools(joined, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
     assert not (pools & bone).any()
     assert pools[bladder].mean() > 0.99
-    # The same bone read as uniform as the noise (no texture) is as thick and bright as a pool, but
-    # its cortex keeps its 99th percentile far above its median.
-    bone, _, image, _ = _bone_and_bladder(texture_hu=0.0)
-    pools = bright_pools(bone, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
-    assert not pools.any()
+    # The same bone read as uniform as the noise inside a cortex one voxel thick: its inner voxels
+    # are as uniform as a pool's, but the cortex keeps its 99th percentile far above its median.
+    bone, _, image, _ = _bone_and_bladder(texture_hu=0.0, cortex_vox=1)
+    assert not bright_pools(bone, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0).any()
+
+
+def test_the_part_of_a_pool_near_the_level_goes_with_it():
+    """Where a pool reads just above the level (635 HU over 600, noise 20) the noise keeps the box
+    from fitting; that part is as uniform and within 3 noise SDs of the rest of the pool (690 HU),
+    and goes with it."""
+    from thagpu.bone.cleanup import bright_pools, thick_bright
+    bone, bladder, image, joined = _bone_and_bladder(texture_hu=120.0, far_half_hu=635.0)
+    image[43:63, 15:45, 10:30] += 690.0 - 850.0
+    near = np.zeros_like(bladder)
+    near[63:83, 15:45, 10:30] = True
+    assert thick_bright(image, (1.0, 1.0, 1.0), 600.0, 3.0)[near].mean() < 0.5
+    pools = bright_pools(joined, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
+    assert not (pools & bone).any()
+    assert pools[bladder].mean() > 0.99

@@ -547,7 +547,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     # and the pieces it held to the skeleton are judged again.
     pools = bright_pools(mask_r, image_r, spacing, level_hu=thresholds.seed_hu, noise_hu=thresholds.levels.noise_hu)
     if bool(pools.any()):
-        mask_r, _ = skeletal(mask_r & ~pools)
+        mask_r, report["after_bright_pools"] = skeletal(mask_r & ~pools)
     report["unenclosed_fluid_voxels"] = int(to_host(vessels.sum()))
     report["bright_pool_voxels"] = int(to_host(pools.sum()))
     timings["cleanup"] = round(time.perf_counter() - t, 4)

@@ -44,7 +44,8 @@ class Energy:
         errs outwards, outlines the cavities the cleanup fills.
     sheets : (X, Y, Z) bool array, optional
         The dark sheets between two cortices (joint spaces) that the unary costs charge as bone. Not
-        part of this energy: the cleanup never bridges a gap across them.
+        part of this energy: the cleanup's one-voxel bridge along coarse axes never closes a gap
+        across them.
     """
 
     cost_bone: object
