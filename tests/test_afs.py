@@ -11,7 +11,7 @@ from thagpu.afs import segment_hips
 from thagpu.afs.angles import center_edge_angle, radiographic_angles, rim_plane
 from thagpu.afs.boundary import _peak_table, fibonacci_directions, locate_boundary, row_nanmedian
 from thagpu.afs.candidates import head_candidates
-from thagpu.afs.fit import fit_sphere
+from thagpu.afs.fit import fit_sphere, fit_sphere_with_offset
 from thagpu.bone import extract_bone
 from thagpu.config import Config, load_config
 from thagpu.errors import InputError
@@ -69,6 +69,22 @@ def test_sphere_fit_from_a_cap_and_a_far_start():
     assert fit.rms < 0.2 and fit.inliers.all()
     with pytest.raises(ValueError, match="outlier"):
         fit_sphere(points, center=centre, radius=radius + 10.0, scale_mm=2.0)  # no point within 2 mm
+
+
+def test_sphere_fit_with_an_offset_cap_keeps_the_centre():
+    """Edges on the upper cap 0.5 mm inside the rest: a shared sphere moves its centre down, the fit
+    with an offset of the cap's own keeps it."""
+    rng = np.random.default_rng(3)
+    directions = fibonacci_directions(400)
+    cap = directions[:, 2] > 0.3
+    points = directions * (24.0 - 0.5 * cap + rng.normal(0.0, 0.1, 400))[:, None]
+    shared = fit_sphere(points, center=np.ones(3), radius=23.0)
+    assert shared.center[2] < -0.1
+    sphere, offset = fit_sphere_with_offset(points, cap, center=np.ones(3), radius=23.0)
+    assert np.linalg.norm(sphere.center) < 0.03 and abs(sphere.radius - 24.0) < 0.03
+    assert abs(offset + 0.5) < 0.03 and sphere.inliers.all()
+    with pytest.raises(ValueError, match="too few"):
+        fit_sphere_with_offset(points[:10], cap[:10] | True, center=np.zeros(3), radius=24.0)
 
 
 def test_row_nanmedian_is_numpys_nanmedian():
@@ -418,6 +434,31 @@ def test_cortex_model_at_3mm_holds_the_thickness_and_pulls_the_surface_in():
 
 
 # ------------------------------------------------------------------ socket coverage and the femur/pelvis split
+
+
+def _head_in_socket(radius, gap_mm, spacing, psf_mm=0.55, noise_hu=15.0, seed=0):
+    """:func:`_blurred_head` (1 mm cortex) under a socket: bone from ``gap_mm`` beyond the head out to
+    12 mm more (a 1.5 mm subchondral plate, then cancellous), over the head and 12 deg below its equator."""
+    from scipy import ndimage as ndi
+    n, fine = int(2 * radius / spacing) + 24, 3
+    axis = (np.arange(n * fine) + 0.5) / fine * spacing - n * spacing / 2
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
+    r = np.sqrt(x * x + y * y + z * z)
+    hu = np.where(r > radius, 30.0, np.where(r > radius - 1.0, 1300.0, 350.0))
+    socket = (r > radius + gap_mm) & (r < radius + gap_mm + 12.0) & (z > -0.2 * r)
+    hu = np.where(socket, np.where(r < radius + gap_mm + 1.5, 1300.0, 300.0), hu).astype(np.float32)
+    image = ndi.gaussian_filter(hu.reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5)), psf_mm / spacing)
+    image += np.random.default_rng(seed).normal(0.0, noise_hu, image.shape).astype(np.float32)
+    return image.astype(np.float32), np.full(3, n * spacing / 2 - 0.5 * spacing)
+
+
+def test_the_socket_beside_the_head_does_not_move_its_centre():
+    """At 3 mm voxels the socket's rising edge, 4 mm beyond the head, pulls the head's steepest fall
+    inwards on the lines it covers; a shared sphere put the centre 0.27 mm away from the socket."""
+    image, centre = _head_in_socket(24.0, gap_mm=4.0, spacing=3.0)
+    boundary = locate_boundary(image, centre / 3.0, 24.0, (3.0,) * 3, bone=image > 200)
+    assert boundary.covered.sum() >= 100
+    assert np.linalg.norm(boundary.sphere.center - centre) < 0.1
 
 
 def _capped_boundary(seen_share, seed=0):

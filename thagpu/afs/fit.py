@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-__all__ = ["SphereFit", "fit_sphere", "algebraic_sphere"]
+__all__ = ["SphereFit", "fit_sphere", "fit_sphere_with_offset", "algebraic_sphere"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +156,65 @@ def fit_sphere(points, *, center=None, radius=None, scale_mm: float = 2.0, fixed
     inliers = np.abs(residual) < scale_mm
     rms = float(np.sqrt(np.mean(residual[inliers] ** 2))) if inliers.any() else float("inf")
     return SphereFit(center=center, radius=float(r), rms=rms, inliers=inliers)
+
+
+def fit_sphere_with_offset(points, group, *, center, radius, scale_mm: float = 2.0, iterations: int = 20):
+    """Robust sphere fit in which the points of one group lie on a concentric sphere of their own.
+
+    Gauss-Newton with Tukey's biweight, as :func:`fit_sphere`, on ``(cx, cy, cz, r, b)``: a point
+    of ``group`` is expected at ``r + b`` from the centre, the others at ``r``. Where one part of
+    the surface is seen through another blur than the rest (the head's edge next to a socket a
+    few millimetres away, against its edge onto soft tissue), a shared sphere would move its centre
+    towards the part seen larger; the offset takes that difference instead.
+
+    Parameters
+    ----------
+    points : (N, 3) array_like
+        Boundary points in mm.
+    group : (N,) bool array_like
+        Points on the offset sphere.
+    center, radius :
+        Starting sphere.
+    scale_mm, iterations :
+        As :func:`fit_sphere`.
+
+    Returns
+    -------
+    sphere : SphereFit
+        The sphere of the points outside ``group`` (its ``inliers`` and ``rms`` over all points,
+        each against its own sphere).
+    offset_mm : float
+        ``b``: how much farther out (negative: nearer in) the group's points lie.
+
+    Raises
+    ------
+    ValueError
+        Fewer than 4 points in either set, or the weights vanish.
+    """
+    points = np.asarray(points, dtype=np.float64)
+    group = np.asarray(group, dtype=bool)
+    if group.sum() < 4 or (~group).sum() < 4:
+        raise ValueError("too few points on one of the two spheres")
+    center = np.asarray(center, dtype=np.float64).copy()
+    radius, offset = float(radius), 0.0
+    g = group.astype(np.float64)
+    for _ in range(iterations):
+        delta_xyz = points - center
+        distance = np.maximum(np.linalg.norm(delta_xyz, axis=1), 1e-9)
+        error = distance - radius - offset * g
+        u = error / scale_mm
+        weight = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
+        if weight[group].sum() < 2.0 or weight[~group].sum() < 2.0:
+            raise ValueError("every boundary point of one sphere is an outlier of the fit")
+        jacobian = np.column_stack([delta_xyz / distance[:, None], np.ones(len(points)), g])
+        normal = jacobian.T @ (weight[:, None] * jacobian)
+        step = np.linalg.lstsq(normal, jacobian.T @ (weight * error), rcond=None)[0]
+        center += step[:3]
+        radius += step[3]
+        offset += step[4]
+        if np.sqrt((step ** 2).sum()) < 1e-4:
+            break
+    residual = np.linalg.norm(points - center, axis=1) - radius - offset * g
+    inliers = np.abs(residual) < scale_mm
+    rms = float(np.sqrt(np.mean(residual[inliers] ** 2))) if inliers.any() else float("inf")
+    return SphereFit(center=center, radius=float(radius), rms=rms, inliers=inliers), float(offset)
