@@ -85,6 +85,31 @@ def test_sphere_fit_with_an_offset_cap_keeps_the_centre():
     assert abs(offset + 0.5) < 0.03 and sphere.inliers.all()
     with pytest.raises(ValueError, match="too few"):
         fit_sphere_with_offset(points[:10], cap[:10] | True, center=np.zeros(3), radius=24.0)
+    # A point that is not finite is left out, not spread over the fit.
+    holed = points.copy()
+    holed[0] = np.nan
+    again, _ = fit_sphere_with_offset(holed, cap, center=np.ones(3), radius=23.0)
+    assert np.linalg.norm(again.center) < 0.03 and not again.inliers[0] and again.inliers[1:].all()
+
+
+def test_edges_beside_bone_keep_the_shared_sphere_unless_the_blur_explains_them():
+    """Only an offset inside and below a millimetre is taken (the blur of a socket a few millimetres
+    away); edges beside bone outside the rest, or far inside, leave the shared fit standing."""
+    from thagpu.afs.boundary import _fit_beside_bone
+    directions = fibonacci_directions(400)
+    cap = directions[:, 2] > 0.3
+    shared = fit_sphere(directions * 24.0, center=np.zeros(3), radius=24.0)
+    for offset, taken in ((-0.5, True), (+0.5, False), (-1.6, False)):
+        head_t = 24.0 + offset * cap
+        sphere, fitted_offset, beside = _fit_beside_bone(np.zeros(3), directions, head_t, shared, cap, 2.0)
+        assert (beside is not None) == taken
+        if taken:
+            assert abs(fitted_offset - offset) < 0.01 and (beside == cap).all()
+        else:
+            assert sphere is shared and fitted_offset == 0.0
+    # Too few lines beside bone: the shared fit.
+    few = cap & (directions[:, 2] > 0.97)
+    assert _fit_beside_bone(np.zeros(3), directions, 24.0 - 0.5 * few, shared, few, 2.0)[2] is None
 
 
 def test_row_nanmedian_is_numpys_nanmedian():
@@ -457,8 +482,11 @@ def test_the_socket_beside_the_head_does_not_move_its_centre():
     inwards on the lines it covers; a shared sphere put the centre 0.27 mm away from the socket."""
     image, centre = _head_in_socket(24.0, gap_mm=4.0, spacing=3.0)
     boundary = locate_boundary(image, centre / 3.0, 24.0, (3.0,) * 3, bone=image > 200)
-    assert boundary.covered.sum() >= 100
+    assert boundary.separable and boundary.covered.sum() >= 100
+    assert boundary.beside_bone is not None and -1.0 <= boundary.bone_offset_mm < -0.1
     assert np.linalg.norm(boundary.sphere.center - centre) < 0.1
+    # Its lines scored against their own sphere: the head is a tight sphere.
+    assert boundary.consensus() >= 0.9
 
 
 def _capped_boundary(seen_share, seed=0):

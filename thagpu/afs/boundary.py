@@ -47,6 +47,10 @@ COVER_HU = 200.0
 #: The head's edges beside bone get their own offset only with this many lines beside bone and as
 #: many onto soft tissue.
 MIN_LINES_PER_SURFACE = 30
+#: ... and only where they lie at most this far inside (mm), with the centre moved as little: the
+#: blur of a socket a few millimetres away moves the edge by a fraction of a millimetre (0.2-0.6 on
+#: anatomic phantoms at 0.8-3 mm voxels).
+MAX_BONE_OFFSET_MM = 1.0
 
 
 @functools.lru_cache(maxsize=8)
@@ -141,7 +145,8 @@ class RadialBoundary:
     outside : (D,) bool ndarray
         Lines that leave the field of view before the head surface.
     sphere : SphereFit
-        The robust sphere fit of the head points.
+        The robust sphere fit of the head points: of those onto soft tissue where the lines beside
+        bone lie on a concentric sphere of their own (``beside_bone``, ``bone_offset_mm``).
     covered : (D,) bool ndarray
         Lines on which bone (the socket) lies just beyond the head surface.
     separable : bool
@@ -158,6 +163,11 @@ class RadialBoundary:
         others are False there for want of an edge, not for want of a socket).
     radius_offset_mm : float
         How far the sphere's radius was moved from the lines' edges (:meth:`with_radius_offset`).
+    beside_bone : (D,) bool ndarray or None
+        Lines whose edge was fitted on the concentric sphere ``bone_offset_mm`` beyond ``sphere``
+        (:func:`_fit_beside_bone`); None where every line was fitted on ``sphere``.
+    bone_offset_mm : float
+        That sphere's offset (negative: inside); 0.0 where there is none.
     """
 
     origin: np.ndarray
@@ -171,6 +181,8 @@ class RadialBoundary:
     assessed: np.ndarray
     separable: bool = True
     radius_offset_mm: float = 0.0
+    beside_bone: np.ndarray | None = None
+    bone_offset_mm: float = 0.0
 
     @property
     def head_points(self) -> np.ndarray:
@@ -209,8 +221,10 @@ class RadialBoundary:
         A tight tolerance tells a sphere (a femoral head) from shapes a sphere
         only roughly fits (a trochanter, a vertebral body).
         """
-        residuals = np.abs(self.sphere.residuals(self.head_points))
-        return float((residuals < tolerance_mm).sum() / max(int((~self.outside).sum()), 1))
+        residuals = self.sphere.residuals(self.head_points)
+        if self.beside_bone is not None:  # those lines against their own sphere
+            residuals = residuals - self.bone_offset_mm * self.beside_bone[np.isfinite(self.head_t)]
+        return float((np.abs(residuals) < tolerance_mm).sum() / max(int((~self.outside).sum()), 1))
 
 
 
@@ -295,22 +309,27 @@ def locate_boundary(image, center_index, radius_mm, spacing, *, n_directions=400
             return _bone_beyond(profiles, radii, start)
         return _mask_beyond(bone, origin, directions, start, spacing)
 
-    beside_bone = np.zeros(len(directions), dtype=bool)
-    bone_offset = 0.0
+    edge_beside_bone = beyond(head_t)
+    beside_bone, bone_offset = None, 0.0
     if separable:
         sphere, bone_offset, beside_bone = _fit_beside_bone(origin, directions, head_t, sphere,
-                                                            beyond(head_t), scale_mm)
+                                                            edge_beside_bone, scale_mm)
     surface = _ray_sphere(origin, directions, sphere.center, sphere.radius)
-    # The socket is measured only beyond head edges that sit on the sphere: an edge 1-2 mm off it
-    # (still a fit inlier) may be the socket's own cortex where the two touch.
-    edge_on_sphere = surface + np.where(beside_bone, bone_offset, 0.0)
-    on_sphere = np.where(np.abs(head_t - edge_on_sphere) < 1.0, head_t, np.nan)
+    # The socket is measured only beyond head edges that sit on the sphere (their own, for the lines
+    # beside bone): an edge 1-2 mm off it (still a fit inlier) may be the socket's own cortex where
+    # the two touch.
+    edge_surface = surface
+    if beside_bone is not None:
+        offset_surface = _ray_sphere(origin, directions, sphere.center, sphere.radius + bone_offset)
+        edge_surface = np.where(beside_bone, offset_surface, surface)
+    on_sphere = np.where(np.abs(head_t - edge_surface) < 1.0, head_t, np.nan)
 
-    covered = np.isfinite(on_sphere) & beyond(on_sphere)
+    covered = np.isfinite(on_sphere) & edge_beside_bone
     socket_t = _socket_surface(profiles, smooth, slope, radii, step_mm, on_sphere, covered)
     return RadialBoundary(origin=origin, directions=directions, head_t=head_t, socket_t=socket_t,
                           outside=reach < surface, sphere=sphere, covered=covered, separable=separable,
-                          bone_beyond=beyond(surface), assessed=np.isfinite(on_sphere))
+                          bone_beyond=beyond(surface), assessed=np.isfinite(on_sphere),
+                          beside_bone=beside_bone, bone_offset_mm=bone_offset)
 
 
 def _onto_soft(head_t, profiles, radii):
@@ -322,38 +341,40 @@ def _onto_soft(head_t, profiles, radii):
 
 
 def _fit_beside_bone(origin, directions, head_t, sphere, bone_beyond, scale_mm):
-    """The head's sphere from its edges onto soft tissue, its edges beside bone on a sphere of their own.
+    """The head's sphere from its edges away from bone, its edges beside bone on a sphere of their own.
 
     Where bone lies a few millimetres beyond the head's edge (the socket across the joint space, or
     the neck), its rising edge, blurred into the head's falling one, pulls the steepest fall
     inwards; onto soft tissue nothing does. A socket covers the head from above and medially, so a
     shared sphere moves its centre away from the socket (anatomic development seeds at 3 mm: edges
-    beside bone 0.3-0.6 mm nearer the true centre than the others, centres 0.3-0.7 mm inferior).
-    Fitted with an offset of their own (:func:`~thagpu.afs.fit.fit_sphere_with_offset`), the two sets
-    share only the centre. Kept where the offset is negative (the edges beside bone inside) and each
-    set holds at least :data:`MIN_LINES_PER_SURFACE` lines; else the shared fit stands.
+    beside bone 0.3-0.6 mm nearer the true centre than the others, centres 0.1-0.7 mm off, away from
+    the socket). Fitted with an offset of their own (:func:`~thagpu.afs.fit.fit_sphere_with_offset`),
+    the two sets share only the centre. Kept where each set holds at least
+    :data:`MIN_LINES_PER_SURFACE` lines and the fit is what that blur does: the offset negative and
+    at most :data:`MAX_BONE_OFFSET_MM` deep, the centre within as much of the shared fit's; else
+    the shared fit stands (a shape that only an extra parameter makes a sphere is not a head).
 
     Returns
     -------
     sphere : SphereFit
     offset_mm : float
         0.0 where the shared fit stands.
-    beside_bone : (D,) bool ndarray
-        The lines fitted with the offset (all False where the shared fit stands).
+    beside_bone : (D,) bool ndarray or None
+        The lines fitted with the offset; None where the shared fit stands.
     """
     found = np.isfinite(head_t)
     beside_bone = found & bone_beyond
-    none = np.zeros(len(head_t), dtype=bool)
     if beside_bone.sum() < MIN_LINES_PER_SURFACE or (found & ~bone_beyond).sum() < MIN_LINES_PER_SURFACE:
-        return sphere, 0.0, none
+        return sphere, 0.0, None
     points = origin + head_t[found, None] * directions[found]
     try:
         fitted, offset = fit_sphere_with_offset(points, beside_bone[found], center=sphere.center,
                                                 radius=sphere.radius, scale_mm=scale_mm)
     except ValueError:
-        return sphere, 0.0, none
-    if not offset < 0.0:
-        return sphere, 0.0, none
+        return sphere, 0.0, None
+    if not (-MAX_BONE_OFFSET_MM <= offset < 0.0
+            and np.linalg.norm(fitted.center - sphere.center) <= MAX_BONE_OFFSET_MM):
+        return sphere, 0.0, None
     return fitted, offset, beside_bone
 
 

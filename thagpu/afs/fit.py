@@ -182,17 +182,19 @@ def fit_sphere_with_offset(points, group, *, center, radius, scale_mm: float = 2
     -------
     sphere : SphereFit
         The sphere of the points outside ``group`` (its ``inliers`` and ``rms`` over all points,
-        each against its own sphere).
+        each against its own sphere; a point that is not finite is no inlier).
     offset_mm : float
         ``b``: how much farther out (negative: nearer in) the group's points lie.
 
     Raises
     ------
     ValueError
-        Fewer than 4 points in either set, or the weights vanish.
+        Fewer than 4 finite points in either set, or too little weight left for the five unknowns.
     """
     points = np.asarray(points, dtype=np.float64)
     group = np.asarray(group, dtype=bool)
+    finite = np.isfinite(points).all(axis=1)
+    points, group = points[finite], group[finite]
     if group.sum() < 4 or (~group).sum() < 4:
         raise ValueError("too few points on one of the two spheres")
     center = np.asarray(center, dtype=np.float64).copy()
@@ -204,8 +206,8 @@ def fit_sphere_with_offset(points, group, *, center, radius, scale_mm: float = 2
         error = distance - radius - offset * g
         u = error / scale_mm
         weight = np.where(np.abs(u) < 1.0, (1.0 - u * u) ** 2, 0.0)
-        if weight[group].sum() < 2.0 or weight[~group].sum() < 2.0:
-            raise ValueError("every boundary point of one sphere is an outlier of the fit")
+        if weight[group].sum() < 2.0 or weight[~group].sum() < 2.0 or weight.sum() < 5.0:
+            raise ValueError("too few boundary points of one sphere within the fit's scale")
         jacobian = np.column_stack([delta_xyz / distance[:, None], np.ones(len(points)), g])
         normal = jacobian.T @ (weight[:, None] * jacobian)
         step = np.linalg.lstsq(normal, jacobian.T @ (weight * error), rcond=None)[0]
@@ -217,4 +219,6 @@ def fit_sphere_with_offset(points, group, *, center, radius, scale_mm: float = 2
     residual = np.linalg.norm(points - center, axis=1) - radius - offset * g
     inliers = np.abs(residual) < scale_mm
     rms = float(np.sqrt(np.mean(residual[inliers] ** 2))) if inliers.any() else float("inf")
-    return SphereFit(center=center, radius=float(radius), rms=rms, inliers=inliers), float(offset)
+    all_inliers = np.zeros(len(finite), dtype=bool)
+    all_inliers[finite] = inliers
+    return SphereFit(center=center, radius=float(radius), rms=rms, inliers=all_inliers), float(offset)
