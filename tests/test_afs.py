@@ -378,14 +378,21 @@ def test_gpu_afs_matches_cpu(hard_case):
 # ------------------------------------------------------------------ blurred-cortex model of the head's edge
 
 
-def _blurred_head(radius, cortex_mm, psf_mm, spacing=1.0, noise_hu=15.0, seed=0):
-    """A head of cancellous bone inside a thin cortex in soft tissue, with partial volume and a Gaussian PSF."""
+def _blurred_head(radius, cortex_mm, psf_mm, spacing=1.0, noise_hu=15.0, seed=0, socket_gap_mm=None):
+    """A head of cancellous bone inside a thin cortex in soft tissue, with partial volume and a Gaussian PSF.
+
+    With ``socket_gap_mm``, under a socket: bone from that far beyond the head out to 12 mm more (a
+    1.5 mm subchondral plate, then cancellous), over the head and 12 deg below its equator.
+    """
     from scipy import ndimage as ndi
     n, fine = int(2 * radius / spacing) + 24, 3
     axis = (np.arange(n * fine) + 0.5) / fine * spacing - n * spacing / 2
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
     r = np.sqrt(x * x + y * y + z * z)
     hu = np.where(r > radius, 30.0, np.where(r > radius - cortex_mm, 1300.0, 350.0)).astype(np.float32)
+    if socket_gap_mm is not None:
+        socket = (r > radius + socket_gap_mm) & (r < radius + socket_gap_mm + 12.0) & (z > -0.2 * r)
+        hu = np.where(socket, np.where(r < radius + socket_gap_mm + 1.5, 1300.0, 300.0), hu).astype(np.float32)
     image = hu.reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5))  # partial volume
     image = ndi.gaussian_filter(image, psf_mm / spacing)
     image += np.random.default_rng(seed).normal(0.0, noise_hu, image.shape).astype(np.float32)
@@ -461,26 +468,10 @@ def test_cortex_model_at_3mm_holds_the_thickness_and_pulls_the_surface_in():
 # ------------------------------------------------------------------ socket coverage and the femur/pelvis split
 
 
-def _head_in_socket(radius, gap_mm, spacing, psf_mm=0.55, noise_hu=15.0, seed=0):
-    """:func:`_blurred_head` (1 mm cortex) under a socket: bone from ``gap_mm`` beyond the head out to
-    12 mm more (a 1.5 mm subchondral plate, then cancellous), over the head and 12 deg below its equator."""
-    from scipy import ndimage as ndi
-    n, fine = int(2 * radius / spacing) + 24, 3
-    axis = (np.arange(n * fine) + 0.5) / fine * spacing - n * spacing / 2
-    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
-    r = np.sqrt(x * x + y * y + z * z)
-    hu = np.where(r > radius, 30.0, np.where(r > radius - 1.0, 1300.0, 350.0))
-    socket = (r > radius + gap_mm) & (r < radius + gap_mm + 12.0) & (z > -0.2 * r)
-    hu = np.where(socket, np.where(r < radius + gap_mm + 1.5, 1300.0, 300.0), hu).astype(np.float32)
-    image = ndi.gaussian_filter(hu.reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5)), psf_mm / spacing)
-    image += np.random.default_rng(seed).normal(0.0, noise_hu, image.shape).astype(np.float32)
-    return image.astype(np.float32), np.full(3, n * spacing / 2 - 0.5 * spacing)
-
-
 def test_the_socket_beside_the_head_does_not_move_its_centre():
     """At 3 mm voxels the socket's rising edge, 4 mm beyond the head, pulls the head's steepest fall
     inwards on the lines it covers; a shared sphere put the centre 0.27 mm away from the socket."""
-    image, centre = _head_in_socket(24.0, gap_mm=4.0, spacing=3.0)
+    image, centre = _blurred_head(24.0, cortex_mm=1.0, psf_mm=0.55, spacing=3.0, socket_gap_mm=4.0)
     boundary = locate_boundary(image, centre / 3.0, 24.0, (3.0,) * 3, bone=image > 200)
     assert boundary.separable and boundary.covered.sum() >= 100
     assert boundary.beside_bone is not None and -1.0 <= boundary.bone_offset_mm < -0.1
