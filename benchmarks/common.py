@@ -52,10 +52,17 @@ def code_version() -> dict:
     """The commit the code runs at (``-dirty`` with uncommitted changes) and the date, for the record.
 
     Changed result files (``benchmarks/results``, written by an earlier benchmark in the same
-    checkout) are not code and do not make it dirty.
+    checkout) are not code and do not make it dirty. ``THAGPU_COMMIT``, where set, names the commit
+    instead: a lent device machine receives the working tree without its ``.git``.
     """
     import datetime
     root = Path(__file__).resolve().parents[1]
+    commit = os.environ.get("THAGPU_COMMIT") or _git_commit(root)
+    return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+
+
+def _git_commit(root: Path):
+    """``git rev-parse --short HEAD`` of ``root``, ``-dirty`` with uncommitted code; None without git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
@@ -64,8 +71,8 @@ def code_version() -> dict:
                                capture_output=True, text=True, check=True).stdout.strip()
         commit += "-dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")}
+        return None
+    return commit
 
 
 def peak_rss_mb() -> float:

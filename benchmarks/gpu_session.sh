@@ -14,7 +14,9 @@
 # call may be cut short when less is left. The script keeps to its own deadline, TOTAL seconds
 # (default 300), and packs after every step: pass TOTAL a little under each call's real limit
 # (timeout_s, or the budget_left_s that status reports minus the start), e.g.
-#   run(command="TOTAL=280 OUT=$OUT bash benchmarks/gpu_session.sh", timeout_s=300).
+#   run(command="TOTAL=280 THAGPU_COMMIT=<hash> OUT=$OUT bash benchmarks/gpu_session.sh", timeout_s=300).
+# THAGPU_COMMIT stamps the result files: the device receives the working tree without .git, so
+# commit first and name that commit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PART=${1:-core}
