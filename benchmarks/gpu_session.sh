@@ -15,6 +15,8 @@
 # (default 300), and packs after every step: pass TOTAL a little under each call's real limit
 # (timeout_s, or the budget_left_s that status reports minus the start), e.g.
 #   run(command="TOTAL=280 THAGPU_COMMIT=<hash> OUT=$OUT bash benchmarks/gpu_session.sh", timeout_s=300).
+# SKIP="name ..." leaves steps out and GPU_TESTS="files" narrows the gpu-marked tests (a rerun after a
+# fix, within what is left of the 15 minutes).
 # THAGPU_COMMIT stamps the result files: the device receives the working tree without .git, so
 # commit first and name that commit.
 set -uo pipefail
@@ -62,6 +64,7 @@ budget() {  # wanted seconds -> seconds this step may take (0: skip it)
 step() {  # name, timeout, command...: output kept in $WORK/name.log, its tail shown; returns its status
     local name=$1 limit rc; limit=$(budget "$2"); shift 2
     echo "== $name"
+    case " ${SKIP:-} " in *" $name "*) echo "skipped: named in SKIP" | tee "$WORK/$name.log"; return 1;; esac
     if [ "$limit" -eq 0 ]; then echo "skipped: out of time" | tee "$WORK/$name.log"; status=1; return 1; fi
     timeout "$limit" "$@" > "$WORK/$name.log" 2>&1; rc=$?
     [ "$rc" -eq 0 ] || status=1
@@ -83,7 +86,8 @@ if [ "$PART" != dataset ]; then
     # First the headline: BE + AFS on 512 x 512 x 300 without file I/O (target <= 1.5 s), and CPU/GPU
     # label agreement, so that it is measured even if later steps run out of time.
     run gpu_pipeline 120 python3 -m benchmarks.gpu_pipeline --out "$WORK"
-    step gpu_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_kernels.py tests/test_afs.py tests/test_gpu_parity.py
+    # shellcheck disable=SC2086  # GPU_TESTS is a list of test files
+    step gpu_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_kernels.py tests/test_afs.py tests/test_gpu_parity.py}
     run bone_parity 60 python3 -m benchmarks.bone_parity 7 hard small
     run bone_gpu_speed 60 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
     step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$WORK"

@@ -156,7 +156,7 @@ def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_pe
     # Inwards: up the region's indicator smoothed by a voxel. The rise of the CT along that
     # direction (HU per mm) is the gradient of the CT projected on it.
     inside = ndi.gaussian_filter(region.astype(xp.float32), 1.0, mode="nearest")
-    central = np.array([-0.5, 0.0, 0.5], dtype=np.float32)
+    central = xp.asarray([-0.5, 0.0, 0.5], dtype=xp.float32)  # cupyx takes device weights only
     rise = xp.zeros(light.shape, dtype=xp.float32)
     norm = xp.zeros(light.shape, dtype=xp.float32)
     for axis, step in enumerate(spacing):

@@ -1,0 +1,53 @@
+"""The GPU path of BE and AFS, run without a GPU through a strict stand-in for CuPy (``tests/fake_cupy.py``).
+
+The ``gpu``-marked parity tests need a GPU, which CI never has. Here they run in a subprocess where
+``cupy`` and ``cupyx.scipy.ndimage`` are the stand-in, whose arrays refuse to mix with NumPy arrays as
+CuPy's do: a NumPy array slipped into the GPU path (a filter's weights, a structure, an operand), or a
+device array converted to NumPy implicitly, fails here instead of on a lent GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fake_cupy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_stand_in_refuses_what_cupy_refuses():
+    device = fake_cupy.ndarray(np.arange(4, dtype=np.float32))
+    host = np.ones(4, dtype=np.float32)
+    with pytest.raises(TypeError):
+        device + host  # an operation mixing a device and a host array
+    with pytest.raises(TypeError):
+        np.where(device > 1, device, host)
+    with pytest.raises(TypeError):
+        np.asarray(device)  # implicit conversion to the host
+    with pytest.raises(TypeError):  # host weights to cupyx.scipy.ndimage (the bug of 2026-12-04)
+        fake_cupy._ndimage_attribute("correlate1d")(device, np.array([-0.5, 0.0, 0.5], dtype=np.float32))
+    with pytest.raises(TypeError):
+        fake_cupy.ascontiguousarray(host)
+    # What CuPy allows: scalars, device operands, explicit copies.
+    total = (device * np.float32(2) + device).sum()
+    assert type(total).__module__ == "cupy" and float(total) == pytest.approx(18.0)
+    np.testing.assert_array_equal(device.get(), np.arange(4, dtype=np.float32))
+    weights = fake_cupy.asarray(np.array([0.0, 1.0, 0.0], dtype=np.float32))
+    np.testing.assert_array_equal(fake_cupy._ndimage_attribute("correlate1d")(device, weights).get(), device.get())
+
+
+@pytest.mark.slow
+def test_gpu_parity_tests_pass_on_the_cpu_through_the_stand_in():
+    script = ("import sys, fake_cupy, pytest; fake_cupy.install(); "
+              "sys.exit(pytest.main(['-q', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests/test_gpu_parity.py']))")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout  # both tests ran (on "cupy" arrays: they assert it), none skipped
