@@ -341,6 +341,15 @@ def _gpu_lines(results: Path, history: CodeHistory) -> list:
         out.append(["gpu/bone_parity.json", f"BE CPU against GPU, {_shape(r['shape'])}: mask voxels differing; cut energies",
                     f"{r['mask_voxels_differing']} of {r['mask_voxels_cpu']}; {_fmt(r['cut_energy_cpu'], 3)} / "
                     f"{_fmt(r['cut_energy_gpu'], 3)}", cell("bone_parity.json", r)])
+    r = read("bench_kernels_gpu.json")
+    if r:
+        stamp = r.get("machine", {})
+        at = history.freshness(stamp.get("commit"), stamp.get("date"), CODE_PATHS["bench_kernels"],
+                               folder / "bench_kernels_gpu.json")
+        by_kernel: dict = {}
+        for row in r["rows"]:
+            by_kernel.setdefault(row["kernel"], []).append(f"{row['form']} {_fmt(row['median_ms'], 3)} ms")
+        out += [["gpu/bench_kernels_gpu.json", f"kernel {k} on the GPU", "; ".join(v), at] for k, v in by_kernel.items()]
     r = read("afs_full_gpu_warm.json")
     if r:
         last = r[sorted(r, key=int)[-1]]
