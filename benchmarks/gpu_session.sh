@@ -85,11 +85,11 @@ keep_new() {  # marker, files...: copy into $WORK the files written since the ma
 if [ "$PART" != dataset ]; then
     # First the headline: BE + AFS on 512 x 512 x 300 without file I/O (target <= 1.5 s), and CPU/GPU
     # label agreement, so that it is measured even if later steps run out of time.
-    run gpu_pipeline 120 python3 -m benchmarks.gpu_pipeline --out "$WORK"
+    run gpu_pipeline 240 python3 -m benchmarks.gpu_pipeline --out "$WORK"
     # shellcheck disable=SC2086  # GPU_TESTS is a list of test files
     step gpu_tests 200 python3 -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS:-tests/test_kernels.py tests/test_afs.py tests/test_gpu_parity.py}
     run bone_parity 60 python3 -m benchmarks.bone_parity 7 hard small
-    run bone_gpu_speed 60 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
+    run bone_gpu_speed 120 python3 -m benchmarks.bone_worker ours 2000 hard "$(python3 -c 'print(f"{380/300},{320/200},{230/160}")')" gpu
     step kernels_gpu 60 python3 -m benchmarks.bench_kernels --device gpu --out "$WORK"
     touch "$WORK/afs_gpu.start"
     step afs_gpu 120 python3 -m benchmarks.bench_accuracy --device gpu --quick
