@@ -8,6 +8,7 @@ device array converted to NumPy implicitly, fails here instead of on a lent GPU.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,3 +52,31 @@ def test_gpu_parity_tests_pass_on_the_cpu_through_the_stand_in():
                             timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 passed" in result.stdout  # both tests ran (on "cupy" arrays: they assert it), none skipped
+
+
+@pytest.mark.slow
+def test_thagpu_run_on_the_gpu_path_writes_the_cpu_labels(tmp_path):
+    """`thagpu run --device gpu` end to end (reading, BE, AFS, QC picture, writing) on the stand-in."""
+    import nibabel as nib
+
+    from thagpu.phantom import make_phantom, write_phantom
+
+    ct = write_phantom(make_phantom(4001, size="small", preset="hard"), tmp_path / "in")["ct"]
+    script = ("import sys, fake_cupy; fake_cupy.install(); from thagpu.cli import main; "
+              "main(['run', sys.argv[1], '--out', sys.argv[2], '--device', sys.argv[3]])")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+    outputs = {}
+    for device in ("gpu", "cpu"):
+        out = tmp_path / device
+        result = subprocess.run([sys.executable, "-c", script, str(ct), str(out), device], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        (case,) = out.iterdir()
+        assert (case / "qc.png").stat().st_size > 0
+        outputs[device] = case
+    measured = json.loads((outputs["gpu"] / "measurements.json").read_text())
+    assert measured["device"] == "gpu"
+    gpu_labels = np.asarray(nib.load(outputs["gpu"] / "labels.nii.gz").dataobj)
+    cpu_labels = np.asarray(nib.load(outputs["cpu"] / "labels.nii.gz").dataobj)
+    assert (gpu_labels > 0).sum() > 10000
+    np.testing.assert_array_equal(gpu_labels, cpu_labels)
