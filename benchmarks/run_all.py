@@ -426,8 +426,8 @@ def summary_markdown(results: Path = RESULTS, root: Path = ROOT) -> tuple:
         info = _load(results, "bench_accuracy_gpu")
         name = _machine_name(info["machine"]) if info else "a GPU machine"
         machines.setdefault(name, []).append("gpu/, bench_accuracy_gpu")
-        lines += [f"**GPU** (the last session on a GPU; these files carry no commit stamp, so each row says "
-                  f"whether the code changed after it was committed):", ""]
+        lines += ["**GPU** (files of the sessions on a GPU; newer files carry the commit they ran at, older ones "
+                  "none, and then the row says whether the code changed after the file was committed):", ""]
         lines += _table(["file", "measurement", "result", "measured at"], gpu) + [""]
     summary["other"] = other
     summary["gpu"] = gpu

@@ -4,9 +4,9 @@ them, every row says which code it describes, and rows measured before a code ch
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
-
 
 from benchmarks.common import RESULTS
 from benchmarks.run_all import (README_END, README_START, ROOT, STALE, CodeHistory, replace_readme_section,
@@ -43,12 +43,16 @@ def test_every_row_says_which_code_it_describes():
         assert f"| anatomic {spacing} |" in markdown
 
 
-def test_the_gpu_files_say_they_were_not_measured_on_the_current_code():
-    """``results/gpu/`` predates the commit stamps and the code changed after it was committed."""
+def test_gpu_rows_show_their_commit_or_say_they_are_not_measured_on_the_current_code():
+    """Files in ``results/gpu/`` from before the commit stamps say the code changed after they were
+    committed; the stamped ones (the H200 session of 2026-12-04) show the commit they ran at."""
     assert CodeHistory(ROOT).available, "the staleness marks need the git history (a clone has it)"
     _, markdown = summary_markdown()
     gpu = [line for line in markdown.splitlines() if line.startswith("| gpu/")]
-    assert gpu and all(STALE in line for line in gpu)
+    unstamped = [line for line in gpu if "| not recorded" in line]
+    stamped = [line for line in gpu if "| not recorded" not in line]
+    assert unstamped and all(STALE in line for line in unstamped)
+    assert stamped and all(re.search(r"\| [0-9a-f]{7,40}(-dirty)?, \d{4}-\d\d-\d\d", line) for line in stamped)
 
 
 def test_the_machines_come_from_the_result_files_not_from_this_machine(tmp_path, monkeypatch):
