@@ -282,10 +282,7 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
     kernels = _load(results, "bench_kernels")
     if kernels:
         at = _file_cell(history, kernels, "bench_kernels", results)
-        by_kernel: dict = {}
-        for r in kernels["rows"]:
-            by_kernel.setdefault(r["kernel"], []).append(f"{r['form']} {_fmt(r['median_ms'], 2)} ms")
-        out += [["kernels", k, "; ".join(v), at] for k, v in by_kernel.items()]
+        out += [["kernels", k, timings, at] for k, timings in _kernel_timings(kernels, digits=2).items()]
     models = _load(results, "bench_models")
     if models:
         at = _file_cell(history, models, "bench_models", results)
@@ -314,6 +311,14 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
 def _file_cell(history: CodeHistory, result: dict, name: str, results: Path) -> str:
     stamp = result.get("machine", {}) if isinstance(result, dict) else {}
     return history.freshness(stamp.get("commit"), stamp.get("date"), CODE_PATHS[name], results / f"{name}.json")
+
+
+def _kernel_timings(result: dict, digits: int) -> dict:
+    """Per kernel of a ``bench_kernels`` result, its forms' median times in one cell."""
+    by_kernel: dict = {}
+    for row in result["rows"]:
+        by_kernel.setdefault(row["kernel"], []).append(f"{row['form']} {_fmt(row['median_ms'], digits)} ms")
+    return {kernel: "; ".join(forms) for kernel, forms in by_kernel.items()}
 
 
 def _gpu_lines(results: Path, history: CodeHistory) -> list:
@@ -346,10 +351,8 @@ def _gpu_lines(results: Path, history: CodeHistory) -> list:
         stamp = r.get("machine", {})
         at = history.freshness(stamp.get("commit"), stamp.get("date"), CODE_PATHS["bench_kernels"],
                                folder / "bench_kernels_gpu.json")
-        by_kernel: dict = {}
-        for row in r["rows"]:
-            by_kernel.setdefault(row["kernel"], []).append(f"{row['form']} {_fmt(row['median_ms'], 3)} ms")
-        out += [["gpu/bench_kernels_gpu.json", f"kernel {k} on the GPU", "; ".join(v), at] for k, v in by_kernel.items()]
+        out += [["gpu/bench_kernels_gpu.json", f"kernel {k} on the GPU", timings, at]
+                for k, timings in _kernel_timings(r, digits=3).items()]
     r = read("afs_full_gpu_warm.json")
     if r:
         last = r[sorted(r, key=int)[-1]]

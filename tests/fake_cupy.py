@@ -29,25 +29,17 @@ _IMPLICIT = ("Implicit conversion to a NumPy array is not allowed. Please use `.
              "array explicitly.")
 
 
-def _unwrap(value, where: str):
-    """``value`` with device arrays replaced by their NumPy arrays; a NumPy array is refused."""
+def _unwrap(value, where: str | None):
+    """``value`` with device arrays replaced by their NumPy arrays. A NumPy array is refused, naming
+    ``where``; with ``where=None`` it is let through (indices and assigned values)."""
     if isinstance(value, ndarray):
         return value._array
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) and where is not None:
         raise TypeError(f"Unsupported type {type(value)} in {where} (a NumPy array mixed with device arrays)")
     if isinstance(value, (list, tuple)):
         return type(value)(_unwrap(item, where) for item in value)
     if isinstance(value, dict):
         return {key: _unwrap(item, where) for key, item in value.items()}
-    return value
-
-
-def _unwrap_lenient(value):
-    """As :func:`_unwrap`, NumPy arrays allowed (indices and assigned values)."""
-    if isinstance(value, ndarray):
-        return value._array
-    if isinstance(value, (list, tuple)):
-        return type(value)(_unwrap_lenient(item) for item in value)
     return value
 
 
@@ -88,10 +80,10 @@ class ndarray(NDArrayOperatorsMixin):
         return self._array.copy()
 
     def __getitem__(self, key):
-        return _wrap(self._array[_unwrap_lenient(key)])
+        return _wrap(self._array[_unwrap(key, None)])
 
     def __setitem__(self, key, value):
-        self._array[_unwrap_lenient(key)] = _unwrap_lenient(value)
+        self._array[_unwrap(key, None)] = _unwrap(value, None)
 
     def __len__(self):
         return len(self._array)
@@ -231,7 +223,7 @@ def _host_kernel(cpu_form):
     def call(first, *args, **kwargs):
         if not isinstance(first, ndarray):
             return cpu_form(first, *args, **kwargs)
-        return _wrap(cpu_form(first._array, *_unwrap_lenient(args), **kwargs))
+        return _wrap(cpu_form(first._array, *_unwrap(args, None), **kwargs))
     return call
 
 

@@ -22,6 +22,13 @@ import fake_cupy
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _with_stand_in(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -c script args`` in a subprocess whose CuPy is the stand-in (installed first)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+    return subprocess.run([sys.executable, "-c", "import fake_cupy; fake_cupy.install(); " + script, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
 def test_the_stand_in_refuses_what_cupy_refuses():
     device = fake_cupy.ndarray(np.arange(4, dtype=np.float32))
     host = np.ones(4, dtype=np.float32)
@@ -45,11 +52,8 @@ def test_the_stand_in_refuses_what_cupy_refuses():
 
 @pytest.mark.slow
 def test_gpu_parity_tests_pass_on_the_cpu_through_the_stand_in():
-    script = ("import sys, fake_cupy, pytest; fake_cupy.install(); "
-              "sys.exit(pytest.main(['-q', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests/test_gpu_parity.py']))")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = _with_stand_in("import sys, pytest; "
+                            "sys.exit(pytest.main(['-q', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests/test_gpu_parity.py']))")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "2 passed" in result.stdout  # both tests ran (on "cupy" arrays: they assert it), none skipped
 
@@ -62,14 +66,12 @@ def test_thagpu_run_on_the_gpu_path_writes_the_cpu_labels(tmp_path):
     from thagpu.phantom import make_phantom, write_phantom
 
     ct = write_phantom(make_phantom(4001, size="small", preset="hard"), tmp_path / "in")["ct"]
-    script = ("import sys, fake_cupy; fake_cupy.install(); from thagpu.cli import main; "
+    script = ("import sys; from thagpu.cli import main; "
               "main(['run', sys.argv[1], '--out', sys.argv[2], '--device', sys.argv[3]])")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
     outputs = {}
     for device in ("gpu", "cpu"):
         out = tmp_path / device
-        result = subprocess.run([sys.executable, "-c", script, str(ct), str(out), device], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = _with_stand_in(script, str(ct), str(out), device)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         (case,) = out.iterdir()
         assert (case / "qc.png").stat().st_size > 0
