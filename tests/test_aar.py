@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +95,18 @@ def test_training_is_seeded_and_deterministic(fresh, tmp_path):
     with RefineStore(fresh) as store:
         rows = store.cases()
         samples = [load_sample(row, store.current_label(row)[1], TINY)[0] for row in rows[:2]]
-    first = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "a.pt")
-    second = train_fold(samples, 0, 1, TINY, "cpu", tmp_path / "b.pt")
+    mirrored = replace(TINY, mirror_sides=True)
     import torch
-    a, b = torch.load(first, weights_only=False), torch.load(second, weights_only=False)
+
+    def weights(config, name):
+        return torch.load(train_fold(samples, 0, 1, config, "cpu", tmp_path / name), weights_only=False)
+
+    a, b, c, d = weights(TINY, "a.pt"), weights(TINY, "b.pt"), weights(mirrored, "c.pt"), weights(mirrored, "d.pt")
     assert a["train_cases"] == sorted(s.case_id for s in samples)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    # Mirrored patients are seeded too, and do reach the network (its weights differ).
+    assert all(torch.equal(c["state_dict"][k], d["state_dict"][k]) for k in c["state_dict"])
+    assert not all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_folds_never_predict_their_own_training_cases(fresh):

@@ -238,6 +238,10 @@ class AARConfig:
     #: weight, other bone 1, so hips are seen often even in whole-volume samples (the CPU preset of
     #: the model benchmark uses it).
     hip_crop_weight: float = 0.0
+    #: Mirror half of the training crops across the patient's left-right axis, swapping the left and
+    #: right hip labels (:mod:`thagpu.aar.augment`): each side's classes learn from both hips. On in
+    #: the model benchmark's presets; off here until the AAR benchmark has been run with it.
+    mirror_sides: bool = False
     #: Sliding-window overlap at inference.
     sw_overlap: float = 0.25
     #: Dropout probability in the network's blocks while training (0: none). Above 0, scoring also

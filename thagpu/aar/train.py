@@ -2,7 +2,8 @@
 
 Each case becomes one sample: its hip region (:mod:`thagpu.aar.roi`) at the fixed spacing, CT
 normalised to [0, 1] and its current label. Fold ``k``'s model trains on the cases of every other
-fold (MONAI: positive/negative-balanced random crops, intensity shifts, batch Dice + cross-entropy) and
+fold (MONAI: positive/negative-balanced random crops, intensity shifts, with ``aar.mirror_sides`` mirrored
+patients (:mod:`thagpu.aar.augment`), batch Dice + cross-entropy) and
 predicts only the cases of fold ``k`` (sliding window, Gaussian blending), so no case is predicted by a
 model that saw its label. On a GPU the forward passes run under bf16 autocast, channels-last.
 """
@@ -108,6 +109,8 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     from monai.transforms import (Compose, RandCropByLabelClassesd, RandCropByPosNegLabeld, RandScaleIntensityd,
                                   RandShiftIntensityd, SpatialPadd)
 
+    from .augment import RandMirrorSidesd
+
     seed = int(np.random.SeedSequence([config.seed, round_, fold]).generate_state(1)[0])
     _seed_everything(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -116,6 +119,7 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
     transform = Compose([
         SpatialPadd(keys=["image", "label"], spatial_size=patch),
         _crop(config, patch, RandCropByLabelClassesd, RandCropByPosNegLabeld),
+        *([RandMirrorSidesd(keys=["image", "label"], label_key="label", prob=0.5)] if config.mirror_sides else []),
         RandShiftIntensityd(keys="image", offsets=0.03, prob=0.5),
         RandScaleIntensityd(keys="image", factors=0.05, prob=0.5),
     ])
