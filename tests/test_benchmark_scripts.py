@@ -69,3 +69,26 @@ def test_bone_speed_rows_solve_the_same_energy_to_the_same_minimum(capsys):
     assert ours["graph_nodes"] < cropped["graph_nodes"] < uncropped["graph_nodes"]
     assert abs(ours["box_energy_gap_rel"]) < 1e-9
     assert {"speedup_vs_uncropped", "speedup_vs_cropped"} <= set(ours)
+
+
+def test_partial_volume_case_accounts_for_every_acetabulum_error():
+    """One 3 mm phantom: the perfect partial-volume reader agrees with the centre truth almost
+    everywhere, our acetabulum's false and missed voxels are each counted once, and the summary
+    gives them per 100 true voxels."""
+    from benchmarks.bench_partial_volume import run_case, summarise
+
+    row = run_case(9003, "anatomic", (3.0, 3.0, 3.0))
+    assert 0.5 < row["bone_dice"] < 1.0 and row["bone_dice_reader"] > 0.98
+    ok = [s for s in row["sides"] if s["status"] == "ok"]
+    assert ok, "this seed's sides are read at 3 mm (bench_accuracy)"
+    for side in ok:
+        assert side["dice_acetabulum_reader"] >= side["dice_acetabulum"] - 0.02
+        false = side["acet_fp_soft"] + side["acet_fp_partial"] + side["acet_fp_mostly_bone"]
+        missed = side["acet_fn_unmasked"] + side["acet_fn_other_label"]
+        # Dice = 2 TP / (2 TP + FP + FN), with TP = truth - FN.
+        tp = side["acet_voxels"] - missed
+        assert side["dice_acetabulum"] == 2 * tp / (2 * tp + false + missed)
+    summary = summarise([dict(row, experiment="x")])
+    assert summary["ok_sides"] == len(ok)
+    assert summary["acet_fp_partial_per_100"] == round(
+        100.0 * sum(s["acet_fp_partial"] for s in ok) / sum(s["acet_voxels"] for s in ok), 2)

@@ -287,3 +287,20 @@ def test_truth_is_plain_json_and_written(tmp_path):
         for side in truth["sides"].values():
             assert side["joint_space_min_mm"] <= side["joint_space_mean_mm"] == side["joint_space_mm"]
             assert side["bone_quality"] in ("normal", "osteoporotic") and side["oa_grade"] in (0, 1, 2, 3)
+
+
+def test_bone_fraction_is_the_voxels_share_of_bone_and_changes_nothing_else():
+    """A voxel wholly inside bone has fraction 1 and a bone label; one wholly outside, 0 and none;
+    a voxel's centre lies in bone about when most of it is bone. The CT is the same with or without."""
+    kwargs = dict(size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0), fov_mm=(120.0, 100.0, 60.0))
+    plain, case = make_phantom(5, **kwargs), make_phantom(5, bone_fraction=True, **kwargs)
+    assert plain.bone_fraction is None
+    np.testing.assert_array_equal(plain.ct, case.ct)
+    fraction, bone = case.bone_fraction, (case.parts > 0) & (case.parts != PARTS["metal"])
+    assert fraction.shape == case.ct.shape and fraction.dtype == np.float32
+    assert fraction.min() >= 0.0 and fraction.max() <= 1.0
+    assert bone[fraction == 1.0].all() and not bone[fraction == 0.0].any()
+    partial = (fraction > 0) & (fraction < 1)
+    assert partial.sum() > 1000  # 3 mm voxels: every surface is partial volume
+    agree = np.mean((fraction[partial] >= 0.5) == bone[partial])
+    assert agree > 0.8

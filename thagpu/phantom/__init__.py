@@ -126,6 +126,10 @@ class PhantomCase:
         The content of ``gt.json``.
     materials : (I, J, K) ndarray of uint8
         Tissue at each voxel centre (:data:`MATERIALS`), e.g. to find the table.
+    bone_fraction : (I, J, K) ndarray of float32 or None
+        Share of each voxel's volume that is bone (``make_phantom(..., bone_fraction=True)``), from the
+        samples the CT averages: what a perfect reader of partial volume could know, where the labels
+        say only what lies at each voxel's centre.
     """
 
     case_id: str
@@ -135,6 +139,7 @@ class PhantomCase:
     geometry: Geometry
     truth: dict
     materials: np.ndarray | None = None
+    bone_fraction: np.ndarray | None = None
 
     def to_volume(self):
         """The CT as a canonical :class:`~thagpu.volume.Volume`, as ``load_ct`` would return it."""
@@ -254,7 +259,8 @@ def labels_from_parts(parts, grid: Grid, centers_ras: dict, radii: dict, implant
 
 def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PRESET, spacing=None,
                  joint_space_mm=None, implant_side=None, truncate_side=None, header=None,
-                 case_id=None, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
+                 case_id=None, truncate_mode=None, fov_mm=None, fov_center_mm=None,
+                 bone_fraction: bool = False) -> PhantomCase:
     """Draw and render one hip CT phantom with its ground truth.
 
     Parameters
@@ -292,6 +298,8 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
     fov_mm, fov_center_mm : (float, float, float), optional
         Anatomic presets: extent (RAS x, y, z) and centre (scanner RAS mm) of
         the field of view instead of the size's and the preset's.
+    bone_fraction : bool
+        Also keep each voxel's bone share (:attr:`PhantomCase.bone_fraction`).
     """
     if size not in SIZES:
         raise ValueError(f"unknown phantom size {size!r}; choose from {', '.join(SIZES)}")
@@ -301,7 +309,7 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
     rng = np.random.default_rng(seed)
     if spec.anatomic is not None:
         return _make_anatomic(seed, rng, size, preset, spec, spacing, joint_space_mm, implant_side, truncate_side,
-                              header, case_id, truncate_mode, fov_mm, fov_center_mm)
+                              header, case_id, truncate_mode, fov_mm, fov_center_mm, bone_fraction)
     if joint_space_mm is None:
         joint_space_mm = spec.joint_space_mm
     elif np.isscalar(joint_space_mm):
@@ -334,14 +342,15 @@ def make_phantom(seed: int = 0, *, size: str = "small", preset: str = DEFAULT_PR
         trabecular_texture_hu=float(rng.uniform(30, 60)),
         streak_hu=float(rng.uniform(250, 500)) if implant_side else 0.0,
         table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad)
-    ct, parts, materials = render(anatomy, grid, rotation, translation, acquisition, rng)
+    ct, parts, materials, fraction = render(anatomy, grid, rotation, translation, acquisition, rng,
+                                            bone_fraction=bone_fraction)
     radii = {name: side.head_radius for name, side in anatomy.sides.items()}
     labels = labels_from_parts(parts, grid, centers, radii, implant_side)
     case_id = case_id or f"{preset}-{size}-{seed:05d}"
     truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
                    centers, implant_side, truncate_side, labels, acquisition)
     return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
-                       truth=truth, materials=materials)
+                       truth=truth, materials=materials, bone_fraction=fraction)
 
 
 def _anatomic_spacing(rng, size, preset: Preset, spacing, fov_mm=None):
@@ -399,7 +408,8 @@ def _anatomic_field_of_view(rng, spec, centers, radii, phys, shape_ras, truncate
 
 
 def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_mm, implant_side, truncate_side,
-                   header, case_id, truncate_mode=None, fov_mm=None, fov_center_mm=None) -> PhantomCase:
+                   header, case_id, truncate_mode=None, fov_mm=None, fov_center_mm=None,
+                   bone_fraction=False) -> PhantomCase:
     if joint_space_mm is not None and np.isscalar(joint_space_mm):
         joint_space_mm = (float(joint_space_mm), float(joint_space_mm))
     anatomy, info = sample_anatomic(rng, spec.anatomic, joint_space_mm=joint_space_mm, implant_side=implant_side)
@@ -430,7 +440,8 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
         streak_hu=float(rng.uniform(250, 500)) if implant_sides else 0.0,
         table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad,
         supersample=_anatomic_supersampling(grid.spacing), noise_corr_mm=0.8)
-    ct, parts, materials = render(anatomy, grid, rotation, translation, acquisition, rng)
+    ct, parts, materials, fraction = render(anatomy, grid, rotation, translation, acquisition, rng,
+                                            bone_fraction=bone_fraction)
     labels = labels_from_parts(parts, grid, centers, radii, implant_sides)
     case_id = case_id or f"{preset}-{size}-{seed:05d}"
     truth = _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, translation, angles,
@@ -467,7 +478,7 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
                        "surface (min in joint_space_min_mm); center_edge_angle_deg is measured on the bone in the "
                        "pelvis's coronal plane.")
     return PhantomCase(case_id=case_id, ct=ct, labels=labels, parts=parts, geometry=grid.geometry(),
-                       truth=truth, materials=materials)
+                       truth=truth, materials=materials, bone_fraction=fraction)
 
 
 def _visible_fraction(grid: Grid, center, radius) -> float:

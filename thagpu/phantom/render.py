@@ -421,8 +421,15 @@ def _streaks(hu, grid: Grid, metal, world, acquisition: Acquisition, rng):
         hu[:, :, k0:k1] += np.where(metal[:, :, k0:k1], 0.0, streak).astype(np.float32)
 
 
-def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acquisition, rng):
+def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acquisition, rng, *,
+           bone_fraction: bool = False):
     """Render the CT (int16 HU) and the truth parts map, both in stored (i, j, k) order.
+
+    Parameters
+    ----------
+    bone_fraction : bool
+        Also return the share of each voxel's volume that is bone, from the same fine samples the
+        CT averages (a float32 array as large as the CT, so only on request).
 
     Returns
     -------
@@ -431,6 +438,8 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
         :data:`PARTS` codes at voxel centres.
     material : (I, J, K) ndarray of uint8
         :data:`MATERIALS` codes at voxel centres.
+    fraction : (I, J, K) ndarray of float32 or None
+        Bone (any part but metal) per voxel, in [0, 1]; None unless ``bone_fraction``.
     """
     factors = acquisition.supersample or _supersampling(grid.spacing)
     fine = tuple(n * f for n, f in zip(grid.shape, factors))
@@ -445,6 +454,7 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
     cancellous = np.empty(shape, dtype=np.float32)
     parts = np.empty(shape, dtype=np.uint8)
     materials = np.empty(shape, dtype=np.uint8)
+    fraction = np.empty(shape, dtype=np.float32) if bone_fraction else None
     per_slice = shape[0] * shape[1] * factors[0] * factors[1] * factors[2]
     step = max(1, acquisition.max_points // per_slice)
     for k0 in range(0, shape[2], step):
@@ -472,6 +482,9 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
         centre = (slice(fi // 2, None, fi), slice(fj // 2, None, fj), slice(fk // 2, None, fk))
         parts[:, :, k0:k1] = part[centre]
         materials[:, :, k0:k1] = material[centre]
+        if fraction is not None:
+            bone = (part > 0) & (part != PARTS["metal"])
+            fraction[:, :, k0:k1] = bone.reshape(coarse).mean(axis=(1, 3, 5))
     if acquisition.trabecular_texture_hu > 0:
         texture = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), 0.8)
         texture *= acquisition.trabecular_texture_hu / max(float(texture.std()), 1e-6)
@@ -487,4 +500,4 @@ def render(anatomy: Anatomy, grid: Grid, rotation, translation, acquisition: Acq
     noise *= acquisition.noise_hu / max(float(noise.std()), 1e-6)
     hu += noise
     ct = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    return ct, parts, materials
+    return ct, parts, materials, fraction
