@@ -88,6 +88,7 @@ def test_partial_volume_case_accounts_for_every_acetabulum_error():
         # Dice = 2 TP / (2 TP + FP + FN), with TP = truth - FN.
         tp = side["acet_voxels"] - missed
         assert side["dice_acetabulum"] == 2 * tp / (2 * tp + false + missed)
+        assert 0 <= side["acet_fn_beyond_reach"] <= side["acet_fn_other_label"]
     summary = summarise([dict(row, experiment="x")])
     assert summary["ok_sides"] == len(ok)
     assert summary["acet_fp_partial_per_100"] == round(
