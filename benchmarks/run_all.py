@@ -35,6 +35,7 @@ BENCHMARKS = {
     "models": ("benchmarks.bench_models", ["--preset", "cpu"],
                ["--preset", "cpu", "--epochs", "2", "--seeds", "2", "--models", "unet"]),
     "aar": ("benchmarks.bench_aar", [], ["--cases", "9", "--rounds", "2"]),
+    "partial_volume": ("benchmarks.bench_partial_volume", [], ["--quick"]),
 }
 
 
@@ -49,6 +50,7 @@ CODE_PATHS = {
     "bench_kernels": ("kernels",),
     "bench_models": ("thagpu/model_benchmark.py", "thagpu/aar"),
     "bench_aar": ("thagpu/aar",),
+    "bench_partial_volume": PIPELINE,
     "gpu": PIPELINE,
 }
 
@@ -305,6 +307,14 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
         at = _file_cell(history, aar, "bench_aar", results)
         out += [["AAR", f"mean Dice by round: {name}", " ".join(_fmt(v) for v in values), at]
                 for name, values in aar["strategies"].items()]
+    partial = _load(results, "bench_partial_volume")
+    if partial:
+        at = _file_cell(history, partial, "bench_partial_volume", results)
+        out += [["partial volume", f"{name}: acetabulum Dice, ours / less its voxels under half bone; bone Dice, "
+                 "ours / a perfect reader",
+                 f"{_fmt(e['ok_mean_dice_acetabulum'])} / {_fmt(e['ok_mean_dice_acetabulum_reader'])}; "
+                 f"{_fmt(e['mean_bone_dice'], 4)} / {_fmt(e['mean_bone_dice_reader'], 4)}", at]
+                for name, e in partial["experiments"].items()]
     return out
 
 
@@ -418,7 +428,7 @@ def summary_markdown(results: Path = RESULTS, root: Path = ROOT) -> tuple:
         lines += table + [""]
         summary["accuracy"] = {"experiments": accuracy["experiments"], "measured_at": at}
     other += _other_lines(results, history)
-    for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar"):
+    for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar", "bench_partial_volume"):
         result = _load(results, name)
         if result:
             machines.setdefault(_machine_name(result.get("machine", {})), []).append(name)
