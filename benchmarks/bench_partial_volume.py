@@ -58,13 +58,14 @@ def run_case(seed: int, preset: str, spacing) -> dict:
     mask = np.asarray(extract_bone(volume).mask)
     labels, measurements = segment_hips(volume, mask)
     truth = case.canonical_labels()
-    mostly_bone = case.canonical(case.bone_fraction) >= 0.5
     fraction = case.canonical(case.bone_fraction)
-    def beyond_reach(measured):  # farther from the measured head centre than the label's reach
-        distance = np.linalg.norm(points - np.asarray(measured["head_center_mm"]), axis=-1)
-        return distance > schema.ACETABULUM_RADIUS_FACTOR * measured["head_radius_mm"]
+    mostly_bone = fraction >= 0.5
 
-    points = volume.index_to_ras(np.indices(volume.shape).reshape(3, -1).T).reshape(volume.shape + (3,))
+    def beyond_reach(selected, measured) -> int:
+        """How many ``selected`` voxels lie farther from the measured head centre than the label's reach."""
+        distance = np.linalg.norm(volume.index_to_ras(np.argwhere(selected)) - measured["head_center_mm"], axis=1)
+        return int((distance > schema.ACETABULUM_RADIUS_FACTOR * measured["head_radius_mm"]).sum())
+
     row = {"case": case.case_id, "seed": seed, "shape": list(case.ct.shape),
            "bone_dice": _dice(mask, truth > 0), "bone_dice_reader": _dice(mostly_bone, truth > 0), "sides": []}
     for side, (head, cup) in schema.SIDE_LABELS.items():
@@ -83,7 +84,7 @@ def run_case(seed: int, preset: str, spacing) -> dict:
             "acet_fp_partial": int((false & (fraction > 0) & ~mostly_bone).sum()),
             "acet_fp_mostly_bone": int((false & mostly_bone).sum()),
             "acet_fn_unmasked": int((missed & ~mask).sum()), "acet_fn_other_label": int((missed & mask).sum()),
-            "acet_fn_beyond_reach": int((missed & mask & beyond_reach(measurements["sides"][side])).sum())})
+            "acet_fn_beyond_reach": beyond_reach(missed & mask, measurements["sides"][side])})
     return row
 
 
