@@ -41,16 +41,12 @@ EXPERIMENTS = {
 }
 
 
-def _dice(a, b) -> float | None:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else None
-
-
 def run_case(seed: int, preset: str, spacing) -> dict:
     """One phantom: our labels and a perfect partial-volume reader's, against the centre truth."""
     from thagpu import labels as schema
     from thagpu.afs import segment_hips
     from thagpu.bone import extract_bone
+    from thagpu.metrics import dice
     from thagpu.phantom import make_phantom
 
     case = make_phantom(seed, size="small", preset=preset, spacing=spacing, bone_fraction=True)
@@ -67,7 +63,7 @@ def run_case(seed: int, preset: str, spacing) -> dict:
         return int((distance > schema.ACETABULUM_RADIUS_FACTOR * measured["head_radius_mm"]).sum())
 
     row = {"case": case.case_id, "seed": seed, "shape": list(case.ct.shape),
-           "bone_dice": _dice(mask, truth > 0), "bone_dice_reader": _dice(mostly_bone, truth > 0), "sides": []}
+           "bone_dice": dice(mask, truth > 0), "bone_dice_reader": dice(mostly_bone, truth > 0), "sides": []}
     for side, (head, cup) in schema.SIDE_LABELS.items():
         status = measurements["sides"][side]["status"]
         if status != "ok":
@@ -77,9 +73,9 @@ def run_case(seed: int, preset: str, spacing) -> dict:
         false, missed = ours & ~true_cup, true_cup & ~ours
         row["sides"].append({
             "side": side, "status": status, "acet_voxels": int(true_cup.sum()),
-            "dice_acetabulum": _dice(ours, true_cup), "dice_acetabulum_reader": _dice(ours & mostly_bone, true_cup),
-            "dice_head": _dice(labels == head, truth == head),
-            "dice_head_reader": _dice((labels == head) & mostly_bone, truth == head),
+            "dice_acetabulum": dice(ours, true_cup), "dice_acetabulum_reader": dice(ours & mostly_bone, true_cup),
+            "dice_head": dice(labels == head, truth == head),
+            "dice_head_reader": dice((labels == head) & mostly_bone, truth == head),
             "acet_fp_soft": int((false & (fraction == 0)).sum()),
             "acet_fp_partial": int((false & (fraction > 0) & ~mostly_bone).sum()),
             "acet_fp_mostly_bone": int((false & mostly_bone).sum()),
