@@ -616,3 +616,25 @@ def test_neither_flood_crosses_the_joints_soft_tissue():
     assert measurements["sides"]["right"]["status"] == "ok"
     assert dice(labels == head, truth == head) >= 0.975
     assert dice(labels == cup, truth == cup) >= 0.82
+
+
+def test_cortex_model_knows_a_blurred_sphere_reads_smaller():
+    """Profiles of an exactly blurred two-layer ball (the 3-D Gaussian blur of a sphere has a closed
+    form): modelled as concentric spheres, the fitted surface is the ball's to 0.03 mm; modelled as
+    planes it lies about sigma^2 / R inside it, the bias of a flat model of a curved head."""
+    from scipy.special import erf
+    from thagpu.afs.cortex_model import SAMPLE_OFFSETS_MM, fit_cortex_offset
+
+    def ball(r, rho, s):  # a ball of radius rho blurred by a 3-D Gaussian of SD s, at distance r
+        a, b = (rho - r) / (np.sqrt(2) * s), (rho + r) / (np.sqrt(2) * s)
+        return 0.5 * (erf(a) + erf(b)) - s / (r * np.sqrt(2 * np.pi)) * (np.exp(-a * a) - np.exp(-b * b))
+
+    radius, cortex, s = 22.0, 1.0, 1.6
+    r = radius + SAMPLE_OFFSETS_MM
+    outer, inner = ball(r, radius, s), ball(r, radius - cortex, s)
+    profile = 30.0 + 1270.0 * outer - 950.0 * inner  # soft 30, cortex 1300, cancellous 350 HU
+    profiles, sigma = np.tile(profile, (40, 1)), np.full(40, s)
+    curved = fit_cortex_offset(profiles, SAMPLE_OFFSETS_MM, sigma, thickness_mm=cortex, radius_mm=radius)
+    flat = fit_cortex_offset(profiles, SAMPLE_OFFSETS_MM, sigma, thickness_mm=cortex)
+    assert abs(curved.offset_mm) <= 0.03
+    assert -1.5 * s * s / radius <= flat.offset_mm <= -0.5 * s * s / radius

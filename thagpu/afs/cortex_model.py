@@ -127,9 +127,18 @@ class _EdgeTable:
 
     STEP_MM = 0.025
 
-    def __init__(self, profiles, offsets, sigma, lo_mm, hi_mm):
+    def __init__(self, profiles, offsets, sigma, lo_mm, hi_mm, radius_mm=None):
         self.positions = np.arange(lo_mm, hi_mm + self.STEP_MM / 2, self.STEP_MM)
-        steps = ndtr((offsets[None, None, :] - self.positions[:, None, None]) / sigma[None, :, None])
+        z = (offsets[None, None, :] - self.positions[:, None, None]) / sigma[None, :, None]
+        steps = ndtr(z)
+        if radius_mm is not None:
+            # The surfaces are spheres about the line's origin, not planes: a ball of radius rho blurred
+            # by a Gaussian of SD s reads Phi((rho - r) / s) - (s / r) phi((rho - r) / s) at distance r
+            # from its centre (terms of order exp(-(rho + r)^2 / 2 s^2) dropped), so its half-maximum
+            # surface lies about s^2 / rho inside it (0.1 mm for a 24 mm head under the 1.6 mm blur of
+            # 3 mm voxels). The step from inside to outside gains the second term.
+            r = np.maximum(radius_mm + offsets, 1.0)
+            steps = steps + (sigma[None, :, None] / r[None, None, :]) * np.exp(-0.5 * z * z) / np.sqrt(2.0 * np.pi)
         self.steps = steps  # (P, L, S)
         self.sum = steps.sum(axis=2)
         self.square = (steps * steps).sum(axis=2)
@@ -162,7 +171,7 @@ class _EdgeTable:
 
 
 def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = CORTICAL_MAX_HU,
-                      thickness_mm: float | None = None):
+                      thickness_mm: float | None = None, radius_mm: float | None = None):
     """Fit the shared surface offset and cortical thickness of blurred-cortex profiles.
 
     Parameters
@@ -177,6 +186,10 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
     thickness_mm : float, optional
         Hold the cortical thickness at this value and fit the offset alone (under a blur much wider
         than the cortex, where thickness and density trade off).
+    radius_mm : float, optional
+        The radius of the sphere the offsets are measured from: the surfaces are modelled as concentric
+        spheres (the blur of a curved surface moves its half maximum inwards, by about
+        ``sigma^2 / radius``); None models them as planes.
 
     Returns
     -------
@@ -189,7 +202,8 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
     fixed = thickness_mm is not None
     # The table spans every inner edge searched: the deepest offset less the thickest cortex.
     deepest = float(thickness_mm) if fixed else THICKNESS_RANGE_MM[1]
-    table = _EdgeTable(profiles, offsets, sigma, OFFSET_RANGE_MM[0] - deepest - 0.25, OFFSET_RANGE_MM[1] + 0.15)
+    table = _EdgeTable(profiles, offsets, sigma, OFFSET_RANGE_MM[0] - deepest - 0.25, OFFSET_RANGE_MM[1] + 0.15,
+                       radius_mm)
     best = None
 
     def search(surfaces, thicknesses):
@@ -274,4 +288,5 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     clean = np.isfinite(profiles).all(axis=1) & ~(profiles[:, SAMPLE_OFFSETS_MM > 0.8] >= SOFT_MAX_HU).any(axis=1)
     if clean.sum() < MIN_LINES:
         return None
-    return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean], thickness_mm=thickness)
+    return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean], thickness_mm=thickness,
+                             radius_mm=float(radius_mm))
