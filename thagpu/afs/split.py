@@ -43,6 +43,15 @@ NECK_MARKER_MM = 8.0
 #: thin, joins the joint space through voxels below 100 HU (at 100 HU, half the socket of anatomic
 #: seed 9014 at 0.8 x 0.8 x 3 mm went with the fat: acetabulum Dice 0.86 -> 0.61).
 JOINT_SOFT_TISSUE_HU = -20.0
+#: The socket's surface lies beyond its edge by this share of the head's cortex offset
+#: (``SurfaceField.edge_offset``): the socket's subchondral plate blurs like the head's cortex, its
+#: steepest fall moving into the joint, while across a joint space about as narrow as the blur the two
+#: edges pull apart, which undoes part of it. Voxels centred between the edge and the surface are
+#: mostly cartilage. Chosen on anatomic dev seeds 9100-9107 (acetabulum Dice at 3 mm: shift 0 / 0.5 /
+#: 0.75 / 1: 0.913 / 0.922 / 0.924 / 0.920; 0.8 x 0.8 x 3 mm 0.917 / 0.924 / 0.926 / 0.927; 1 mm
+#: (9100-9105) 0.958 / - / 0.960 / 0.956; osteoporotic 9620-9625 at 0.8 x 0.8 x 3 mm 0.906 -> 0.914 at
+#: 0.75; hard 5100-5102 0.941 -> 0.939).
+SOCKET_EDGE_SHIFT = 0.75
 #: Lines this far (in the cosine of the angle to the rim plane's normal) beyond the rim plane, on its
 #: neck's side, are clear of the rim and its osteophytes (about 17 deg at the plane's equator).
 NECK_MARGIN = 0.3
@@ -298,7 +307,7 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     femur_seed |= field.neck[line] & (r > head_r + MARKER_DEPTH_MM) & (r < head_r + NECK_MARKER_MM)
     pelvis_seed = covered & (r > socket_r + MARKER_DEPTH_MM)
     # The joint's soft tissue. The joint space: voxel centres between the head's edge and the
-    # socket's, where a socket covers the head. At voxels about as coarse as the joint space the mask
+    # socket's surface (its edge moved by SOCKET_EDGE_SHIFT), where a socket covers the head. At voxels about as coarse as the joint space the mask
     # holds them (a voxel half cartilage, half subchondral plate reads as bone), but what lies at
     # their centres is cartilage. (Judged on the edges moved by the cortex offset, the band cut
     # into head and socket cortex across narrow joint spaces: hard regression seed 5000 right, head
@@ -306,7 +315,7 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     # it: taken out of the watershed's mask, not only out of the labels after it (dev seeds 9100-9107
     # at 3 mm: acetabulum Dice +0.002 on average, 9103 right 0.808 -> 0.830; 0.8 x 0.8 x 3 mm
     # +0.001; 1 mm unchanged).
-    soft = covered & (r > head_r) & (r < socket_r)
+    soft = covered & (r > head_r) & (r < socket_r - SOCKET_EDGE_SHIFT * field.edge_offset)
     soft |= _joint_soft_tissue(smooth, grids, rho, field)[where]
     flooded = inside.copy()
     flooded[tuple(w[soft] for w in where)] = False
