@@ -643,8 +643,9 @@ def test_cortex_model_knows_a_blurred_sphere_reads_smaller():
 def test_socket_surface_lies_beyond_its_blurred_edge():
     """At 3 mm voxels the socket's subchondral plate blurs into the joint like the head's cortex, so
     its steepest edge lies short of its surface; voxels centred between them are mostly cartilage and
-    stay out of the acetabulum (anatomic dev seed 9101: 12.3 such voxels per 100 true acetabulum
-    voxels when judged on the edge, 7.2 on the shifted surface), without losing its bone."""
+    stay out of the acetabulum, as do the fossa's walls where they hold less bone than fat
+    (anatomic dev seed 9101: 12.3 voxels under half bone per 100 true acetabulum voxels when judged on
+    the edge, 7.2 on the shifted surface, 4.6 with the walls), without losing its bone."""
     case = make_phantom(9101, size="small", preset="anatomic", spacing=(3.0, 3.0, 3.0), bone_fraction=True)
     volume = case.to_volume()
     labels, measurements = segment_hips(volume, np.asarray(extract_bone(volume).mask))
@@ -656,5 +657,21 @@ def test_socket_surface_lies_beyond_its_blurred_edge():
         true_count = (truth == cup).sum()
         false_share.append(100 * ((labels == cup) & (fraction < 0.5)).sum() / true_count)
         missed_share.append(100 * ((labels != cup) & (truth == cup)).sum() / true_count)
-    assert np.mean(false_share) <= 9.5
+    assert np.mean(false_share) <= 6.0
     assert np.mean(missed_share) <= 10.0
+
+
+def test_fossa_walls_leave_voxels_holding_less_bone_than_fat():
+    """A wall voxel of the fossa reads as the mix of the fat and the bone beside it: below half way
+    between them it holds less bone than fat (background), above it more (kept)."""
+    from thagpu.afs.split import _fossa_walls
+
+    image = np.full((6, 3, 3), 400.0, dtype=np.float32)  # cancellous bone
+    image[:2] = -100.0  # the fossa's fat
+    image[2, :, 0], image[2, :, 1], image[2, :, 2] = 100.0, 200.0, 140.0  # the wall: 40 %, 60 %, 48 % bone
+    fossa = image < -20
+    walls = _fossa_walls(image, fossa, ~fossa)
+    assert walls[2, :, 0].all() and walls[2, :, 2].all()
+    assert not walls[2, :, 1].any()
+    assert not walls[3:].any() and not walls[:2].any()
+    assert not _fossa_walls(image, np.zeros_like(fossa), ~fossa).any()
