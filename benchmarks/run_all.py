@@ -14,6 +14,7 @@ no other figure; ``tests/test_readme_figures.py`` fails when its section is not 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import subprocess
 import sys
@@ -86,18 +87,24 @@ class CodeHistory:
         """The last commit (full hash) that touched any of ``paths``; None when none did."""
         return self._git("log", "-1", "--format=%H", "--", *paths) or None
 
-    def contains(self, later: str, earlier: str) -> bool:
-        """True when ``earlier`` is ``later`` or one of its ancestors."""
-        try:
-            result = subprocess.run(["git", "merge-base", "--is-ancestor", earlier, later], cwd=self.root,
-                                    capture_output=True, text=True)
-        except OSError:
+    def _same_code(self, commit: str, path: str) -> bool:
+        """True when ``path`` holds the same code at ``commit`` and at HEAD: for Python, the same syntax
+        tree once comments and docstrings are set aside (a reworded docstring changes no figure)."""
+        before, after = self._git("show", f"{commit}:{path}"), self._git("show", f"HEAD:{path}")
+        if before is None or after is None or not path.endswith(".py"):
             return False
-        return result.returncode == 0
+        try:
+            return _code_of(before) == _code_of(after)
+        except SyntaxError:
+            return False
 
     def _changed_after(self, commit: str, paths) -> str:
-        """The ``paths`` whose last change is not in ``commit``'s history, as a markdown list ('' if none)."""
-        changed = [p for p in paths if (last := self.last_change((p,))) is not None and not self.contains(commit, last)]
+        """The ``paths`` whose code at HEAD differs from ``commit``'s, as a markdown list ('' if none)."""
+        changed = []
+        for path in paths:
+            files = self._git("diff", "--name-only", commit, "HEAD", "--", path)
+            if files is None or any(not self._same_code(commit, f) for f in files.splitlines() if f):
+                changed.append(path)
         return ", ".join(f"`{p}`" for p in changed)
 
     def freshness(self, commit, date, paths, result_path: Path) -> str:
@@ -134,6 +141,18 @@ class CodeHistory:
         if changed:
             return f"not recorded; {STALE}: {changed} changed after the file was committed"
         return "not recorded; code unchanged since the file was committed"
+
+
+def _code_of(source: str) -> str:
+    """The syntax tree of Python ``source`` without its docstrings (comments never reach it)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def _load(results: Path, name: str):

@@ -99,6 +99,9 @@ def test_rows_measured_before_a_code_change_are_marked_stale(tmp_path):
     (repo / "other.py").write_text("y = 2\n")  # a change elsewhere does not matter
     _git(repo, "commit", "-q", "-am", "other")
     assert STALE not in CodeHistory(repo).freshness(measured, "2026-01-01", ("code",), result)
+    (repo / "code" / "a.py").write_text('"""The code."""\nx = 1  # a comment\n')  # the same code
+    _git(repo, "commit", "-q", "-am", "document the code")
+    assert CodeHistory(repo).freshness(measured, "2026-01-01", ("code",), result) == f"{measured}, 2026-01-01"
     (repo / "code" / "a.py").write_text("x = 2\n")
     _git(repo, "commit", "-q", "-am", "change the code")
     history = CodeHistory(repo)
@@ -107,6 +110,11 @@ def test_rows_measured_before_a_code_change_are_marked_stale(tmp_path):
     assert history.freshness(None, None, ("code",), result) == \
         f"not recorded; {STALE}: `code` changed after the file was committed"
     assert history.freshness("0123456", None, ("code",), result) == "0123456; not checked (commit not in this history)"
+    (repo / "code" / "b.txt").write_text("data\n")  # a new file, not Python: changed
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "data")
+    data = _git(repo, "rev-parse", "--short", "HEAD~1")
+    assert STALE in CodeHistory(repo).freshness(data, None, ("code",), result)
     now = _git(repo, "rev-parse", "--short", "HEAD")
     assert history.freshness(now + "-dirty", "2026-01-02", ("code",), result) == \
         f"{now}-dirty, 2026-01-02; with uncommitted changes"
