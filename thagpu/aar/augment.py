@@ -5,8 +5,10 @@ the patient's left-right axis alone (MONAI's ``RandFlipd``) would teach a networ
 acetabulum may lie on the right; flipping and swapping each side's labels gives a mirrored patient
 instead, a valid case of the other side. Each side's classes then learn from both hips, and the
 network tells them apart by what the patch shows of the body (the femur runs laterally, the pelvis
-medially), which is how the labels are defined. Without it, one seed of SegResNet in the model
-benchmark's CPU preset learned the right acetabulum and never the left one (docs/benchmarks.md).
+medially), which is how the labels are defined. It was added for one seed of SegResNet in the model
+benchmark's CPU preset that learned the right acetabulum and never the left one; it did not cure that
+seed (its narrow last layer is the cause, docs/benchmarks.md), but it is the right augmentation for a
+schema of paired sides.
 
 Imported where MONAI is (training only): the class derives from MONAI's randomisable transforms, so a
 ``Compose`` seeds it with the others (``monai.utils.set_determinism``).
