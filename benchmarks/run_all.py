@@ -40,8 +40,8 @@ BENCHMARKS = {
 }
 
 
-#: The code each result file describes (paths in the repository): a file measured at a commit before
-#: the last change to one of them no longer describes the current code, and the summary says so. The
+#: The code each result file describes (paths in the repository): a file measured at a commit whose
+#: code there differs from HEAD's no longer describes the current code, and the summary says so. The
 #: phantoms are the benchmarks' input, not the code they describe, so ``thagpu/phantom`` is not listed.
 PIPELINE = ("thagpu/bone", "thagpu/afs", "thagpu/morphology.py", "kernels")
 CODE_PATHS = {
@@ -73,7 +73,8 @@ class CodeHistory:
     def _git(self, *args: str):
         if args not in self._cache:
             try:
-                result = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
+                result = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True,
+                                        errors="replace")  # a binary blob must not stop the summary
                 self._cache[args] = result.stdout.strip() if result.returncode == 0 else None
             except OSError:
                 self._cache[args] = None
@@ -90,19 +91,21 @@ class CodeHistory:
     def _same_code(self, commit: str, path: str) -> bool:
         """True when ``path`` holds the same code at ``commit`` and at HEAD: for Python, the same syntax
         tree once comments and docstrings are set aside (a reworded docstring changes no figure)."""
+        if not path.endswith(".py"):
+            return False
         before, after = self._git("show", f"{commit}:{path}"), self._git("show", f"HEAD:{path}")
-        if before is None or after is None or not path.endswith(".py"):
+        if before is None or after is None:
             return False
         try:
             return _code_of(before) == _code_of(after)
-        except SyntaxError:
+        except (SyntaxError, ValueError):  # ValueError: a NUL byte (Python 3.10-3.11)
             return False
 
     def _changed_after(self, commit: str, paths) -> str:
         """The ``paths`` whose code at HEAD differs from ``commit``'s, as a markdown list ('' if none)."""
         changed = []
         for path in paths:
-            files = self._git("diff", "--name-only", commit, "HEAD", "--", path)
+            files = self._git("diff", "--name-only", "--no-renames", commit, "HEAD", "--", path)
             if files is None or any(not self._same_code(commit, f) for f in files.splitlines() if f):
                 changed.append(path)
         return ", ".join(f"`{p}`" for p in changed)

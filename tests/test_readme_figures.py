@@ -110,11 +110,18 @@ def test_rows_measured_before_a_code_change_are_marked_stale(tmp_path):
     assert history.freshness(None, None, ("code",), result) == \
         f"not recorded; {STALE}: `code` changed after the file was committed"
     assert history.freshness("0123456", None, ("code",), result) == "0123456; not checked (commit not in this history)"
-    (repo / "code" / "b.txt").write_text("data\n")  # a new file, not Python: changed
+    (repo / "code" / "b.txt").write_text("data\n")  # not Python: any change counts
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "data")
-    data = _git(repo, "rev-parse", "--short", "HEAD~1")
+    data = _git(repo, "rev-parse", "--short", "HEAD")
+    assert STALE not in CodeHistory(repo).freshness(data, None, ("code",), result)
+    (repo / "code" / "b.txt").write_text("data, reworded\n")
+    _git(repo, "commit", "-q", "-am", "reword the data")
     assert STALE in CodeHistory(repo).freshness(data, None, ("code",), result)
+    _git(repo, "mv", "code/a.py", "code/c.py")  # the same code under another name: changed
+    _git(repo, "commit", "-q", "-m", "rename")
+    renamed = _git(repo, "rev-parse", "--short", "HEAD~1")
+    assert STALE in CodeHistory(repo).freshness(renamed, None, ("code",), result)
     now = _git(repo, "rev-parse", "--short", "HEAD")
     assert history.freshness(now + "-dirty", "2026-01-02", ("code",), result) == \
         f"{now}-dirty, 2026-01-02; with uncommitted changes"

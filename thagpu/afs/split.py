@@ -260,6 +260,9 @@ def _joint_soft_tissue(smooth, grids, rho, field: SurfaceField):
     domain = np.zeros(rho.shape, dtype=bool)
     domain[tuple(w[beyond] for w in where)] = True
     parts, count = ndi.label(domain)  # faces only: a diagonal step is not a passage
+    # Seeds in the band to the socket's edge moved by the whole offset, wider than the joint band of
+    # :func:`split_hip` (SOCKET_EDGE_SHIFT): a seed only says "fat joined to the joint", and the dark
+    # level judges every voxel.
     seeds = beyond & (r < field.socket[line] - field.edge_offset)
     joined = np.zeros(count + 1, dtype=bool)
     joined[parts[tuple(w[seeds] for w in where)]] = True
@@ -271,11 +274,12 @@ def _fossa_walls(image, fossa, bone):
     """The mask's voxels on the fossa's walls that hold less bone than fat.
 
     A voxel face to face with the fossa's fat (:func:`_joint_soft_tissue`) holds fat and the bone
-    beside it; it reads as their mix, so it holds less bone than fat where its CT lies below half way
-    from the fat beside it (its lowest fossa neighbour, at least :data:`FAT_FLOOR_HU`) to the bone
-    beside it (its brightest neighbour in ``bone``), neighbours within one voxel. The fossa's level
-    (-20 HU) takes the fat; these partial-volume voxels read 100-450 HU on the walls of cancellous
-    bone and cortex.
+    beside it; it reads as their mix, so it holds less bone than fat where its CT (unsmoothed) lies
+    below half way from the fat beside it (its lowest fossa neighbour, at least
+    :data:`FAT_FLOOR_HU`) to the bone beside it (the brightest voxel of ``bone`` among it and its
+    neighbours), neighbours within one voxel. The fossa's level (-20 HU) takes the fat; these
+    partial-volume voxels read 100-450 HU on the walls of cancellous bone and cortex. The fossa's
+    fat may reach beyond the mask, so any mask surface it touches (the head's too) is judged alike.
 
     Parameters
     ----------
@@ -340,9 +344,9 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     femur_seed |= field.neck[line] & (r > head_r + MARKER_DEPTH_MM) & (r < head_r + NECK_MARKER_MM)
     pelvis_seed = covered & (r > socket_r + MARKER_DEPTH_MM)
     # The joint's soft tissue. The joint space: voxel centres between the head's edge and the
-    # socket's surface (its edge moved by SOCKET_EDGE_SHIFT), where a socket covers the head. At voxels about as coarse as the joint space the mask
-    # holds them (a voxel half cartilage, half subchondral plate reads as bone), but what lies at
-    # their centres is cartilage. (Judged on the edges moved by the cortex offset, the band cut
+    # socket's surface (its edge moved by SOCKET_EDGE_SHIFT), where a socket covers the head. At
+    # voxels about as coarse as the joint space the mask holds them (a voxel half cartilage, half
+    # subchondral plate reads as bone), but what lies at their centres is cartilage. (Judged on the edges moved by the cortex offset, the band cut
     # into head and socket cortex across narrow joint spaces: hard regression seed 5000 right, head
     # Dice 0.987 -> 0.965.) The fossa's fat pad, which opens onto it. Neither bone's flood crosses
     # it: taken out of the watershed's mask, not only out of the labels after it (dev seeds 9100-9107
