@@ -116,6 +116,13 @@ def line_blur_sigma(directions, spacing, psf_sigma_mm: float, slice_profile_frac
     return np.sqrt(variance)
 
 
+#: With the thickness free, the cortex is compact bone: thin and dense, not thick and faint. The
+#: fit's cost is nearly flat along that trade-off, and its faint end (370-830 HU, 1.0-1.75 mm against
+#: true 0.5-1.0 mm) put radii 0.15-0.68 mm too large on dev seeds. Not applied with the thickness
+#: held (3 mm grids), where the density stands in for the thickness.
+MIN_FREE_CORTEX_HU = 1000.0
+
+
 class _EdgeTable:
     """Blurred unit steps of every line at edge positions on a fine grid, and their sums with the profiles.
 
@@ -216,7 +223,7 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
                     continue
                 residual, levels = table.fit(surface - thickness, surface)
                 levels = np.median(levels, axis=0)
-                if levels[1] > max_cortex_hu:
+                if levels[1] > max_cortex_hu or (not fixed and levels[1] < MIN_FREE_CORTEX_HU):
                     continue
                 if best is None or residual < best[0]:
                     best = (residual, float(surface), float(thickness), levels)
