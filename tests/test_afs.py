@@ -675,3 +675,18 @@ def test_fossa_walls_leave_voxels_holding_less_bone_than_fat():
     assert not walls[2, :, 1].any()
     assert not walls[3:].any() and not walls[:2].any()
     assert not _fossa_walls(image, np.zeros_like(fossa), ~fossa).any()
+
+
+def test_free_cortex_fit_reads_compact_bone():
+    """With the thickness free, a thick faint layer and a thin dense cortex blur alike; the fit takes
+    the cortex as compact bone (at least MIN_FREE_CORTEX_HU), the thin-and-dense end of the trade-off."""
+    from scipy.special import ndtr
+    from thagpu.afs.cortex_model import MIN_FREE_CORTEX_HU, SAMPLE_OFFSETS_MM, fit_cortex_offset
+
+    s, thickness = 0.7, 1.6  # a 1.6 mm layer of 600 HU over 300 HU cancellous bone, soft tissue 30 HU
+    x = SAMPLE_OFFSETS_MM
+    profile = 300.0 + 300.0 * ndtr((x + thickness) / s) - 570.0 * ndtr(x / s)
+    edge = fit_cortex_offset(np.tile(profile, (40, 1)), x, np.full(40, s))
+    assert edge is not None
+    assert edge.levels_hu[1] >= MIN_FREE_CORTEX_HU
+    assert edge.thickness_mm < thickness
