@@ -192,7 +192,8 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
         Candidates whose median cortical level exceeds it are not considered.
     thickness_mm : float, optional
         Hold the cortical thickness at this value and fit the offset alone (under a blur much wider
-        than the cortex, where thickness and density trade off).
+        than the cortex, where thickness and density trade off). With the thickness free, the cortex
+        must read at least :data:`MIN_FREE_CORTEX_HU`.
     radius_mm : float, optional
         The radius of the sphere the offsets are measured from: the surfaces are modelled as concentric
         spheres (the blur of a curved surface moves its half maximum inwards, by about
