@@ -348,7 +348,8 @@ def split_hip(region: HipRegion, field: SurfaceField, spacing, side: str) -> Hip
     # voxels about as coarse as the joint space the mask holds them (a voxel half cartilage, half
     # subchondral plate reads as bone), but what lies at their centres is cartilage. (Judged on the
     # edges moved by the cortex offset, the band cut into head and socket cortex across narrow joint
-    # spaces: hard regression seed 5000 right, head Dice 0.987 -> 0.965.) The fossa's fat pad, which opens onto it. Neither bone's flood crosses
+    # spaces: hard regression seed 5000 right, head Dice 0.987 -> 0.965.) The fossa's fat pad, which
+    # opens onto it. Neither bone's flood crosses
     # it: taken out of the watershed's mask, not only out of the labels after it (dev seeds 9100-9107
     # at 3 mm: acetabulum Dice +0.002 on average, 9103 right 0.808 -> 0.830; 0.8 x 0.8 x 3 mm
     # +0.001; 1 mm unchanged). And the fossa's walls where they hold less bone than fat (dev seeds
