@@ -465,6 +465,63 @@ def test_cortex_model_at_3mm_holds_the_thickness_and_pulls_the_surface_in():
     assert abs(boundary.sphere.radius + edge.offset_mm - radius) <= min(0.5, 0.6 * bias)
 
 
+def test_cortex_model_leaves_out_lines_with_a_faint_socket_behind_them():
+    """An osteoporotic socket's plate can read below soft tissue's ceiling (150 HU), so its lines pass
+    for the head's free face on CT alone; the mask says bone lies behind them, and they are left out."""
+    from scipy import ndimage as ndi
+    from thagpu.afs.cortex_model import head_edge_offset
+    radius, spacing, gap = 24.0, 3.0, 3.0
+    n, fine = int(2 * radius / spacing) + 24, 3
+    axis = (np.arange(n * fine) + 0.5) / fine * spacing - n * spacing / 2
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij", sparse=True)
+    r = np.sqrt(x * x + y * y + z * z)
+    socket = (r > radius + gap) & (r < radius + gap + 12.0) & (z > -0.2 * r)
+    hu = np.where(r > radius, 30.0, np.where(r > radius - 1.0, 1300.0, 350.0))
+    hu = np.where(socket, np.where(r < radius + gap + 1.5, 140.0, 120.0), hu).astype(np.float32)
+    image = ndi.gaussian_filter(hu.reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5)), 0.55 / spacing)
+    image += np.random.default_rng(0).normal(0.0, 15.0, image.shape).astype(np.float32)
+    bone = (((r <= radius) | socket).reshape(n, fine, n, fine, n, fine).mean(axis=(1, 3, 5)) >= 0.5)
+    centre = np.full(3, n * spacing / 2 - 0.5 * spacing)
+    boundary = locate_boundary(image, centre / spacing, radius, (spacing,) * 3, bone=bone)
+    kwargs = dict(psf_sigma_mm=0.55, slice_profile_fraction=0.42)
+    args = (image, boundary.sphere.center, boundary.sphere.radius, boundary.directions, (spacing,) * 3)
+    on_ct = head_edge_offset(*args, **kwargs)
+    with_mask = head_edge_offset(*args, bone_beyond=boundary.bone_beyond, **kwargs)
+    assert with_mask.lines < on_ct.lines
+    error_ct = abs(boundary.sphere.radius + on_ct.offset_mm - radius)
+    error_mask = abs(boundary.sphere.radius + with_mask.offset_mm - radius)
+    assert error_mask <= error_ct - 0.1
+
+
+def test_cortex_model_takes_the_free_face_shape_out_only_under_a_blur_alike_on_every_line():
+    """The clean lines' mean edge residual from the sphere is the head's shape there where every line
+    is blurred alike (1 mm and 3 mm isotropic); under thick slices it also holds the lines' different
+    blurs, and the offset is left as fitted."""
+    from thagpu.afs.cortex_model import head_edge_offset
+    radius, spacing = 22.0, 1.0
+    image, centre = _blurred_head(radius, cortex_mm=1.0, psf_mm=0.55, spacing=spacing)
+    boundary = locate_boundary(image, centre / spacing, radius, (spacing,) * 3)
+    directions = fibonacci_directions(400)
+    args = (image, boundary.sphere.center, boundary.sphere.radius, directions)
+    kwargs = dict(psf_sigma_mm=0.55, slice_profile_fraction=0.42)
+    plain = head_edge_offset(*args, (spacing,) * 3, **kwargs)
+    residuals = np.full(len(directions), 0.3)
+    residuals[::7] = np.nan  # lines without an edge say nothing
+    shaped = head_edge_offset(*args, (spacing,) * 3, edge_residuals_mm=residuals, **kwargs)
+    assert shaped.edge_shape_mm == pytest.approx(0.3)
+    assert shaped.offset_mm == pytest.approx(plain.offset_mm - 0.3, abs=1e-3)
+    # The head on 3 mm slices (three 1 mm slices averaged): the blur differs between lines, and nothing
+    # is taken out.
+    k = image.shape[2] // 3
+    thick_image = image[:, :, :3 * k].reshape(image.shape[0], image.shape[1], k, 3).mean(axis=3)
+    thick_centre = boundary.sphere.center - np.array([0.0, 0.0, 1.0])  # slice j holds 3j .. 3j + 2
+    thick_args = (thick_image, thick_centre, boundary.sphere.radius, directions, (1.0, 1.0, 3.0))
+    plain_thick = head_edge_offset(*thick_args, **kwargs)
+    shaped_thick = head_edge_offset(*thick_args, edge_residuals_mm=residuals, **kwargs)
+    assert plain_thick is not None
+    assert shaped_thick.edge_shape_mm == 0.0 and shaped_thick.offset_mm == plain_thick.offset_mm
+
+
 # ------------------------------------------------------------------ socket coverage and the femur/pelvis split
 
 

@@ -92,7 +92,7 @@ def _edge_report(edge: CortexEdge | None) -> dict | None:
     if edge is None:
         return None
     return {"offset_mm": edge.offset_mm, "applied": edge.trusted, "cortex_mm": edge.thickness_mm,
-            "levels_hu": list(edge.levels_hu), "lines": edge.lines}
+            "levels_hu": list(edge.levels_hu), "lines": edge.lines, "edge_shape_mm": edge.edge_shape_mm}
 
 
 def _not_found(message: str) -> dict:
@@ -312,7 +312,8 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         if cfg.cortex_edge_model:
             edge = head_edge_offset(image, boundary.sphere.center, boundary.sphere.radius, boundary.directions,
                                     spacing, psf_sigma_mm=cfg.psf_sigma_mm,
-                                    slice_profile_fraction=cfg.slice_profile_fraction)
+                                    slice_profile_fraction=cfg.slice_profile_fraction,
+                                    edge_residuals_mm=boundary.edge_residuals(), bone_beyond=boundary.bone_beyond)
             if edge is not None and edge.trusted:
                 boundary = boundary.with_radius_offset(edge.offset_mm)
         field = SurfaceField(boundary)

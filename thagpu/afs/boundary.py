@@ -215,6 +215,17 @@ class RadialBoundary:
         sphere = dataclasses.replace(self.sphere, radius=self.sphere.radius + offset_mm)
         return dataclasses.replace(self, sphere=sphere, radius_offset_mm=self.radius_offset_mm + offset_mm)
 
+    def edge_residuals(self) -> np.ndarray:
+        """(D,) distance (mm) of each line's head edge beyond the fitted sphere (negative: inside it).
+
+        Lines beside bone are measured from their own concentric sphere (``bone_offset_mm``); NaN
+        where a line found no head edge.
+        """
+        surface = _ray_sphere(self.origin, self.directions, self.sphere.center, self.sphere.radius)
+        if self.beside_bone is not None:
+            surface = surface + self.bone_offset_mm * self.beside_bone
+        return self.head_t - surface
+
     def consensus(self, tolerance_mm: float = 1.0) -> float:
         """Share of the lines inside the field of view whose head point lies within ``tolerance_mm`` of the sphere.
 

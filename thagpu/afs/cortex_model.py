@@ -19,6 +19,13 @@ thin, very dense layer fits about as well, and cortical bone does not exceed abo
 On 3 mm isotropic grids every line is blurred wider than the cortex and that trade-off is flat: the
 thickness is then held at an adult head's (:data:`HEAD_CORTEX_PRIOR_MM`) and the offset alone fitted.
 
+Clean lines are the head's free face: mostly its medial and inferior side, whose own shape differs
+from the sphere fitted to every line (a head is aspherical by up to a millimetre; the fovea is a pit).
+Where every line is blurred alike (isotropic grids), the edges lie the same distance from the
+surface on every line, so the clean lines' mean edge residual from the sphere is that shape, and it
+is taken out of the offset (``CortexEdge.edge_shape_mm``). Under anisotropic blur the residuals also
+hold the edges' own differences between sharp and blurred lines, and nothing is taken out.
+
 The blur along a line with unit direction ``d`` (canonical axes) has variance
 ``sum_i d_i^2 (psf_i^2 + spacing_i^2 / 4)``: the point-spread function (in-plane ``psf_sigma_mm``;
 along the slices ``slice_profile_fraction`` times the slice spacing, a slice sensitivity profile
@@ -29,6 +36,7 @@ triangle, ``spacing^2 / 6``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +78,9 @@ class CortexEdge:
     Attributes
     ----------
     offset_mm : float
-        Where the head's outer surface lies relative to the fitted sphere (negative: inside it).
+        Where the head's outer surface lies relative to the fitted sphere (negative: inside it). Where
+        every line is blurred alike, relative to the lines' edges instead (``edge_shape_mm`` taken
+        out): the same for a sphere fitted to them.
     thickness_mm : float
         The fitted cortical thickness.
     levels_hu : tuple of 3 float
@@ -83,6 +93,9 @@ class CortexEdge:
         (within 1 %): the profiles are sharper than the assumed blur makes a cortex of bone's density
         (a smaller point-spread than ``psf_sigma_mm``, or no thin cortex), so the model does not
         explain the edge, and the offset is not applied.
+    edge_shape_mm : float
+        Mean distance of the fitted lines' own edges beyond the sphere, taken out of ``offset_mm``
+        (0.0 where it was not: the blur differs between lines, or no edges were given).
     """
 
     offset_mm: float
@@ -90,6 +103,7 @@ class CortexEdge:
     levels_hu: tuple
     lines: int
     trusted: bool
+    edge_shape_mm: float = 0.0
 
 
 def line_blur_sigma(directions, spacing, psf_sigma_mm: float, slice_profile_fraction: float) -> np.ndarray:
@@ -114,6 +128,11 @@ def line_blur_sigma(directions, spacing, psf_sigma_mm: float, slice_profile_frac
         psf[slice_axis] = max(psf[slice_axis], slice_profile_fraction * spacing[slice_axis])
     variance = np.asarray(directions, dtype=np.float64) ** 2 @ (psf ** 2 + spacing ** 2 / 4.0)
     return np.sqrt(variance)
+
+
+#: Lines are "blurred alike" where their blur's standard deviations differ by no more than this ratio
+#: (isotropic grids): the edges then sit the same distance from the surface on every line.
+ALIKE_BLUR_RATIO = 1.1
 
 
 #: With the thickness free, the cortex is compact bone: thin and dense, not thick and faint. The
@@ -252,7 +271,7 @@ def fit_cortex_offset(profiles, offsets_mm, sigma_mm, *, max_cortex_hu: float = 
 
 
 def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_sigma_mm: float,
-                     slice_profile_fraction: float) -> CortexEdge | None:
+                     slice_profile_fraction: float, edge_residuals_mm=None, bone_beyond=None) -> CortexEdge | None:
     """The blurred-cortex fit of a head around its fitted sphere.
 
     Parameters
@@ -266,12 +285,19 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     spacing : (3,) array_like
     psf_sigma_mm, slice_profile_fraction : float
         See :func:`line_blur_sigma`.
+    edge_residuals_mm : (D,) array, optional
+        Each line's head edge beyond the sphere (:meth:`RadialBoundary.edge_residuals`, NaN where
+        none). Where every line is blurred alike, the clean lines' mean is the head's own shape on
+        that side of it (its asphericity, the fovea), not blur, and it is taken out of the offset.
+    bone_beyond : (D,) bool array, optional
+        Lines with bone in the mask beyond the head (:attr:`RadialBoundary.bone_beyond`): not clean,
+        where at least :data:`MIN_LINES` others are.
 
     Returns
     -------
     CortexEdge or None
-        None when fewer than :data:`MIN_LINES` lines are clean (head edge onto soft tissue, inside
-        the field of view) or no fit respects the cortical cap. Lines blurred more than
+        None when fewer than :data:`MIN_LINES` lines are clean (head edge onto soft tissue, no bone
+        in the mask behind it, inside the field of view) or no fit respects the cortical cap. Lines blurred more than
         :data:`MAX_BLUR_MM` are used only when fewer than :data:`MIN_LINES` others are, and then
         with the thickness held at :data:`HEAD_CORTEX_PRIOR_MM`.
     """
@@ -279,10 +305,13 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     directions = np.asarray(directions, dtype=np.float64)
     # Lines under too wide a blur say nothing here: drop them before sampling (on 3 mm grids, all).
     sigma = line_blur_sigma(directions, spacing, psf_sigma_mm, slice_profile_fraction)
+    alike = float(sigma.max()) <= ALIKE_BLUR_RATIO * float(sigma.min())
+    residuals = None if edge_residuals_mm is None or not alike else np.asarray(edge_residuals_mm, np.float64)
     sharp = sigma <= MAX_BLUR_MM
     thickness = None
     if sharp.sum() >= MIN_LINES:
         directions, sigma = directions[sharp], sigma[sharp]
+        residuals = None if residuals is None else residuals[sharp]
     else:
         # Every line blurred wider than a head's cortex (3 mm grids): thickness and density trade
         # off, so the thickness is held at an adult head's and the offset alone is fitted.
@@ -294,7 +323,23 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     profiles = np.asarray(to_host(profiles), dtype=np.float64)
     # Clean: inside the field of view (no NaN) and soft tissue only beyond the edge (NaN compares False).
     clean = np.isfinite(profiles).all(axis=1) & ~(profiles[:, SAMPLE_OFFSETS_MM > 0.8] >= SOFT_MAX_HU).any(axis=1)
+    if bone_beyond is not None:
+        # A joint space wider than the samples' reach reads as soft tissue on them, but the socket's
+        # plate behind it lifts the blurred profile's outer level (3 mm voxels: the lines of a wide
+        # joint were half the clean ones, and the fitted surface 0.3-0.4 mm too deep). The mask tells.
+        behind = np.asarray(bone_beyond, dtype=bool)
+        behind = behind[sharp] if thickness is None else behind
+        if (clean & ~behind).sum() >= MIN_LINES:
+            clean &= ~behind
     if clean.sum() < MIN_LINES:
         return None
-    return fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean], thickness_mm=thickness,
+    edge = fit_cortex_offset(profiles[clean], SAMPLE_OFFSETS_MM, sigma[clean], thickness_mm=thickness,
                              radius_mm=float(radius_mm))
+    if edge is None or residuals is None or not np.isfinite(residuals[clean]).any():
+        return edge
+    # The offset was fitted from the sphere, over the clean lines only (the head's free face, mostly
+    # medial and inferior). Where its edges lie inside the sphere the head is flatter there, and a
+    # radius must not inherit that: under a blur alike on every line the offset from the edges is
+    # the same everywhere, and a sphere fitted to all the edges takes it whole.
+    shape = float(np.nanmean(residuals[clean]))
+    return dataclasses.replace(edge, offset_mm=round(edge.offset_mm - shape, 3), edge_shape_mm=round(shape, 3))
