@@ -76,6 +76,15 @@ def test_networks_give_six_class_logits(name, width, patch):
         assert tuple(model(torch.zeros(1, 1, patch, patch, patch)).shape) == (1, 6, patch, patch, patch)
 
 
+def test_segresnet_feeds_its_last_convolution_signed_features():
+    """After a ReLU the last 1 x 1 x 1 convolution sees only non-negative features, and a narrow one
+    can leave a class no feature of its own (docs/benchmarks.md); PReLU keeps them signed."""
+    import torch
+    net = make_network("segresnet", width=8, patch_size=32)
+    assert any(isinstance(m, torch.nn.PReLU) for m in net.modules())
+    assert not any(isinstance(m, torch.nn.ReLU) for m in net.modules())
+
+
 def test_merge_changes_touches_only_the_changed_voxels():
     from thagpu.aar.roi import HipROI
     from thagpu.aar.rounds import merge_changes

@@ -45,8 +45,13 @@ def make_network(name: str, width: int = 16, patch_size: int = 64, dropout: floa
                        strides=strides, upsample_kernel_size=strides[1:], filters=filters, res_block=True,
                        dropout=dropout or None)
     if name == "segresnet":
+        # PReLU, not MONAI's default ReLU: SegResNet ends in norm, activation and a 1 x 1 x 1 convolution
+        # of ``width`` channels, and after a ReLU each class's logit is a weighted sum of non-negative
+        # features; at width 8 one seed of the model benchmark's ``cpu`` preset lost a class for good
+        # (every feature that lit its voxels lit the pelvis's more: docs/benchmarks.md). UNet's PReLU
+        # features are signed.
         return SegResNet(spatial_dims=3, in_channels=1, out_channels=N_CLASSES, init_filters=width,
-                         norm=("GROUP", {"num_groups": math.gcd(8, width)}),
+                         act=("PRELU", {}), norm=("GROUP", {"num_groups": math.gcd(8, width)}),
                          blocks_down=tuple([1] + [2] * levels),
                          blocks_up=tuple([1] * levels), dropout_prob=dropout or None)
     if name == "unet":
