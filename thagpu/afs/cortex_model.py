@@ -297,9 +297,9 @@ def head_edge_offset(image, center_mm, radius_mm, directions, spacing, *, psf_si
     -------
     CortexEdge or None
         None when fewer than :data:`MIN_LINES` lines are clean (head edge onto soft tissue, no bone
-        in the mask behind it, inside the field of view) or no fit respects the cortical cap. Lines blurred more than
-        :data:`MAX_BLUR_MM` are used only when fewer than :data:`MIN_LINES` others are, and then
-        with the thickness held at :data:`HEAD_CORTEX_PRIOR_MM`.
+        in the mask behind it, inside the field of view) or no fit respects the cortical cap. Lines
+        blurred more than :data:`MAX_BLUR_MM` are used only when fewer than :data:`MIN_LINES` others
+        are, and then with the thickness held at :data:`HEAD_CORTEX_PRIOR_MM`.
     """
     spacing = np.asarray(spacing, dtype=np.float64)
     directions = np.asarray(directions, dtype=np.float64)
