@@ -50,7 +50,7 @@ __all__ = ["PRESETS", "PRESET_MODELS", "PRESET_SEEDS", "default_preset", "read_s
 #: hip-weighted crops: whole-volume samples are mostly air and other bone, and with plain
 #: labelled/unlabelled crops a CPU budget never learns the hips; mirrored patients, so that each side's
 #: classes learn from both hips (they did not revive the left acetabulum that one SegResNet seed of
-#: ``cpu`` never learns: docs/benchmarks.md).
+#: ``cpu`` never learnt with ReLU; PReLU did: docs/benchmarks.md).
 #: ``tiny`` only checks that everything runs (tests); ``cpu`` is sized for about an hour on 2 CPU
 #: cores for UNet and SegResNet over :data:`PRESET_SEEDS` seeds (300 epochs: UNet about 0.75 s and
 #: SegResNet about 2.5 s per epoch of 36 patches on 2 free cores); ``gpu`` is the larger one.
