@@ -85,6 +85,26 @@ def test_segresnet_feeds_its_last_convolution_signed_features():
     assert not any(isinstance(m, torch.nn.ReLU) for m in net.modules())
 
 
+def test_a_checkpoint_that_does_not_fit_is_a_one_line_input_error(tmp_path):
+    """A SegResNet checkpoint from before PReLU (MONAI's default ReLU) has no PReLU weights: PyTorch's
+    error lists every key over many lines; the user gets one line that names the file and the cause."""
+    import torch
+    from monai.networks.nets import SegResNet
+    old = SegResNet(spatial_dims=3, in_channels=1, out_channels=6, init_filters=8, norm=("GROUP", {"num_groups": 8}),
+                    blocks_down=(1, 2, 2), blocks_up=(1, 1))
+    path = tmp_path / "fold_0.pt"
+    torch.save({"model": "segresnet", "width": 8, "patch_size": 16, "state_dict": old.state_dict()}, path)
+    with pytest.raises(InputError, match="do not fit today's segresnet network") as caught:
+        load_model(path, "cpu")
+    assert len(str(caught.value).splitlines()) == 1 and str(path) in str(caught.value)
+    torch.save({"model": "vnet9", "width": 8, "patch_size": 16, "state_dict": {}}, path)
+    with pytest.raises(InputError, match="unknown network 'vnet9'"):
+        load_model(path, "cpu")
+    path.write_text("not a checkpoint")
+    with pytest.raises(InputError, match="not a thagpu fold checkpoint"):
+        load_model(path, "cpu")
+
+
 def test_merge_changes_touches_only_the_changed_voxels():
     from thagpu.aar.roi import HipROI
     from thagpu.aar.rounds import merge_changes

@@ -22,6 +22,7 @@ import numpy as np
 from .. import labels as schema
 from .._atomic import atomic_path
 from ..config import AARConfig
+from ..errors import InputError, describe
 from ..io import load_ct, load_labels
 from .networks import N_CLASSES, make_network
 from .roi import HipROI, hip_roi, normalise_hu, to_roi, whole_roi
@@ -170,12 +171,34 @@ def train_fold(samples: list, fold: int, round_: int, config: AARConfig, device:
 
 
 def load_model(path: Path, device: str):
-    """(model in eval mode, checkpoint dict) from a fold checkpoint."""
+    """(model in eval mode, checkpoint dict) from a fold checkpoint.
+
+    Raises
+    ------
+    InputError
+        ``path`` is not a thagpu checkpoint, or its weights do not fit the network it names (a
+        checkpoint saved by another thagpu version: since SegResNet uses PReLU, its older
+        checkpoints carry no PReLU weights).
+    """
+    import pickle
+
     import torch
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    model = make_network(checkpoint["model"], checkpoint["width"], checkpoint["patch_size"],
-                         checkpoint.get("dropout", 0.0))  # checkpoints from before dropout have none
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        name, width, patch = checkpoint["model"], checkpoint["width"], checkpoint["patch_size"]
+        state = checkpoint["state_dict"]
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
+        raise InputError(path, f"not a thagpu fold checkpoint ({describe(error)})") from error
+    try:
+        model = make_network(name, width, patch, checkpoint.get("dropout", 0.0))  # older checkpoints: no dropout
+    except ValueError as error:
+        raise InputError(path, describe(error)) from error
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        # PyTorch lists every missing and unexpected key over many lines; one line names the cause.
+        raise InputError(path, f"its weights do not fit today's {name} network (saved by another thagpu "
+                               "version?); train the round again") from error
     model = model.to(_torch_device(device)).eval()
     return model, checkpoint
 
