@@ -321,7 +321,10 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
 
         out += [[f"models ({budget}, {r.get('n_seeds', 1)} seed(s))", r["model"],
                  f"Dice hips {ci(r, 'dice', 'mean_hips')}, HD95 {ci(r, 'hd95', 'mean_hips', 1)} mm, "
-                 f"ASSD {ci(r, 'assd', 'mean_hips', 1)} mm, train {ci(r, 'train_s', digits=0)} s, "
+                 f"ASSD {ci(r, 'assd', 'mean_hips', 1)} mm"
+                 + (f" (each hip class kept to its largest component: HD95 {ci(r, 'hd95_largest', 'mean_hips', 1)} mm, "
+                    f"ASSD {ci(r, 'assd_largest', 'mean_hips', 1)} mm)" if r.get("hd95_largest") else "")
+                 + f", train {ci(r, 'train_s', digits=0)} s, "
                  f"infer {ci(r, 'infer_s_per_case', digits=2)} s/case, {ci(r, 'peak_mem_mb', digits=0)} MB", at]
                 for r in models["results"]]
     aar = _load(results, "bench_aar")

@@ -114,11 +114,14 @@ def test_seeds_run_separately_and_report_their_intervals(export, tmp_path):
     assert result["ci95"]["train_s"] == pytest.approx(half)
     (summary,) = json.loads((tmp_path / "bench" / "results.json").read_text(encoding="utf-8"))
     assert list(summary) == list(RESULT_KEYS)
-    assert set(summary["ci95"]) == {"dice", "hd95", "assd", "train_s", "infer_s_per_case", "peak_mem_mb"}
+    assert set(summary["ci95"]) == {"dice", "hd95", "assd", "dice_largest", "hd95_largest", "assd_largest",
+                                    "train_s", "infer_s_per_case", "peak_mem_mb"}
+    assert set(summary["hd95_largest"]) == set(summary["hd95"])
     assert set(summary["ci95"]["dice"]) == set(summary["dice"])
     table = (tmp_path / "bench" / "results.md").read_text(encoding="utf-8")
     assert "seeds 5-6" in table and " ± " in table
-    for title in ("### Dice per class", "### HD95 (mm) per class", "### ASSD (mm) per class", "### Cost"):
+    for title in ("### Dice per class", "### HD95 (mm) per class", "### ASSD (mm) per class",
+                  "### HD95 (mm), each hip class kept to its largest component, per class", "### Cost"):
         assert title in table
 
 
@@ -191,3 +194,24 @@ def test_hip_weighted_crops_put_the_hips_in_most_patches():
     assert weighted > 0.25 and plain < 0.05  # a third of the crops centre on the head (3 classes present)
     with pytest.raises(ValueError, match="hip_crop_weight"):
         AARConfig(hip_crop_weight=-1.0)
+
+
+def test_largest_components_drop_stray_voxels_far_from_a_class_and_keep_the_rest():
+    """A head with one stray voxel 30 mm away: HD95 counts that voxel, its largest component does not."""
+    from thagpu.model_benchmark import _metrics, keep_largest_components
+    truth = np.zeros((40, 40, 40), np.uint8)
+    truth[5:15, 5:15, 5:15] = 1
+    truth[5:15, 20:30, 5:15] = 5
+    prediction = truth.copy()
+    prediction[35, 35, 35] = 1  # stray voxels of the head class, far away
+    prediction[35, 33, 35] = 1
+    kept = keep_largest_components(prediction)
+    assert prediction[35, 35, 35] == 1  # the prediction itself is left as it was
+    assert kept[35, 35, 35] == 0 and kept[35, 33, 35] == 0
+    assert np.array_equal(kept == 1, truth == 1) and np.array_equal(kept == 5, truth == 5)  # other bone untouched
+    stray = np.zeros_like(prediction)
+    stray[30:33, 30:33, 30:33] = 5  # an island of other bone stays: only the hip classes are reduced
+    assert np.array_equal(keep_largest_components(prediction | stray) == 5, (truth == 5) | (stray == 5))
+    raw, post = _metrics(prediction, truth, (1.0, 1.0, 1.0)), _metrics(kept, truth, (1.0, 1.0, 1.0))
+    assert raw["assd"]["femoral_head_left"] > 0.05 and post["assd"]["femoral_head_left"] == pytest.approx(0.0)
+    assert post["dice"]["femoral_head_left"] == pytest.approx(1.0)
