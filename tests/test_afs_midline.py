@@ -160,3 +160,40 @@ def test_side_not_told_is_not_guessed(phantom):
         found = measurements["sides"][side]
         assert found["status"] == "not_found"
         assert "could not be determined" in found["message"]
+
+
+def test_narrow_view_holding_both_hips_takes_its_symmetry_plane(phantom):
+    """A view under 240 mm wide, cut on both borders just beyond the two heads, holds both hips: the
+    femur-anatomy rule (one side in view) would put both on one side. Two of the strongest head
+    candidates mirror each other about the bone's symmetry plane, so it is the midline, and each head
+    is found on its own side."""
+    volume = phantom.to_volume()
+    truth = phantom.truth["sides"]
+    xs = sorted(truth[side]["head_center_mm"][0] for side in ("left", "right"))
+    lo, hi = xs[0] - 25.0, xs[1] + 25.0
+    assert hi - lo < 240.0
+    array, affine = _crop_x(volume, lo, hi)
+    narrow = _stored_volume(array, affine, "LPS")
+    _, measurements = segment_hips(narrow, extract_bone(narrow).mask)
+    midline = measurements["afs"]["midline"]
+    assert midline["method"] == "bone_symmetry" and midline["symmetry_alternative"]["adopted"], midline
+    for side in ("left", "right"):
+        found = measurements["sides"][side]
+        assert found["status"] in ("ok", "truncated", "low_confidence"), found["message"]
+        assert np.linalg.norm(np.subtract(found["head_center_mm"], truth[side]["head_center_mm"])) < 2.0
+
+
+def test_one_hip_view_refuses_a_symmetry_plane_through_its_own_head():
+    """A one-hip view mirrors onto itself about a plane through its head: no two strong candidates
+    mirror each other about it, and it is refused; two heads about a plane between them are not."""
+    from thagpu.afs.midline import Midline
+    # The strongest three of anatomic_truncated seed 9212 (one hip in view): 8 mm medial, 38 and 60 mm lateral.
+    head, trochanter, shaft = np.array([85.0, 0.0, 0.0]), np.array([131.0, 0.0, -40.0]), np.array([153.0, 0.0, -90.0])
+    midline = Midline(None, "femur_anatomy", alternative=Midline(93.0, "bone_symmetry"))
+    assert midline.adopt_alternative([head, trochanter, shaft]) is midline
+    assert midline.detail["symmetry_alternative"]["adopted"] is False
+    sacrum, other_head = np.array([-3.0, 30.0, 20.0]), np.array([-92.0, 0.0, 0.0])
+    between = Midline(None, "femur_anatomy", alternative=Midline(-5.0, "bone_symmetry"))
+    assert between.adopt_alternative([sacrum, head, other_head]).method == "bone_symmetry"
+    lopsided = Midline(None, "femur_anatomy", alternative=Midline(-5.0, "bone_symmetry"))
+    assert lopsided.adopt_alternative([sacrum, head, np.array([-40.0, 0.0, 0.0])]) is lopsided

@@ -247,6 +247,19 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         return labels, {"sides": sides, "afs": report}
 
     components, spoiled = find_metal(image, spacing, metal_hu=cfg.metal_hu, min_ml=cfg.implant_min_ml)
+    timings["implant"] = round(time.perf_counter() - start, 4)
+
+    t = time.perf_counter()
+    radii = np.arange(cfg.min_radius_mm, cfg.max_radius_mm + 0.5, 1.0)
+    candidates = head_candidates(image, bone, spacing, radii_mm=radii, vote_spacing_mm=cfg.vote_spacing_mm,
+                                 exclude=spoiled)
+    report["candidates"] = len(candidates)
+    timings["candidates"] = round(time.perf_counter() - t, 4)
+    # A narrow view cut on both borders may hold both hips: its symmetry plane is the midline when two
+    # strong candidates mirror each other about it (before the metal is placed, which needs the midline).
+    midline = midline.adopt_alternative([volume.index_to_ras(c.center_index)[0] for c in candidates])
+
+    t = time.perf_counter()
     implants = {}
     metal_mask = None
     for component in components:
@@ -258,14 +271,7 @@ def segment_hips(volume: Volume, bone_mask, config: Config | None = None):
         if decision.side is not None:
             implants[decision.side] = implants.get(decision.side, 0.0) + component.volume_ml
     report["metal_ml"] = {side: _round(ml, 1) for side, ml in implants.items()}
-    timings["implant"] = round(time.perf_counter() - start, 4)
-
-    t = time.perf_counter()
-    radii = np.arange(cfg.min_radius_mm, cfg.max_radius_mm + 0.5, 1.0)
-    candidates = head_candidates(image, bone, spacing, radii_mm=radii, vote_spacing_mm=cfg.vote_spacing_mm,
-                                 exclude=spoiled)
-    report["candidates"] = len(candidates)
-    timings["candidates"] = round(time.perf_counter() - t, 4)
+    timings["implant"] = round(timings["implant"] + time.perf_counter() - t, 4)
 
     t = time.perf_counter()
     if midline.method == "femur_anatomy":  # one hip in view, its side told by its femur

@@ -25,6 +25,12 @@ midline is found, in this order:
     trochanter and the shaft, so the bone 70-120 mm below a head (the proximal
     shaft) lies lateral to it; the candidates vote, and the side needs two
     thirds of the votes (a trochanter, lateral to its shaft, votes wrongly).
+    Cut on both borders, the width is the view's, and a view narrower than a
+    pelvis can still hold both hips: the bone's symmetry plane is then kept as
+    an alternative, adopted when two of the strongest head candidates mirror
+    each other about it, well off it (:meth:`Midline.adopt_alternative`). A
+    view of one hip mirrors onto itself about a plane through its own head,
+    and that plane is refused.
 ``none``
     No body or bone: nothing can be placed.
 
@@ -52,6 +58,12 @@ GRID_MM = 4.0
 MIN_CLEAN_SLICES = 3
 #: Share of the bone with a mirror partner below which the bone is not called symmetric.
 MIN_SYMMETRY = 0.5
+#: A narrow view's symmetry plane is its midline when two of this many strongest head candidates
+#: mirror each other about it, each at least MIRROR_HEAD_MIN_MM off it (heads lie 75-100 mm from the
+#: midline), their distances within MIRROR_HEAD_TOLERANCE_MM (:meth:`Midline.adopt_alternative`).
+STRONGEST_CANDIDATES = 3
+MIRROR_HEAD_MIN_MM = 50.0
+MIRROR_HEAD_TOLERANCE_MM = 25.0
 #: Shaft offset (mm) below which the femur does not tell the side.
 MIN_FEMUR_OFFSET_MM = 8.0
 
@@ -99,6 +111,9 @@ class Midline:
         For ``femur_anatomy``: the one side in view, settled by :meth:`settle_view_side`.
     z_mm, slope : float
         The midline's x moves by ``slope`` mm per mm of RAS z from ``z_mm`` (a rolled pose tilts it).
+    alternative : Midline or None
+        For ``femur_anatomy`` views cut on both borders: the bone's symmetry plane, to be adopted
+        or refused by :meth:`adopt_alternative` once the head candidates are known.
     """
 
     x_mm: float | None
@@ -109,6 +124,43 @@ class Midline:
     view_side: str | None = None
     z_mm: float = 0.0
     slope: float = 0.0
+    alternative: "Midline | None" = None
+
+    def adopt_alternative(self, candidates_ras, strongest: int | None = None):
+        """This midline, or its symmetry alternative when two of the strongest candidates mirror each other about it.
+
+        A view of one hip and thigh mirrors onto itself about a plane through its own head about as
+        well as a pelvis does about its midline (symmetry shares 0.63-0.72 against 0.66-0.72 on
+        ``anatomic_truncated`` development seeds), so the share cannot tell them apart. Two femoral
+        heads can: they lie 75-100 mm either side of the midline, mirror partners. The plane is
+        adopted when two of the ``strongest`` head candidates lie on opposite sides of it, each at
+        least :data:`MIRROR_HEAD_MIN_MM` off it at its own slice, their distances within
+        :data:`MIRROR_HEAD_TOLERANCE_MM` of each other. About a plane through one hip's head, the
+        head is the strongest candidate and lies on the plane.
+
+        Parameters
+        ----------
+        candidates_ras : sequence of (3,) array
+            Head candidate centres (RAS mm), strongest first.
+        strongest : int, optional
+            Default :data:`STRONGEST_CANDIDATES`.
+
+        Returns
+        -------
+        Midline
+            The alternative or ``self``; both ``detail`` record the check (``symmetry_alternative``).
+        """
+        if self.method != "femur_anatomy" or self.alternative is None or not len(candidates_ras):
+            return self
+        top = candidates_ras[:strongest or STRONGEST_CANDIDATES]
+        lateral = [round(float(p[0]) - self.alternative.x_at(float(p[2])), 1) for p in top]
+        adopted = any(a * b < 0 and min(abs(a), abs(b)) >= MIRROR_HEAD_MIN_MM
+                      and abs(abs(a) - abs(b)) <= MIRROR_HEAD_TOLERANCE_MM
+                      for i, a in enumerate(lateral) for b in lateral[i + 1:])
+        check = {"x_mm": round(float(self.alternative.x_mm), 1), "strongest_lateral_mm": lateral, "adopted": adopted}
+        self.detail["symmetry_alternative"] = check
+        self.alternative.detail["symmetry_alternative"] = check
+        return self.alternative if adopted else self
 
     def x_at(self, z_mm: float) -> float | None:
         """RAS x of the midline in the axial slice at RAS z ``z_mm`` (the plane may be tilted)."""
@@ -316,20 +368,33 @@ def estimate_midline(volume, bone) -> Midline:
         detail["spread_mm"] = round(float(np.median(np.abs(centres - (x + slope * (z_slices[clean] - z0))))), 1)
         return Midline(x, "body_outline", z_mm=z0, slope=slope, detail=detail)
     if width >= ONE_SIDE_WIDTH_MM:
-        k, positions, scores, masses = _symmetry_plane(coarse_bone, int(np.ceil(60.0 / cell[0])))
-        score = float(np.average(scores, weights=masses)) if len(k) else 0.0
-        detail["symmetry"] = round(score, 3)
-        if score >= MIN_SYMMETRY:
-            centre = (np.stack([positions, np.full(len(k), coarse_bone.shape[1] / 2.0), k], axis=1) + 0.5)
-            points = volume.index_to_ras(centre * factors - 0.5)
-            x, z0, slope = _midline_line(points[:, 2], points[:, 0], scores * masses)
-            return Midline(x, "bone_symmetry", z_mm=z0, slope=slope, detail=detail)
+        symmetric = _symmetry_midline(volume, coarse_bone, cell, factors, detail)
+        if symmetric is not None:
+            return symmetric
     lo, hi = touch_lo.mean(), touch_hi.mean()
     if width < ONE_SIDE_WIDTH_MM and max(lo, hi) >= 0.5 and min(lo, hi) <= 0.1:
         towards = 1.0 if hi > lo else -1.0
         border = float(_x_of_index(volume, factors, [nx - 0.5 if towards > 0 else -0.5])[0])
         return Midline(border, "cut_border", cut_towards=towards, detail=detail)
-    return Midline(None, "femur_anatomy", detail=detail)
+    alternative = None
+    if width < ONE_SIDE_WIDTH_MM and min(lo, hi) >= 0.5:
+        # Cut on both borders, the width is the view's: keep the symmetry plane for adopt_alternative.
+        alternative = _symmetry_midline(volume, coarse_bone, cell, factors, dict(detail))
+    return Midline(None, "femur_anatomy", detail=detail, alternative=alternative)
+
+
+def _symmetry_midline(volume, coarse_bone, cell, factors, detail: dict):
+    """The ``bone_symmetry`` midline, or None when under :data:`MIN_SYMMETRY` of the bone has a
+    mirror partner; ``detail`` gets the ``symmetry`` share either way."""
+    k, positions, scores, masses = _symmetry_plane(coarse_bone, int(np.ceil(60.0 / cell[0])))
+    score = float(np.average(scores, weights=masses)) if len(k) else 0.0
+    detail["symmetry"] = round(score, 3)
+    if score < MIN_SYMMETRY:
+        return None
+    centre = (np.stack([positions, np.full(len(k), coarse_bone.shape[1] / 2.0), k], axis=1) + 0.5)
+    points = volume.index_to_ras(centre * factors - 0.5)
+    x, z0, slope = _midline_line(points[:, 2], points[:, 0], scores * masses)
+    return Midline(x, "bone_symmetry", z_mm=z0, slope=slope, detail=detail)
 
 
 def femur_lateral_sign(volume, bone, center_index, *, below_mm=(70.0, 120.0), window_mm=(80.0, 50.0)):
