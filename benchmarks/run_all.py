@@ -37,6 +37,7 @@ BENCHMARKS = {
                ["--preset", "cpu", "--epochs", "2", "--seeds", "2", "--models", "unet"]),
     "aar": ("benchmarks.bench_aar", [], ["--cases", "9", "--rounds", "2"]),
     "partial_volume": ("benchmarks.bench_partial_volume", [], ["--quick"]),
+    "real_slabs": ("benchmarks.bench_real_slabs", [], []),
 }
 
 
@@ -52,6 +53,7 @@ CODE_PATHS = {
     "bench_models": ("thagpu/model_benchmark.py", "thagpu/aar"),
     "bench_aar": ("thagpu/aar",),
     "bench_partial_volume": PIPELINE,
+    "bench_real_slabs": ("thagpu/bone", "thagpu/morphology.py"),
     "gpu": PIPELINE,
 }
 
@@ -340,6 +342,13 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
                  f"{_fmt(e['ok_mean_dice_acetabulum'])} / {_fmt(e['ok_mean_dice_acetabulum_reader'])}; "
                  f"{_fmt(e['mean_bone_dice'], 4)} / {_fmt(e['mean_bone_dice_reader'], 4)}", at]
                 for name, e in partial["experiments"].items()]
+    slabs = _load(results, "bench_real_slabs")
+    if slabs:
+        at = _file_cell(history, slabs, "bench_real_slabs", results)
+        thin = slabs["spacing_mm"][-1]
+        out.append(["BE", f"real abdominal CT at {_fmt(thin * slabs['factor'], 0)} mm slabs ({slabs['factor']} of its "
+                    f"{_fmt(thin, 0)} mm slices averaged): Dice against its own {_fmt(thin, 0)} mm mask, mean (per phase)",
+                    f"{_fmt(slabs['mean_dice'], 4)} ({', '.join(_fmt(p['dice'], 4) for p in slabs['phases'])})", at])
     return out
 
 
@@ -453,7 +462,8 @@ def summary_markdown(results: Path = RESULTS, root: Path = ROOT) -> tuple:
         lines += table + [""]
         summary["accuracy"] = {"experiments": accuracy["experiments"], "measured_at": at}
     other += _other_lines(results, history)
-    for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar", "bench_partial_volume"):
+    for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar", "bench_partial_volume",
+                 "bench_real_slabs"):
         result = _load(results, name)
         if result:
             machines.setdefault(_machine_name(result.get("machine", {})), []).append(name)

@@ -93,3 +93,30 @@ def test_partial_volume_case_accounts_for_every_acetabulum_error():
     assert summary["ok_sides"] == len(ok)
     assert summary["acet_fp_partial_per_100"] == round(
         100.0 * sum(s["acet_fp_partial"] for s in ok) / sum(s["acet_voxels"] for s in ok), 2)
+
+
+def test_real_slabs_average_thin_slices_and_read_the_thin_mask_by_majority(abdomen_dicom):
+    """A slab is the mean of its slices, centred where they are; its reference is their majority vote."""
+    from benchmarks.bench_real_slabs import majority_of, slabs_of
+    from thagpu import load_ct
+
+    volume = load_ct(abdomen_dicom)
+    axis = int(np.argmax(volume.spacing))
+    slab_volume, slab_axis, count = slabs_of(volume, 3, 1)
+    assert slab_axis == axis and count == (volume.array.shape[axis] - 1) // 3
+    assert slab_volume.spacing[axis] == 3 * volume.spacing[axis]
+    second = np.take(slab_volume.array, 1, axis=axis)
+    assert np.allclose(second, np.take(volume.array, [4, 5, 6], axis=axis).mean(axis=axis), atol=1e-3)
+    # The affine puts the slab's voxel at its middle slice's position.
+    middle_of_second = np.asarray(volume.affine) @ np.array([*(5.0 if a == axis else 0.0 for a in range(3)), 1.0])
+    assert np.allclose(slab_volume.affine @ np.array([*(1.0 if a == axis else 0.0 for a in range(3)), 1.0]),
+                       middle_of_second)
+    thin = np.zeros(volume.array.shape, dtype=bool)
+    index = [slice(None)] * 3
+    index[axis] = [4, 5]  # two of the second slab's three slices
+    thin[tuple(index)] = True
+    index[axis] = [7]  # one of the third slab's
+    thin[tuple(index)] = True
+    votes = majority_of(thin, axis, 3, 1, count)
+    assert np.take(votes, 1, axis=axis).all() and not np.take(votes, 2, axis=axis).any()
+    assert int(votes.sum()) == np.take(votes, 1, axis=axis).size  # no other slab has a majority
