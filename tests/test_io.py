@@ -285,6 +285,39 @@ def test_padding_clipped(tmp_path):
     assert np.all(stored[:3, :3, :] == -1024.0) and stored[-1, -1, 0] == -1024.0
 
 
+def test_values_beyond_any_scanner_clipped(tmp_path):
+    """A corrupt voxel of 1e30 would overflow float32 in a local variance: it is clipped and counted."""
+    geometry = _geometry(np.eye(3))
+    ct, _ = _synthetic_ct(geometry)
+    ct = ct.astype(np.float32)
+    ct[1, 2, 3] = 1e30
+    volume = load_ct(_write(ct, geometry, tmp_path / "ct.nii.gz"))
+    assert volume.info["clipped_high_voxels"] == 1
+    assert float(volume.array.max()) == 65535.0
+    assert volume.info["hu_range"][1] == pytest.approx(1e30, rel=1e-6)
+
+
+def _nifti_with_pixdim(tmp_path, pixdim) -> Path:
+    """A plain CT NIfTI whose header's pixdim[1:4] is rewritten (ITK would read 0 or NaN as 1 mm)."""
+    geometry = _geometry(np.eye(3))
+    ct, _ = _synthetic_ct(geometry)
+    path = _write(ct, geometry, tmp_path / "ct.nii")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<3f", data, 80, *pixdim)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("pixdim", [(1.0, 1.0, 0.0), (1.0, float("nan"), 1.0)])
+def test_refuse_nifti_pixdim_zero_or_nan(tmp_path, pixdim):
+    _refused(_nifti_with_pixdim(tmp_path, pixdim), "voxel size in the header", "not finite and non-zero")
+
+
+def test_refuse_voxels_under_a_twentieth_of_a_millimetre(tmp_path):
+    _refused(_nifti_with_pixdim(tmp_path, (0.001, 0.001, 0.001)), "below 0.05 mm", "not a clinical CT")
+    assert load_ct(_nifti_with_pixdim(tmp_path, (0.05, 0.05, 0.05))).spacing == pytest.approx((0.05,) * 3)
+
+
 def test_fat_without_air_is_ct(tmp_path):
     geometry = _geometry(np.eye(3))
     ct = np.full(SIZE, 50, dtype=np.int16)

@@ -95,7 +95,7 @@ def load_ct(path, *, max_voxels: float = DEFAULT_MAX_VOXELS) -> Volume:
         stored header so that labels can be written back voxel for voxel.
         ``info`` holds ``format`` (``"nifti"``, ``"nrrd"``, ``"metaimage"``
         or ``"dicom"``), ``pixel_type``, ``hu_range`` (before clipping),
-        ``clipped_padding_voxels`` and, for DICOM, ``n_slices`` and
+        ``clipped_padding_voxels``, ``clipped_high_voxels`` and, for DICOM, ``n_slices`` and
         ``dicom_series`` (``series_uid``, ``n_slices``, ``description``,
         ``modality``, ``other_series``, ``unreadable_files``: files of the
         folder in no series), plus ``dicom_geometry_fixed`` if ITK's
@@ -107,7 +107,9 @@ def load_ct(path, *, max_voxels: float = DEFAULT_MAX_VOXELS) -> Volume:
         With a one-line message naming ``path``, when the input is missing,
         empty, of an unknown format, truncated or corrupt, not 3-D (a 4-D
         image whose last axis has size 1 is read as 3-D), larger than
-        ``max_voxels``, has non-positive or non-finite spacing, more than one
+        ``max_voxels``, has non-positive or non-finite spacing (for NIfTI
+        also in the header's pixdim, which ITK would read as 1 mm) or voxels
+        under 0.05 mm, more than one
         value per voxel, non-finite values, or values that do not look like
         CT; for DICOM also when no series is found, or slices are duplicated,
         missing, unevenly spaced (a gap differing from the median gap by more
@@ -121,7 +123,9 @@ def load_ct(path, *, max_voxels: float = DEFAULT_MAX_VOXELS) -> Volume:
     air is present). An MR image (all values >= 0) fails both. After that,
     values below -1024 HU (scanner padding outside the reconstruction
     circle, e.g. -2048 or -3024) are clipped to -1024 HU and counted in
-    ``info["clipped_padding_voxels"]``.
+    ``info["clipped_padding_voxels"]``; values above 65535 HU (beyond any
+    scanner's scale: corrupt voxels) are clipped to it and counted in
+    ``info["clipped_high_voxels"]``.
 
     DICOM slices are sorted by ImagePositionPatient projected onto the slice
     normal (row x column of ImageOrientationPatient), so the file names and

@@ -28,6 +28,12 @@ FAT_MIN_FRACTION = 0.01
 CT_RANGE_HU = (-1100.0, 4000.0)
 #: Values below this (scanner padding outside the reconstruction circle) are clipped to it.
 PADDING_FLOOR_HU = -1024.0
+#: Values above this are clipped to it: no scanner's scale goes higher (the extended 16-bit CT scale
+#: ends near it), and a corrupt voxel of 1e30 would overflow float32 in a local variance.
+CEILING_HU = 65535.0
+#: Voxels smaller than this are refused: no clinical CT resolves them, and a header in metres (or a
+#: corrupt one) would make every millimetre-sized step span thousands of voxels.
+MIN_SPACING_MM = 0.05
 
 _CHUNK = 1 << 24  # voxels per block when scanning values
 
@@ -91,9 +97,12 @@ def _check_header(path, size, spacing, components: int, max_voxels: float) -> No
     if n_voxels > max_voxels:
         raise _refuse(path, f"image of {_format_size(size)} = {_format_count(n_voxels)} voxels "
                             f"exceeds the limit of {_format_count(max_voxels)} voxels")
+    shown = ", ".join(f"{s:g}" for s in spacing)
     if not all(math.isfinite(s) and s > 0 for s in spacing):
-        shown = ", ".join(f"{s:g}" for s in spacing)
         raise _refuse(path, f"voxel spacing ({shown}) mm is not finite and positive")
+    if min(spacing) < MIN_SPACING_MM:
+        raise _refuse(path, f"voxel spacing ({shown}) mm is below {MIN_SPACING_MM:g} mm: not a clinical CT "
+                            "(a header in metres?)")
     if components != 1:
         raise _refuse(path, f"{components} components per pixel (colour or vector image); "
                             "a CT has one value per voxel")
@@ -108,16 +117,18 @@ _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
 def _nifti_layout(header: bytes):
-    """(byte order, datatype, bitpix, data offset, voxel count) of a NIfTI-1/2 header, or None."""
+    """(byte order, datatype, bitpix, data offset, voxel count, pixdim[1:4]) of a NIfTI-1/2 header, or None."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack_from(endian + "i", header, 0)[0] == 348:
             dim = struct.unpack_from(endian + "8h", header, 40)
             datatype, bitpix = struct.unpack_from(endian + "2h", header, 70)
+            pixdim = struct.unpack_from(endian + "8f", header, 76)
             offset = max(int(struct.unpack_from(endian + "f", header, 108)[0]), 352)
             break
         if len(header) >= 540 and struct.unpack_from(endian + "i", header, 0)[0] == 540:
             datatype, bitpix = struct.unpack_from(endian + "2h", header, 12)
             dim = struct.unpack_from(endian + "8q", header, 16)
+            pixdim = struct.unpack_from(endian + "8d", header, 104)
             offset = max(int(struct.unpack_from(endian + "q", header, 168)[0]), 544)
             break
     else:
@@ -126,7 +137,7 @@ def _nifti_layout(header: bytes):
     if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
         return None
     n_voxels = math.prod(max(int(n), 1) for n in dim[1:ndim + 1])
-    return endian, int(datatype), int(bitpix), offset, n_voxels
+    return endian, int(datatype), int(bitpix), offset, n_voxels, tuple(float(p) for p in pixdim[1:4])
 
 
 def _open_maybe_gzip(path: Path, compressed: bool):
@@ -180,7 +191,11 @@ def _check_nifti_data(path: Path) -> None:
             layout = _nifti_layout(handle.read(544))
         if layout is None:
             return  # ITK accepted the header; nothing more to check here
-        endian, datatype, bitpix, offset, count = layout
+        endian, datatype, bitpix, offset, count, pixdim = layout
+        if not all(math.isfinite(p) and p != 0 for p in pixdim):
+            # niftilib reads a voxel size of 0 or NaN as 1 mm, and ITK passes that on: refuse it here.
+            shown = ", ".join(f"{p:g}" for p in pixdim)
+            raise _refuse(path, f"voxel size in the header (pixdim {shown}) is not finite and non-zero")
         expected = offset + count * (bitpix // 8)
         dtype = _NIFTI_FLOATS.get(datatype)
         if dtype is not None:
@@ -218,7 +233,7 @@ def _validate_values(path, array: np.ndarray) -> dict:
     flat = array.reshape(-1)
     n = flat.size
     vmin, vmax = math.inf, -math.inf
-    n_air = n_fat = n_padding = 0
+    n_air = n_fat = n_padding = n_high = 0
     finite = True
     for start in range(0, n, _CHUNK):
         block = flat[start:start + _CHUNK]
@@ -230,6 +245,7 @@ def _validate_values(path, array: np.ndarray) -> dict:
         n_air += int(np.count_nonzero(block <= AIR_HU))
         n_fat += int(np.count_nonzero(block <= FAT_HU))
         n_padding += int(np.count_nonzero(block < PADDING_FLOOR_HU))
+        n_high += int(np.count_nonzero(block > CEILING_HU))
     if not finite:
         blocks = [flat[s:s + _CHUNK] for s in range(0, n, _CHUNK)]
         bad = sum(int(b.size - np.count_nonzero(np.isfinite(b))) for b in blocks)
@@ -247,8 +263,8 @@ def _validate_values(path, array: np.ndarray) -> dict:
         else:
             why = "no air near -1000 HU, no fat below -50 HU"
         raise _refuse(path, f"{shown} do not look like CT in HU ({why})")
-    if n_padding:
+    if n_padding or n_high:
         for start in range(0, n, _CHUNK):
             block = flat[start:start + _CHUNK]
-            np.maximum(block, PADDING_FLOOR_HU, out=block)
-    return {"hu_range": [vmin, vmax], "clipped_padding_voxels": n_padding}
+            np.clip(block, PADDING_FLOOR_HU, CEILING_HU, out=block)
+    return {"hu_range": [vmin, vmax], "clipped_padding_voxels": n_padding, "clipped_high_voxels": n_high}
