@@ -193,3 +193,83 @@ def test_run_outputs_stay_inside_out_whatever_the_input_path(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["res"]
     with pytest.raises(InputError, match="plain folder name"):
         run_case(folder / "ct.nii.gz", out, case_id="../escape")
+
+
+def test_unusable_output_folder_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """A file where OUT or its case folder should be, or a folder where an output file should be, is an
+    output error in one line (exit 2), found before the CT is read."""
+    import thagpu.pipeline as pipeline
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "6", "--preset", "hard"],
+            capsys)
+    ct = tmp_path / "ph" / "hard-tiny-00006" / "ct.nii.gz"
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the CT was read before the output folder was checked")
+
+    monkeypatch.setattr(pipeline, "load_ct", no_reading)
+    (tmp_path / "a_file").write_text("x")
+    taken = tmp_path / "taken" / "hard-tiny-00006"
+    taken.parent.mkdir()
+    taken.write_text("x")
+    in_the_way = tmp_path / "dir_in_the_way" / "hard-tiny-00006" / "qc.png"
+    in_the_way.mkdir(parents=True)
+    for out_dir, expected in [(tmp_path / "a_file", "is a file, not a folder"),
+                              (tmp_path / "a_file" / "sub", "is a file, not a folder"),
+                              (taken.parent, "is a file, not a folder"),
+                              (in_the_way.parent.parent, "a folder is in the way")]:
+        code, _, err = run_cli(["run", str(ct), "--out", str(out_dir), "--device", "cpu"], capsys)
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1 and expected in lines[0] and "internal error" not in err, err
+
+
+def test_a_failed_write_leaves_the_previous_outputs_whole(tmp_path, capsys, monkeypatch):
+    """The three outputs of a case are renamed into place together: when the last one cannot be written
+    the case keeps its previous set, never new labels beside old measurements."""
+    import thagpu.pipeline as pipeline
+    from thagpu.errors import OutputError
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "7", "--preset", "hard"],
+            capsys)
+    ct = tmp_path / "ph" / "hard-tiny-00007" / "ct.nii.gz"
+    out = tmp_path / "res"
+    assert run_cli(["run", str(ct), "--out", str(out), "--device", "cpu"], capsys)[0] == 0
+    case = out / "hard-tiny-00007"
+    before = {p.name: p.read_bytes() for p in case.iterdir()}
+    assert sorted(before) == ["labels.nii.gz", "measurements.json", "qc.png"]
+
+    def failing_json(path, text):
+        raise OutputError(path, "disk full")
+
+    monkeypatch.setattr(pipeline, "atomic_write_text", failing_json)
+    code, _, err = run_cli(["run", str(ct), "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 2 and "disk full" in err
+    assert {p.name: p.read_bytes() for p in case.iterdir()} == before  # nothing new, no temporary left
+
+
+def test_inputs_of_one_name_get_their_own_folders(tmp_path, capsys):
+    """Two inputs whose case id is the same (x/a/ct.nii.gz, y/a/ct.nii.gz) once wrote into one folder,
+    the second silently replacing the first."""
+    import shutil
+    run_cli(["phantom", "--out", str(tmp_path / "ph"), "--n", "1", "--size", "tiny", "--seed", "8", "--preset", "hard"],
+            capsys)
+    first = tmp_path / "x" / "a" / "ct.nii.gz"
+    second = tmp_path / "y" / "a" / "ct.nii.gz"
+    for target in (first, second):
+        target.parent.mkdir(parents=True)
+        shutil.copy(tmp_path / "ph" / "hard-tiny-00008" / "ct.nii.gz", target)
+    code, out_text, _ = run_cli(["run", str(first), str(second), "--out", str(tmp_path / "res"), "--device", "cpu"],
+                                capsys)
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["a", "a-2"]
+    for case in ("a", "a-2"):
+        assert (tmp_path / "res" / case / "labels.nii.gz").exists()
+
+
+def test_dataset_build_with_a_failed_case_exits_non_zero_and_keeps_the_others(tmp_path, capsys):
+    """A build whose cases partly failed once exited 0: a script could not tell it from a whole one."""
+    run_cli(["phantom", "--out", str(tmp_path / "src"), "--n", "1", "--size", "tiny", "--seed", "9",
+             "--preset", "hard"], capsys)
+    (tmp_path / "src" / "broken.nii.gz").write_bytes(b"not a CT")
+    code, _, err = run_cli(["dataset", "build", str(tmp_path / "src"), "--out", str(tmp_path / "ds"),
+                            "--workers", "1", "--device", "cpu"], capsys)
+    assert code == 2 and "1 of 2 case(s) failed" in err
+    assert (tmp_path / "ds" / "cases" / "hard-tiny-00009" / "labels.nii.gz").exists()

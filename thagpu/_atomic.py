@@ -7,7 +7,9 @@ import os
 import uuid
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_text"]
+from .errors import OutputError
+
+__all__ = ["atomic_path", "atomic_paths", "atomic_write_text", "check_writable"]
 
 _DOUBLE_SUFFIXES = (".nii.gz",)
 
@@ -43,15 +45,71 @@ def atomic_path(path):
     >>> (d / "a.txt").read_text(encoding="utf-8")
     'done'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{_suffix(path)}")
-    try:
+    with atomic_paths([path]) as (tmp,):
         yield tmp
-        os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_paths(paths):
+    """Yield a temporary path beside each of ``paths``; rename them all onto ``paths`` on success.
+
+    The outputs of one case are written together: every file is complete under its temporary name
+    before the first rename, and each destination is checked first (no folder in the way), so a
+    failed write leaves the old set whole rather than new labels beside old measurements. A file
+    system error (a file where a folder should be, no permission) is an
+    :class:`~thagpu.errors.OutputError` naming the path, on one line.
+
+    Parameters
+    ----------
+    paths : sequence of str or Path
+        Final destinations; their folders are created if missing.
+    """
+    paths = [Path(p) for p in paths]
+    temps = []
+    try:
+        for path in paths:
+            check_writable(path)
+            _io(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
+            temps.append(path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{_suffix(path)}"))
+        yield tuple(temps)
+        for path in paths:
+            check_writable(path)
+        for tmp, path in zip(temps, paths):
+            _io(path, lambda: os.replace(tmp, path))
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                tmp.unlink()
+
+
+def check_writable(path) -> None:
+    """Raise :class:`~thagpu.errors.OutputError` when ``path`` could not become a file.
+
+    A folder already at ``path``, or a file where one of its folders should be, is refused; so is a
+    first existing folder above it that this process may not write to. Nothing is created.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(path, "a folder is in the way of this output file")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():  # a dangling link: mkdir would fail on it
+            raise OutputError(folder, "a broken link is in the way of this output folder")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(folder, "is a file, not a folder; outputs cannot go under it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(folder, "no permission to write in this folder")
+
+
+def _io(path, action):
+    """Run a file-system ``action``; its ``OSError`` becomes a one-line :class:`OutputError` on ``path``."""
+    try:
+        return action()
+    except OutputError:
+        raise
+    except OSError as error:
+        raise OutputError(path, f"cannot write here ({error.strerror or type(error).__name__})") from error
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -99,16 +99,18 @@ def run(
     """Segment CT volumes: labels.nii.gz and measurements.json per case."""
     from .config import load_config
     from .device import resolve_device
-    from .pipeline import run_case
+    from .pipeline import run_case, unique_case_ids
     _choice(device, DEVICES, "--device")
     config = load_config(config_file)
     device = resolve_device(device)
     failures = []
     with _progress() as progress:
         task = progress.add_task("cases", total=len(inputs))
-        for path in inputs:
+        # Inputs of one name (two folders' ct.nii.gz under parents of one name) get -2, -3...: each
+        # case its own folder, none overwriting another of this run.
+        for path, case_id in zip(inputs, unique_case_ids(inputs)):
             try:
-                result = run_case(path, out_dir, config=config, device=device)
+                result = run_case(path, out_dir, config=config, device=device, case_id=case_id)
                 progress.console.print(f"{result.case_id}: done ({sum(result.measurements['timings_s'].values()):.1f} s)")
             except ThagpuError as error:
                 if _STATE["debug"] or len(inputs) == 1:
@@ -206,6 +208,7 @@ def dataset_build(
     out.print(f"{summary.inputs} input(s), {summary.processed} processed in {summary.elapsed_s:.1f} s "
               f"({summary.cases_per_min:.1f} cases/min): {now}")
     out.print(f"dataset {out_dir}: {total}; QC report {summary.report}")
+    _fail_on_failed_cases(summary)
 
 
 def _build_progress(progress, started: float):
@@ -266,6 +269,16 @@ def dataset_regenerate(
     if summary.review:
         out.print(f"manual labels to look at again ({len(summary.review)}): {', '.join(summary.review)}")
     out.print(f"changes: 'thagpu dataset status {dataset_dir}' and the QC report {summary.report}")
+    _fail_on_failed_cases(summary)
+
+
+def _fail_on_failed_cases(summary) -> None:
+    """Exit non-zero (one line) when cases failed in this run: a script or CI step building a dataset
+    must not read a partial build as a whole one. The cases that worked are in the dataset."""
+    failed = summary.finished_now.get("failed", 0)
+    if failed:
+        raise ThagpuError(f"{failed} of {summary.processed} case(s) failed (listed above, with their reasons in "
+                          "the QC report); the others are in the dataset")
 
 
 @dataset_app.command("restore")

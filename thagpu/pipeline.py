@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import labels as schema
-from ._atomic import atomic_write_text
+from ._atomic import atomic_paths, atomic_write_text, check_writable
 from ._version import __version__
 from .config import Config, config_hash
 from .device import resolve_device
@@ -27,7 +27,7 @@ from .io import load_ct, save_labels
 from .qc import save_slices_png
 from .volume import Volume
 
-__all__ = ["CaseResult", "case_id_for", "safe_case_id", "segment_volume", "qc_points", "run_case"]
+__all__ = ["CaseResult", "case_id_for", "unique_case_ids", "safe_case_id", "segment_volume", "qc_points", "run_case"]
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -76,6 +76,26 @@ def case_id_for(path) -> str:
     if name.lower() in ("ct", "image", "img", "volume", "scan") and path.parent.name:
         name = path.parent.name
     return safe_case_id(name)
+
+
+def unique_case_ids(paths, taken=()) -> list:
+    """A file-system-safe case id per path, made unique against ``taken`` and each other.
+
+    The id is :func:`case_id_for` of the path (already safe); a repeated id gets ``-2``, ``-3``...
+    in order (``x/a/ct.nii.gz`` and ``y/a/ct.nii.gz`` become ``a`` and ``a-2``), so no two inputs
+    write into the same folder.
+    """
+    used = set(taken)
+    ids = []
+    for path in paths:
+        base = case_id_for(path)
+        candidate, n = base, 1
+        while candidate in used:
+            n += 1
+            candidate = f"{base}-{n}"
+        used.add(candidate)
+        ids.append(candidate)
+    return ids
 
 
 def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -> tuple:
@@ -166,22 +186,26 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
         raise InputError(case_id, "a case id must be a plain folder name (letters, digits, '.', '_', '-'; "
                                   "not starting or ending with '.' or '_')")
     case_id = case_id or case_id_for(path)
+    folder = Path(out_dir) / case_id
+    outputs = {"labels": folder / "labels.nii.gz", "qc": folder / "qc.png",
+               "measurements": folder / "measurements.json"}
+    for output in outputs.values():  # before any work: a folder that cannot take them fails now
+        check_writable(output)
     timings: dict = {}
     with _timed(timings, "load"):
         volume = load_ct(path, max_voxels=config.io.max_voxels)
     labels, stage_results = segment_volume(volume, config, device, timings)
-    folder = Path(out_dir) / case_id
-    outputs = {"labels": folder / "labels.nii.gz", "qc": folder / "qc.png",
-               "measurements": folder / "measurements.json"}
-    # "write" times the label image and the QC picture; measurements.json, a few kilobytes, is
-    # written once, last.
-    with _timed(timings, "write"):
-        save_labels(labels, volume, outputs["labels"])
-        points, circles = qc_points(volume, stage_results.get("sides", {}))
-        save_slices_png(outputs["qc"], volume.array, labels, volume.spacing, points, circles=circles,
-                        title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
-    measurements = _measurements(volume, config, device, stage_results, timings)
-    if input_hash:
-        measurements["input"]["sha256"] = input_hash
-    atomic_write_text(outputs["measurements"], json.dumps(measurements, indent=2) + "\n")
+    # The three files are renamed into place together, once all are written: a failure leaves the
+    # case's previous outputs as they were, never a mix. "write" times the label image and the QC
+    # picture; measurements.json (a few kilobytes, holding the timings) is written last.
+    with atomic_paths(outputs.values()) as (labels_tmp, qc_tmp, measurements_tmp):
+        with _timed(timings, "write"):
+            save_labels(labels, volume, labels_tmp)
+            points, circles = qc_points(volume, stage_results.get("sides", {}))
+            save_slices_png(qc_tmp, volume.array, labels, volume.spacing, points, circles=circles,
+                            title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
+        measurements = _measurements(volume, config, device, stage_results, timings)
+        if input_hash:
+            measurements["input"]["sha256"] = input_hash
+        atomic_write_text(measurements_tmp, json.dumps(measurements, indent=2) + "\n")
     return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)

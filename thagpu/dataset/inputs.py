@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import InputError, describe
 from ..io import SUPPORTED_SUFFIXES
-from ..pipeline import case_id_for
+from ..pipeline import unique_case_ids
 
 __all__ = ["CaseInput", "discover_inputs", "label_files_by_case", "input_signature", "content_hash", "unique_case_ids"]
 
@@ -215,20 +215,3 @@ def discover_inputs(source) -> list:
     return inputs
 
 
-def unique_case_ids(paths, taken=()) -> list:
-    """A file-system-safe case id per path, made unique against ``taken`` and each other.
-
-    The id is :func:`thagpu.pipeline.case_id_for` of the path (already safe); a repeated id gets
-    ``-2``, ``-3``... in order.
-    """
-    used = set(taken)
-    ids = []
-    for path in paths:
-        base = case_id_for(path)
-        candidate, n = base, 1
-        while candidate in used:
-            n += 1
-            candidate = f"{base}-{n}"
-        used.add(candidate)
-        ids.append(candidate)
-    return ids
