@@ -92,9 +92,11 @@ def main(argv):
     from thagpu.bone import build_energy, energy_of, extract_bone
     from thagpu.config import BoneConfig
     from thagpu.device import to_device, to_host
+    from thagpu.memory import keep_freed_memory
     from thagpu.metrics import dice
     from thagpu.phantom import make_phantom
 
+    keep_freed_memory()  # as the thagpu command does, for every row alike (thagpu/memory.py)
     if method not in METHODS:
         raise SystemExit(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if spacing == "full":

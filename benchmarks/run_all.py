@@ -38,6 +38,7 @@ BENCHMARKS = {
     "aar": ("benchmarks.bench_aar", [], ["--cases", "9", "--rounds", "2"]),
     "partial_volume": ("benchmarks.bench_partial_volume", [], ["--quick"]),
     "real_slabs": ("benchmarks.bench_real_slabs", [], []),
+    "run_io": ("benchmarks.bench_run_io", [], ["--quick"]),
 }
 
 
@@ -46,14 +47,15 @@ BENCHMARKS = {
 #: phantoms are the benchmarks' input, not the code they describe, so ``thagpu/phantom`` is not listed.
 PIPELINE = ("thagpu/bone", "thagpu/afs", "thagpu/morphology.py", "kernels")
 CODE_PATHS = {
-    "bench_bone": ("thagpu/bone", "thagpu/morphology.py"),
+    "bench_bone": ("thagpu/bone", "thagpu/morphology.py", "thagpu/memory.py"),
     "bench_accuracy": PIPELINE,
-    "bench_dataset": PIPELINE + ("thagpu/dataset", "thagpu/pipeline.py"),
+    "bench_dataset": PIPELINE + ("thagpu/dataset", "thagpu/pipeline.py", "thagpu/memory.py"),
     "bench_kernels": ("kernels",),
     "bench_models": ("thagpu/model_benchmark.py", "thagpu/aar"),
     "bench_aar": ("thagpu/aar",),
     "bench_partial_volume": PIPELINE,
     "bench_real_slabs": ("thagpu/bone", "thagpu/morphology.py"),
+    "bench_run_io": PIPELINE + ("thagpu/pipeline.py", "thagpu/io", "thagpu/memory.py", "thagpu/qc.py", "thagpu/cli.py"),
     "gpu": PIPELINE,
 }
 
@@ -349,6 +351,18 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
         out.append(["BE", f"real abdominal CT at {_fmt(thin * slabs['factor'], 0)} mm slabs ({slabs['factor']} of its "
                     f"{_fmt(thin, 0)} mm slices averaged): Dice against its own {_fmt(thin, 0)} mm mask, mean (per phase)",
                     f"{_fmt(slabs['mean_dice'], 4)} ({', '.join(_fmt(p['dice'], 4) for p in slabs['phases'])})", at])
+    run_io = _load(results, "bench_run_io")
+    if run_io:
+        at = _file_cell(history, run_io, "bench_run_io", results)
+        for r in run_io["rows"]:
+            stages = r["stages_s"]
+            verdict = "met" if r["target_met"] else "not met"
+            out.append(["run", f"`thagpu run --device cpu` against reading the CT and writing its labels, {r['volume']}, "
+                        f"{'x'.join(str(n) for n in r['shape'])}",
+                        f"{_fmt(r['run_s'], 1)} s against {_fmt(r['read_write_s'], 2)} s: {_fmt(r['ratio'], 1)}x "
+                        f"(target <= {_fmt(r['target_ratio'], 0)}x: {verdict}); load {_fmt(stages.get('load'), 1)}, "
+                        f"BE {_fmt(stages.get('bone'), 1)}, AFS {_fmt(stages.get('afs'), 1)}, "
+                        f"write {_fmt(stages.get('write'), 1)} s", at])
     return out
 
 
@@ -463,7 +477,7 @@ def summary_markdown(results: Path = RESULTS, root: Path = ROOT) -> tuple:
         summary["accuracy"] = {"experiments": accuracy["experiments"], "measured_at": at}
     other += _other_lines(results, history)
     for name in ("bench_dataset", "bench_kernels", "bench_models", "bench_aar", "bench_partial_volume",
-                 "bench_real_slabs"):
+                 "bench_real_slabs", "bench_run_io"):
         result = _load(results, name)
         if result:
             machines.setdefault(_machine_name(result.get("machine", {})), []).append(name)

@@ -601,6 +601,8 @@ _escape_help(app)
 
 def main(argv=None) -> None:
     """Entry point of the ``thagpu`` script."""
+    from .memory import keep_freed_memory
+    keep_freed_memory()  # large temporaries reused, not faulted in afresh (thagpu/memory.py)
     try:
         code = app(args=argv, prog_name="thagpu", standalone_mode=False)
     except ThagpuError as error:

@@ -24,6 +24,7 @@ from .config import Config, config_hash
 from .device import resolve_device
 from .errors import InputError
 from .io import load_ct, save_labels
+from .memory import release_freed_memory
 from .qc import save_slices_png
 from .volume import Volume
 
@@ -191,21 +192,24 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
                "measurements": folder / "measurements.json"}
     for output in outputs.values():  # before any work: a folder that cannot take them fails now
         check_writable(output)
-    timings: dict = {}
-    with _timed(timings, "load"):
-        volume = load_ct(path, max_voxels=config.io.max_voxels)
-    labels, stage_results = segment_volume(volume, config, device, timings)
-    # The three files are renamed into place together, once all are written: a failure leaves the
-    # case's previous outputs as they were, never a mix. "write" times the label image and the QC
-    # picture; measurements.json (a few kilobytes, holding the timings) is written last.
-    with atomic_paths(outputs.values()) as (labels_tmp, qc_tmp, measurements_tmp):
-        with _timed(timings, "write"):
-            save_labels(labels, volume, labels_tmp)
-            points, circles = qc_points(volume, stage_results.get("sides", {}))
-            save_slices_png(qc_tmp, volume.array, labels, volume.spacing, points, circles=circles,
-                            title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
-        measurements = _measurements(volume, config, device, stage_results, timings)
-        if input_hash:
-            measurements["input"]["sha256"] = input_hash
-        atomic_write_text(measurements_tmp, json.dumps(measurements, indent=2) + "\n")
-    return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)
+    try:
+        timings: dict = {}
+        with _timed(timings, "load"):
+            volume = load_ct(path, max_voxels=config.io.max_voxels)
+        labels, stage_results = segment_volume(volume, config, device, timings)
+        # The three files are renamed into place together, once all are written: a failure leaves the
+        # case's previous outputs as they were, never a mix. "write" times the label image and the QC
+        # picture; measurements.json (a few kilobytes, holding the timings) is written last.
+        with atomic_paths(outputs.values()) as (labels_tmp, qc_tmp, measurements_tmp):
+            with _timed(timings, "write"):
+                save_labels(labels, volume, labels_tmp)
+                points, circles = qc_points(volume, stage_results.get("sides", {}))
+                save_slices_png(qc_tmp, volume.array, labels, volume.spacing, points, circles=circles,
+                                title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
+            measurements = _measurements(volume, config, device, stage_results, timings)
+            if input_hash:
+                measurements["input"]["sha256"] = input_hash
+            atomic_write_text(measurements_tmp, json.dumps(measurements, indent=2) + "\n")
+        return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)
+    finally:
+        release_freed_memory()  # a worker between cases holds no finished case's peak

@@ -129,8 +129,10 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         ``sides`` (see :func:`side_summary`), ``worker``, ``version``,
         ``config_hash``, ``device`` (``cpu`` or ``gpu``: where it ran).
     """
+    from ..memory import keep_freed_memory
     from ..pipeline import run_case
 
+    keep_freed_memory()  # once per worker process (thagpu/memory.py); run_case hands it back per case
     start = time.perf_counter()
     dataset_dir = Path(dataset_dir)
     result = {"case_id": case_id, "worker": _worker_name(), "version": __version__,
