@@ -304,6 +304,7 @@ def _nifti_with_pixdim(tmp_path, pixdim) -> Path:
     path = _write(ct, geometry, tmp_path / "ct.nii")
     data = bytearray(path.read_bytes())
     struct.pack_into("<3f", data, 80, *pixdim)
+    struct.pack_into("<h", data, 254, 0)  # no sform: the qform and pixdim alone say where voxels are
     path.write_bytes(bytes(data))
     return path
 
@@ -316,6 +317,46 @@ def test_refuse_nifti_pixdim_zero_or_nan(tmp_path, pixdim):
 def test_refuse_voxels_under_a_twentieth_of_a_millimetre(tmp_path):
     _refused(_nifti_with_pixdim(tmp_path, (0.001, 0.001, 0.001)), "below 0.05 mm", "not a clinical CT")
     assert load_ct(_nifti_with_pixdim(tmp_path, (0.05, 0.05, 0.05))).spacing == pytest.approx((0.05,) * 3)
+
+
+def _nibabel_ct(tmp_path, sform, qform=None, zooms=(1.0, 1.0, 1.0)) -> Path:
+    """A CT NIfTI-1 with the given sform (code 2) and qform (code 1, or none), written by nibabel."""
+    import nibabel as nib
+    geometry = _geometry(np.eye(3))
+    ct, _ = _synthetic_ct(geometry)
+    image = nib.Nifti1Image(ct.astype(np.int16), affine=None)
+    image.header.set_zooms(zooms)
+    image.set_sform(np.asarray(sform, dtype=float), code=2)
+    if qform is not None:
+        image.set_qform(np.asarray(qform, dtype=float), code=1)
+    else:
+        image.header["qform_code"] = 0
+    path = tmp_path / "ct.nii.gz"
+    nib.save(image, str(path))
+    return path
+
+
+def test_nifti_whose_sform_and_pixdim_or_qform_disagree_is_refused(tmp_path):
+    """ITK reads the voxel size from pixdim and, for a sheared sform, the qform; other tools read the
+    sform: where they disagree the millimetres would silently differ from tool to tool."""
+    scaled = np.diag([0.7, 0.7, 3.0, 1.0])
+    _refused(_nibabel_ct(tmp_path, scaled, zooms=(1.0, 1.0, 1.0)), "sform gives voxels of (0.7, 0.7, 3) mm",
+             "pixdim (1, 1, 1) mm")
+    turned = np.array([[0, -1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=float)
+    _refused(_nibabel_ct(tmp_path, turned, qform=np.eye(4)), "qform and sform orient the image 90.0 deg apart")
+    _refused(_nibabel_ct(tmp_path, np.eye(4), qform=np.diag([1.0, 1.0, 1.0, 1.0]) + np.array(
+        [[0, 0, 0, 12.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])), "place the image 12.0 mm apart")
+    sheared = np.eye(4)
+    sheared[1, 2] = np.tan(np.radians(15))  # a 15 deg gantry tilt kept in the sform; ITK would take the qform
+    _refused(_nibabel_ct(tmp_path, sheared, qform=np.eye(4),
+                         zooms=(1.0, 1.0, float(np.hypot(1, np.tan(np.radians(15)))))),
+             "sform is sheared", "gantry tilt")
+    # Agreeing transforms, oblique and scaled alike, are read.
+    oblique = np.eye(4)
+    oblique[:3, :3] = _rotation(2, 30.0) @ np.diag([0.7, 0.7, 3.0])
+    oblique[:3, 3] = (10.0, -20.0, 5.0)
+    volume = load_ct(_nibabel_ct(tmp_path, oblique, qform=oblique, zooms=(0.7, 0.7, 3.0)))
+    assert volume.spacing == pytest.approx((0.7, 0.7, 3.0), rel=1e-5)
 
 
 def test_fat_without_air_is_ct(tmp_path):

@@ -140,6 +140,64 @@ def _nifti_layout(header: bytes):
     return endian, int(datatype), int(bitpix), offset, n_voxels, tuple(float(p) for p in pixdim[1:4])
 
 
+def _quaternion_rotation(b: float, c: float, d: float, qfac: float) -> np.ndarray:
+    """The NIfTI-1 qform's rotation (columns: the array axes' directions), ``qfac`` flipping the third."""
+    a = math.sqrt(max(0.0, 1.0 - (b * b + c * c + d * d)))
+    rotation = np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                         [2 * (b * c + a * d), a * a + c * c - b * b - d * d, 2 * (c * d - a * b)],
+                         [2 * (b * d - a * c), 2 * (c * d + a * b), a * a + d * d - c * c - b * b]])
+    rotation[:, 2] *= -1.0 if qfac < 0 else 1.0
+    return rotation
+
+
+def _nifti_transform_disagreement(header: bytes, endian: str) -> str:
+    """Why a NIfTI-1 header's sform cannot be trusted as ITK reads it, or ``""``.
+
+    ITK takes the voxel size from pixdim and, where the sform is sheared, the geometry from the
+    qform; other readers (nibabel, most viewers) take the sform. Where the two disagree the same file
+    means different places to different tools, and millimetre measurements would silently be wrong:
+    a sform whose voxel size differs from pixdim by more than 1 %, a sheared sform (axes more than
+    0.5 deg from perpendicular), or a qform whose orientation (0.5 deg) or origin (half a voxel)
+    differs from the sform's is refused. NIfTI-2 headers are not checked.
+    """
+    if len(header) < 348 or struct.unpack_from(endian + "i", header, 0)[0] != 348:
+        return ""
+    qform_code, sform_code = struct.unpack_from(endian + "2h", header, 252)
+    if sform_code <= 0:
+        return ""
+    pixdim = struct.unpack_from(endian + "4f", header, 76)
+    srow = np.array(struct.unpack_from(endian + "12f", header, 280), dtype=float).reshape(3, 4)
+    if not np.all(np.isfinite(srow)):
+        return "its sform holds non-finite values"
+    matrix = srow[:, :3]
+    sizes = np.linalg.norm(matrix, axis=0)
+    if np.any(sizes <= 0):
+        return "its sform maps an array axis to no direction"
+    directions = matrix / sizes
+    skew = np.degrees(np.arcsin(np.clip(np.abs(directions.T @ directions - np.eye(3)).max(), 0.0, 1.0)))
+    if skew > 0.5:
+        return (f"its sform is sheared (array axes {skew:.1f} deg from perpendicular: a gantry tilt?); "
+                "resample it onto a rectangular grid first")
+    stated = np.abs(np.array(pixdim[1:4], dtype=float))
+    if np.any(np.abs(sizes / stated - 1.0) > 0.01):
+        return (f"its sform gives voxels of ({', '.join(f'{v:.4g}' for v in sizes)}) mm but its pixdim "
+                f"({', '.join(f'{v:.4g}' for v in stated)}) mm, which ITK reads: the header disagrees with itself")
+    if qform_code > 0:
+        b, c, d = struct.unpack_from(endian + "3f", header, 256)
+        rotation = _quaternion_rotation(b, c, d, pixdim[0])
+        relative = rotation.T @ directions
+        angle = np.degrees(np.arccos(np.clip((np.trace(relative) - 1.0) / 2.0, -1.0, 1.0)))
+        if angle > 0.5 or np.linalg.det(relative) < 0:
+            return (f"its qform and sform orient the image {angle:.1f} deg apart"
+                    f"{' and mirrored' if np.linalg.det(relative) < 0 else ''}; readers differ in which they "
+                    "take, so fix the header")
+        origin_gap = float(np.linalg.norm(np.array(struct.unpack_from(endian + "3f", header, 268)) - srow[:, 3]))
+        if origin_gap > 0.5 * float(sizes.min()):
+            return (f"its qform and sform place the image {origin_gap:.1f} mm apart; readers differ in which "
+                    "they take, so fix the header")
+    return ""
+
+
 def _open_maybe_gzip(path: Path, compressed: bool):
     return gzip.open(path, "rb") if compressed else open(path, "rb")
 
@@ -196,6 +254,10 @@ def _check_nifti_data(path: Path) -> None:
             # niftilib reads a voxel size of 0 or NaN as 1 mm, and ITK passes that on: refuse it here.
             shown = ", ".join(f"{p:g}" for p in pixdim)
             raise _refuse(path, f"voxel size in the header (pixdim {shown}) is not finite and non-zero")
+        with _open_maybe_gzip(path, compressed) as handle:
+            disagreement = _nifti_transform_disagreement(handle.read(348), endian)
+        if disagreement:
+            raise _refuse(path, disagreement)
         expected = offset + count * (bitpix // 8)
         dtype = _NIFTI_FLOATS.get(datatype)
         if dtype is not None:
