@@ -273,3 +273,16 @@ def test_dataset_build_with_a_failed_case_exits_non_zero_and_keeps_the_others(tm
                             "--workers", "1", "--device", "cpu"], capsys)
     assert code == 2 and "1 of 2 case(s) failed" in err
     assert (tmp_path / "ds" / "cases" / "hard-tiny-00009" / "labels.nii.gz").exists()
+
+
+def test_itk_warnings_do_not_precede_the_one_line_error(tmp_path):
+    """ITK printed three lines of its own (source file, line, "No Series were found") on stderr before
+    the command's one line; they are kept for --verbose and --debug."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    command = [sys.executable, "-m", "thagpu.cli", "run", str(empty), "--out", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and lines == [f"thagpu: error: {empty}: no DICOM series found"], result.stderr
+    verbose = subprocess.run(command[:3] + ["--verbose"] + command[3:], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode == 2 and "No Series were found" in verbose.stderr

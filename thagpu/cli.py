@@ -53,6 +53,10 @@ def _root(
     _STATE["debug"] = debug
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # ITK prints its warnings (an empty DICOM folder's "No Series were found", with its source file
+    # and line) on stderr ahead of the one line that says the same; --debug and --verbose keep them.
+    import SimpleITK as sitk
+    sitk.ProcessObject.SetGlobalWarningDisplay(debug or verbose)
 
 
 def _choice(value: str, allowed, what: str) -> str:
