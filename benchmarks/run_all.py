@@ -347,7 +347,7 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
     slabs = _load(results, "bench_real_slabs")
     if slabs:
         at = _file_cell(history, slabs, "bench_real_slabs", results)
-        thin = slabs["spacing_mm"][-1]
+        thin = max(slabs["spacing_mm"])  # the slice axis: the coarsest, as bench_real_slabs takes it
         out.append(["BE", f"real abdominal CT at {_fmt(thin * slabs['factor'], 0)} mm slabs ({slabs['factor']} of its "
                     f"{_fmt(thin, 0)} mm slices averaged): Dice against its own {_fmt(thin, 0)} mm mask, mean (per phase)",
                     f"{_fmt(slabs['mean_dice'], 4)} ({', '.join(_fmt(p['dice'], 4) for p in slabs['phases'])})", at])

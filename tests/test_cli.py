@@ -236,13 +236,16 @@ def test_a_failed_write_leaves_the_previous_outputs_whole(tmp_path, capsys, monk
     before = {p.name: p.read_bytes() for p in case.iterdir()}
     assert sorted(before) == ["labels.nii.gz", "measurements.json", "qc.png"]
 
-    def failing_json(path, text):
+    def failing_picture(path, *args, **kwargs):  # the labels are written by then, the measurements not
         raise OutputError(path, "disk full")
 
-    monkeypatch.setattr(pipeline, "atomic_write_text", failing_json)
+    monkeypatch.setattr(pipeline, "save_slices_png", failing_picture)
     code, _, err = run_cli(["run", str(ct), "--out", str(out), "--device", "cpu"], capsys)
     assert code == 2 and "disk full" in err
     assert {p.name: p.read_bytes() for p in case.iterdir()} == before  # nothing new, no temporary left
+    # Into a fresh output folder, the failed case leaves no folder behind either.
+    code, _, _ = run_cli(["run", str(ct), "--out", str(tmp_path / "fresh" / "res"), "--device", "cpu"], capsys)
+    assert code == 2 and not (tmp_path / "fresh").exists()
 
 
 def test_inputs_of_one_name_get_their_own_folders(tmp_path, capsys):

@@ -54,9 +54,11 @@ def atomic_paths(paths):
     """Yield a temporary path beside each of ``paths``; rename them all onto ``paths`` on success.
 
     The outputs of one case are written together: every file is complete under its temporary name
-    before the first rename, and each destination is checked first (no folder in the way), so a
-    failed write leaves the old set whole rather than new labels beside old measurements. A file
-    system error (a file where a folder should be, no permission) is an
+    before the first rename, and each destination is checked again just before (no folder in the
+    way), so a failure while writing leaves the old set whole rather than new labels beside old
+    measurements, and folders made for it are removed again if empty. The renames themselves run
+    one after another: a process killed between two of them leaves a mixed set (and its temporary
+    files, hidden). A file system error (a file where a folder should be, no permission) is an
     :class:`~thagpu.errors.OutputError` naming the path, on one line.
 
     Parameters
@@ -65,10 +67,11 @@ def atomic_paths(paths):
         Final destinations; their folders are created if missing.
     """
     paths = [Path(p) for p in paths]
-    temps = []
+    temps, created, done = [], [], False
     try:
         for path in paths:
             check_writable(path)
+            created += _missing_folders(path.parent)
             _io(path.parent, lambda: path.parent.mkdir(parents=True, exist_ok=True))
             temps.append(path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{_suffix(path)}"))
         yield tuple(temps)
@@ -76,10 +79,24 @@ def atomic_paths(paths):
             check_writable(path)
         for tmp, path in zip(temps, paths):
             _io(path, lambda: os.replace(tmp, path))
+        done = True
     finally:
         for tmp in temps:
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            with contextlib.suppress(OSError):
                 tmp.unlink()
+        if not done:  # folders made for outputs that never came are taken away again, deepest first
+            for folder in sorted(set(created), key=lambda f: len(f.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if empty
+
+
+def _missing_folders(folder: Path) -> list:
+    """``folder`` and its ancestors that do not exist yet (what ``mkdir(parents=True)`` would make)."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def check_writable(path) -> None:
@@ -89,15 +106,18 @@ def check_writable(path) -> None:
     first existing folder above it that this process may not write to. Nothing is created.
     """
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(path, "a folder is in the way of this output file")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        if folder.is_symlink():  # a dangling link: mkdir would fail on it
-            raise OutputError(folder, "a broken link is in the way of this output folder")
-        folder = folder.parent
-    if not folder.is_dir():
-        raise OutputError(folder, "is a file, not a folder; outputs cannot go under it")
+    try:
+        if path.is_dir():
+            raise OutputError(path, "a folder is in the way of this output file")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            if folder.is_symlink():  # a dangling link: mkdir would fail on it
+                raise OutputError(folder, "a broken link is in the way of this output folder")
+            folder = folder.parent
+        if not folder.is_dir():
+            raise OutputError(folder, "is a file, not a folder; outputs cannot go under it")
+    except PermissionError as error:  # a folder above that may not be entered
+        raise OutputError(path, f"cannot write here ({error.strerror})") from error
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputError(folder, "no permission to write in this folder")
 

@@ -103,6 +103,7 @@ def run(
     """Segment CT volumes: labels.nii.gz and measurements.json per case."""
     from .config import load_config
     from .device import resolve_device
+    from .memory import release_freed_memory
     from .pipeline import run_case, unique_case_ids
     _choice(device, DEVICES, "--device")
     config = load_config(config_file)
@@ -116,6 +117,8 @@ def run(
             try:
                 result = run_case(path, out_dir, config=config, device=device, case_id=case_id)
                 progress.console.print(f"{result.case_id}: done ({sum(result.measurements['timings_s'].values()):.1f} s)")
+                result = None  # its arrays go before the heap is trimmed
+                release_freed_memory()
             except ThagpuError as error:
                 if _STATE["debug"] or len(inputs) == 1:
                     raise  # one input: its error is the command's one line, with no progress line after it

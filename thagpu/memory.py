@@ -7,8 +7,8 @@ and zero: on a 91 M-voxel volume BE spent 28-34 s of its 69-75 s in the kernel (
 :func:`keep_freed_memory` makes glibc serve large blocks from its heap and never trim it, so a freed
 temporary is reused by the next one (BE 69 s -> 46 s there, peak memory 5.26 -> 5.74 GB;
 docs/architecture.md); :func:`release_freed_memory` hands the free memory back to the operating
-system, which :func:`thagpu.pipeline.run_case` does after each case, so a long-lived worker does not
-hold a finished case's peak (Dask's nanny reads that as the worker's memory).
+system, which ``thagpu run`` and the dataset workers do after each case, so a long-lived worker does
+not hold a finished case's peak (Dask's nanny reads that as the worker's memory).
 
 On systems without glibc (macOS, musl) both do nothing. ``THAGPU_KEEP_FREED_MEMORY=0`` turns the
 first off.
@@ -48,8 +48,11 @@ def _glibc():
 def keep_freed_memory() -> bool:
     """Serve large allocations from glibc's heap and keep freed memory for reuse (once per process).
 
-    Returns whether the setting is in force. Threads other than the main one fall back to the main
-    heap for blocks their own arenas (64 MB at most) cannot hold.
+    Returns whether the setting is in force. It holds for the main thread's allocations, and for other
+    threads' only in a process started with ``MALLOC_ARENA_MAX=1``: glibc gives another thread an arena
+    of its own, which maps blocks too large for it (64 MB) afresh whatever this asks. The dataset
+    engine's worker processes, whose cases run on a pool thread, are spawned so
+    (:func:`thagpu.dataset.cluster.start_local_cluster`).
     """
     if os.environ.get("THAGPU_KEEP_FREED_MEMORY", "1") == "0":
         return False

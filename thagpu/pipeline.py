@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import labels as schema
-from ._atomic import atomic_paths, atomic_write_text, check_writable
+from ._atomic import atomic_paths, check_writable
 from ._version import __version__
 from .config import Config, config_hash
 from .device import resolve_device
 from .errors import InputError
 from .io import load_ct, save_labels
-from .memory import release_freed_memory
 from .qc import save_slices_png
 from .volume import Volume
 
@@ -192,24 +191,22 @@ def run_case(path, out_dir, *, config: Config | None = None, device: str = "auto
                "measurements": folder / "measurements.json"}
     for output in outputs.values():  # before any work: a folder that cannot take them fails now
         check_writable(output)
-    try:
-        timings: dict = {}
-        with _timed(timings, "load"):
-            volume = load_ct(path, max_voxels=config.io.max_voxels)
-        labels, stage_results = segment_volume(volume, config, device, timings)
-        # The three files are renamed into place together, once all are written: a failure leaves the
-        # case's previous outputs as they were, never a mix. "write" times the label image and the QC
-        # picture; measurements.json (a few kilobytes, holding the timings) is written last.
-        with atomic_paths(outputs.values()) as (labels_tmp, qc_tmp, measurements_tmp):
-            with _timed(timings, "write"):
-                save_labels(labels, volume, labels_tmp)
-                points, circles = qc_points(volume, stage_results.get("sides", {}))
-                save_slices_png(qc_tmp, volume.array, labels, volume.spacing, points, circles=circles,
-                                title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
-            measurements = _measurements(volume, config, device, stage_results, timings)
-            if input_hash:
-                measurements["input"]["sha256"] = input_hash
-            atomic_write_text(measurements_tmp, json.dumps(measurements, indent=2) + "\n")
-        return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)
-    finally:
-        release_freed_memory()  # a worker between cases holds no finished case's peak
+    timings: dict = {}
+    with _timed(timings, "load"):
+        volume = load_ct(path, max_voxels=config.io.max_voxels)
+    labels, stage_results = segment_volume(volume, config, device, timings)
+    # The three files are renamed into place only once all three are written: a failure while
+    # writing leaves the case's previous outputs as they were, never new labels beside old
+    # measurements. "write" times the label image and the QC picture; measurements.json (a few
+    # kilobytes, holding the timings) is written last.
+    with atomic_paths(outputs.values()) as (labels_tmp, qc_tmp, measurements_tmp):
+        with _timed(timings, "write"):
+            save_labels(labels, volume, labels_tmp)
+            points, circles = qc_points(volume, stage_results.get("sides", {}))
+            save_slices_png(qc_tmp, volume.array, labels, volume.spacing, points, circles=circles,
+                            title=f"{case_id}: labels and fitted spheres (head yellow, socket cyan)")
+        measurements = _measurements(volume, config, device, stage_results, timings)
+        if input_hash:
+            measurements["input"]["sha256"] = input_hash
+        measurements_tmp.write_text(json.dumps(measurements, indent=2) + "\n", encoding="utf-8")
+    return CaseResult(case_id=case_id, labels=labels, measurements=measurements, outputs=outputs)

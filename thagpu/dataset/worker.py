@@ -129,7 +129,7 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         ``sides`` (see :func:`side_summary`), ``worker``, ``version``,
         ``config_hash``, ``device`` (``cpu`` or ``gpu``: where it ran).
     """
-    from ..memory import keep_freed_memory
+    from ..memory import keep_freed_memory, release_freed_memory
     from ..pipeline import run_case
 
     keep_freed_memory()  # once per worker process (thagpu/memory.py); run_case hands it back per case
@@ -171,6 +171,8 @@ def process_case(case_id: str, input_path: str, dataset_dir: str, config: Config
         with contextlib.suppress(OSError):
             shutil.rmtree(staging)
         release_gpu_memory()
+        case = None  # the case's arrays go before the heap is trimmed
+        release_freed_memory()  # a worker between cases holds no finished case's peak
     result["total_s"] = round(time.perf_counter() - start, 4)
     return result
 
