@@ -257,7 +257,8 @@ def _accuracy_sections(accuracy: dict, at: str) -> list:
     """The BE + AFS table of ``bench_accuracy.json``."""
     experiments = accuracy["experiments"]
     table = []
-    for name in ("anatomic 1 mm", "anatomic 0.8x0.8x3 mm", "anatomic 3 mm", "regression hard"):
+    for name in ("anatomic 1 mm", "anatomic 0.8x0.8x3 mm", "anatomic 3 mm", "anatomic 0.65x0.65x0.8 mm",
+                 "regression hard"):
         e = experiments.get(name)
         if not e:
             continue
