@@ -246,7 +246,8 @@ def _check_nifti_data(path: Path) -> None:
     prefix = "could not be read (truncated or corrupt file?): "
     try:
         with _open_maybe_gzip(path, compressed) as handle:
-            layout = _nifti_layout(handle.read(544))
+            header = handle.read(544)
+        layout = _nifti_layout(header)
         if layout is None:
             return  # ITK accepted the header; nothing more to check here
         endian, datatype, bitpix, offset, count, pixdim = layout
@@ -254,8 +255,7 @@ def _check_nifti_data(path: Path) -> None:
             # niftilib reads a voxel size of 0 or NaN as 1 mm, and ITK passes that on: refuse it here.
             shown = ", ".join(f"{p:g}" for p in pixdim)
             raise _refuse(path, f"voxel size in the header (pixdim {shown}) is not finite and non-zero")
-        with _open_maybe_gzip(path, compressed) as handle:
-            disagreement = _nifti_transform_disagreement(handle.read(348), endian)
+        disagreement = _nifti_transform_disagreement(header, endian)
         if disagreement:
             raise _refuse(path, disagreement)
         expected = offset + count * (bitpix // 8)
