@@ -109,11 +109,10 @@ def check_writable(path) -> None:
     try:
         if path.is_dir():
             raise OutputError(path, "a folder is in the way of this output file")
-        folder = path.parent
-        while not folder.exists() and folder != folder.parent:
-            if folder.is_symlink():  # a dangling link: mkdir would fail on it
-                raise OutputError(folder, "a broken link is in the way of this output folder")
-            folder = folder.parent
+        missing = _missing_folders(path.parent)
+        for link in (f for f in missing if f.is_symlink()):  # a dangling link: mkdir would fail on it
+            raise OutputError(link, "a broken link is in the way of this output folder")
+        folder = missing[-1].parent if missing else path.parent
         if not folder.is_dir():
             raise OutputError(folder, "is a file, not a folder; outputs cannot go under it")
     except PermissionError as error:  # a folder above that may not be entered
