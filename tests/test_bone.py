@@ -394,6 +394,54 @@ def test_soft_side_rim_is_the_halo_outside_a_cortex_not_marrow_inside_it():
     assert rim[9]
 
 
+def test_soft_side_rim_follows_the_blur_tail_at_fine_pixels():
+    """At 0.5 mm pixels a PSF of 0.5 mm SD lifts soft tissue over three voxels outside a 1300 HU cortex,
+    too gently for the steep-rise test; the smoothed region holds them all. They are reached from
+    outside along a rising CT and join the rim; the marrow behind the cortex (reached only down from
+    the cortex) and a hole of the region (dark marrow, not the outside) do not."""
+    from scipy import ndimage
+    from thagpu.bone.halfmax import half_max_tilt, soft_side_rim
+    spacing = (0.5, 0.5, 0.5)
+    sharp = np.full((60, 40, 12), 40.0, np.float32)
+    sharp[30:34] = 1300.0  # a 2 mm cortex
+    sharp[34:46] = 120.0  # dark marrow behind it
+    sharp[46:50, 10:30] = 1300.0  # and a cortex around a hole of the region
+    sharp[50:56, 10:30] = 60.0
+    sharp[56:60, 10:30] = 1300.0
+    sharp[46:60, 10:14] = 1300.0
+    sharp[46:60, 26:30] = 1300.0
+    image = ndimage.gaussian_filter(sharp, (1.0, 1.0, 0.0), mode="nearest")
+    region = np.zeros(image.shape, bool)
+    region[25:] = True  # 2.5 mm outside the surface (between voxels 29 and 30) inwards
+    region[52:54, 17:23] = False  # a hole inside the dark marrow
+    tilt = half_max_tilt(image, spacing, radius_mm=2.0, min_span_hu=150.0)
+    rise = 0.15 * 1260.0 / 0.5
+    steep = soft_side_rim(region, image, tilt, spacing, rim_mm=3.5, min_rise_hu_per_mm=rise)
+    rim = soft_side_rim(region, image, tilt, spacing, rim_mm=3.5, min_rise_hu_per_mm=rise, noise_hu=5.0,
+                        max_hole_mm2=100.0, follow_mm=1.8)
+    assert image[26:29, 20, 6].max() < 450  # the tail, below the half maximum
+    assert not steep[26, 20, 6]  # too gentle for the steep rise
+    assert rim[26:30, 20, 6].all()  # followed from outside
+    assert not rim[30:50, 20, 6].any()  # the cortex, the marrow behind it, the second cortex
+    assert not (rim & ~steep)[46:60].any()  # the hole is not outside: nothing followed from it
+    assert not rim[:, :, 6][region[:, :, 6] & (np.arange(60)[:, None] < 25)].any()
+
+
+def test_uphill_from_outside_stops_where_the_ct_falls_and_after_its_steps():
+    from thagpu.bone.halfmax import uphill_from_outside
+    line = np.array([0, 10, 20, 30, 5, 40, 50, 60, 70, 80], np.float32)
+    light = np.broadcast_to(line[:, None, None], (10, 1, 1)).copy()
+    outside = np.zeros(light.shape, bool)
+    outside[0] = True
+    candidates = ~outside
+    reached = uphill_from_outside(outside, candidates, light, tolerance_hu=2.0, steps=10)[:, 0, 0]
+    assert reached.tolist() == [False, True, True, True, False, False, False, False, False, False]
+    reached = uphill_from_outside(outside, candidates, light, tolerance_hu=30.0, steps=5)[:, 0, 0]
+    assert reached.tolist() == [False, True, True, True, True, True, False, False, False, False]
+    # Steps only along the axes given.
+    assert not uphill_from_outside(outside, candidates, light, tolerance_hu=2.0, steps=10, axes=(1, 2)).any()
+
+
 def _blurred_plate(plate_hu, outside_hu=40.0, shape=(30, 10, 10), plate=(10, 20)):
     """A plate across the array (voxels ``plate`` along x) in tissue, blurred by a Gaussian of one voxel."""
     from scipy import ndimage

@@ -238,7 +238,9 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         # per voxel is a surface; trabecular texture and noise rise less steeply.
         voxel_mm = float(np.prod(spacing)) ** (1.0 / 3.0)
         rise = RIM_MIN_RISE * (thresholds.levels.cortical_hu - soft) / voxel_mm
-        outside = soft_side_rim(cancellous, light, tilt, spacing, rim_mm=rim_mm, min_rise_hu_per_mm=rise)
+        outside = soft_side_rim(cancellous, light, tilt, spacing, rim_mm=rim_mm, min_rise_hu_per_mm=rise,
+                                noise_hu=light_noise, max_hole_mm2=config.max_slice_hole_mm2,
+                                follow_mm=3.0 * config.half_max_psf_mm)
     return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside, half_tilt=half_tilt)
 
 
