@@ -289,3 +289,17 @@ def test_itk_warnings_do_not_precede_the_one_line_error(tmp_path):
     assert result.returncode == 2 and lines == [f"thagpu: error: {empty}: no DICOM series found"], result.stderr
     verbose = subprocess.run(command[:3] + ["--verbose"] + command[3:], capture_output=True, text=True, timeout=120)
     assert verbose.returncode == 2 and "No Series were found" in verbose.stderr
+
+
+def test_native_library_output_does_not_precede_the_one_line_error(tmp_path):
+    """MetaIO wrote "MetaImage: Read: Cannot open data file" straight to the process's stderr, above
+    the command's one line; it now ends that line, and the terminal holds only the line."""
+    header = tmp_path / "ct.mha"
+    header.write_text("ObjectType = Image\nNDims = 3\nDimSize = 10 10 10\nElementType = MET_SHORT\n"
+                      "ElementDataFile = missing.raw\n")
+    command = [sys.executable, "-m", "thagpu.cli", "run", str(header), "--out", str(tmp_path / "o")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"thagpu: error: {header}: could not be read")
+    assert "(the library said: MetaImage: Read: Cannot open data file)" in lines[0]

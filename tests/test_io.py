@@ -751,3 +751,18 @@ def test_write_replaces_existing_file(tmp_path):
         stored = sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / name))).transpose(2, 1, 0)
         np.testing.assert_array_equal(stored, blob.astype(np.uint8))
     assert sorted(p.name for p in out_dir.iterdir()) == ["labels.mhd", "labels.nrrd", "labels.raw"]
+
+
+def test_native_stderr_captures_what_c_code_writes_and_restores_the_descriptor():
+    import os
+    from thagpu.io._native import native_note, native_stderr
+    said = []
+    with native_stderr(said):
+        os.write(2, b"niftilib: ** ERROR: short read\n")
+    assert said == ["niftilib: ** ERROR: short read"]
+    assert native_note(said) == " (the library said: niftilib: ** ERROR: short read)"
+    assert native_note([]) == "" and len(native_note(["x" * 1000])) < 240
+    with native_stderr(said):
+        pass
+    assert len(said) == 1  # nothing written, nothing added
+    os.fstat(2)  # descriptor 2 is open again

@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import weakref
 from typing import Optional
 
 __all__ = ["cpu_share", "worker_specs", "start_local_cluster", "visible_gpu_ids", "DEFAULT_WORKERS_PER_GPU",
@@ -72,7 +75,8 @@ def cpu_share(n_processes: int, cpu_count: Optional[int] = None) -> int:
 
 
 def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
-                 workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU, memory_bytes: Optional[int] = None) -> dict:
+                 workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU, memory_bytes: Optional[int] = None,
+                 local_directory: Optional[str] = None) -> dict:
     """Worker specifications of a local cluster (for :class:`~distributed.deploy.spec.SpecCluster`).
 
     Parameters
@@ -85,6 +89,9 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
         Processes per GPU.
     memory_bytes : int, optional
         Host memory to share among the processes (default: this machine's, as Dask reads it).
+    local_directory : str, optional
+        Where the workers keep their scratch folders (default: Dask's, ``dask-scratch-space`` in
+        the system's temporary folder).
 
     Returns
     -------
@@ -110,8 +117,9 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
         pinned = [(f"cpu-{k}", {}) for k in range(n_workers)]
     memory = int((memory_bytes or MEMORY_LIMIT) // len(pinned))
     threads = {variable: str(cpu_share(len(pinned))) for variable in WORKER_THREAD_VARIABLES}
+    scratch = {} if local_directory is None else {"local_directory": str(local_directory)}
     return {name: {"cls": Nanny, "options": {"nthreads": 1, "env": {**env, **threads}, "memory_limit": memory,
-                                             "host": LOOPBACK, "silence_logs": logging.ERROR}}
+                                             "host": LOOPBACK, "silence_logs": logging.ERROR, **scratch}}
             for name, env in pinned}
 
 
@@ -122,6 +130,10 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     Each worker process gets its share of the CPUs in :data:`THREAD_VARIABLES`
     (:data:`SPAWN_THREAD_VARIABLES` before it is spawned, as those pools read them when NumPy loads).
 
+    The workers' scratch folders go into a temporary folder of this cluster's own, removed with it
+    (Dask's default, ``dask-scratch-space`` in the system's temporary folder, stayed behind after
+    every build).
+
     Returns
     -------
     distributed.deploy.spec.SpecCluster
@@ -131,7 +143,8 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     from distributed import Scheduler
     from distributed.deploy.spec import SpecCluster
 
-    specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu)
+    scratch = tempfile.mkdtemp(prefix="thagpu-dask-")
+    specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu, local_directory=scratch)
     threads = next(iter(specs.values()))["options"]["env"]["THAGPU_THREADS"]  # every worker's share
     # ":0": the scheduler's HTTP server on a free port. The default 8787 made a second build (or
     # any Dask cluster) on the machine fail with "Port 8787 is already in use". Loopback only, as
@@ -143,6 +156,13 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     # asks; with one arena the case's temporaries are reused (0 page faults against 2,840 for ten
     # 200 MB arrays on a thread, tests/test_memory.py).
     environ = {**{v: threads for v in SPAWN_THREAD_VARIABLES}, "MALLOC_ARENA_MAX": "1"}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-        return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
-                           name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, "temporary-directory": scratch}):
+            cluster = SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
+                                  name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    # Removed once the cluster is closed and dropped, or at the latest when the interpreter exits.
+    weakref.finalize(cluster, shutil.rmtree, scratch, ignore_errors=True)
+    return cluster

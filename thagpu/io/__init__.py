@@ -34,6 +34,7 @@ from ._checks import (  # noqa: F401  (the plausible-CT rule, re-exported)
     _refuse,
 )
 from ._dicom import _read_dicom
+from ._native import native_note, native_stderr
 from ._files import _read_file
 from ._write import _as_numpy, _sitk_write, _write_detached
 
@@ -285,10 +286,13 @@ def load_labels(path, volume: Volume, *, allowed=None) -> np.ndarray:
     suffix = _suffix(path)
     if suffix not in _FORMATS:
         raise _refuse(path, f"unrecognised label file type '{suffix}' (expected {', '.join(SUPPORTED_SUFFIXES)})")
+    said = []
     try:
-        image = sitk.ReadImage(str(path), imageIO=_FORMATS[suffix][1])
+        with native_stderr(said):
+            image = sitk.ReadImage(str(path), imageIO=_FORMATS[suffix][1])
     except RuntimeError as error:
-        raise _refuse(path, "could not be read (truncated or corrupt file?): " + _itk_reason(error, path)) from None
+        raise _refuse(path, "could not be read (truncated or corrupt file?): " + _itk_reason(error, path)
+                      + native_note(said)) from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise _refuse(path, f"{image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} "
                             "value(s) per voxel; a 3-D label map is needed")

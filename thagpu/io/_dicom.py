@@ -18,6 +18,7 @@ from ._lazy import sitk
 from ..volume import Volume
 from ._checks import _check_header, _format_size, _itk_reason, _refuse
 from ._files import _open_reader, _pixels, _read_file, _to_volume
+from ._native import native_note, native_stderr
 
 log = logging.getLogger("thagpu.io")
 
@@ -64,12 +65,14 @@ def _dicom_header(path) -> dict:
 
 def _choose_series(folder: Path) -> tuple:
     """(series uid, file names, first header, info) of the CT series with most slices."""
-    uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    with native_stderr([]):
+        uids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     if not uids:
         raise _refuse(folder, "no DICOM series found")
     series = []
     for uid in uids:
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        with native_stderr([]):
+            files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
         if files:
             series.append((uid, tuple(files), _dicom_header(files[0])))
     if not series:
@@ -183,11 +186,13 @@ def _read_dicom(folder: Path, max_voxels: float) -> Volume:
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames([h["file"] for h in headers])
+    said = []
     try:
-        image = reader.Execute()
+        with native_stderr(said):
+            image = reader.Execute()
     except RuntimeError as error:
         raise _refuse(folder, "could not be read (truncated or corrupt file?): "
-                              + _itk_reason(error, folder)) from None
+                              + _itk_reason(error, folder) + native_note(said)) from None
     if image.GetDimension() != 3 or image.GetSize()[2] != len(headers):
         raise _refuse(folder, f"the series read as an image of size "
                               f"{_format_size(image.GetSize())}, expected {len(headers)} slices")

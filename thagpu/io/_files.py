@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from ._lazy import sitk
+from ._native import native_note, native_stderr
 
 from ..geometry import Geometry
 from ..volume import Volume
@@ -23,11 +24,13 @@ def _open_reader(path: Path, io_name: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetImageIO(io_name)
     reader.SetFileName(str(path))
+    said = []
     try:
-        reader.ReadImageInformation()
+        with native_stderr(said):
+            reader.ReadImageInformation()
     except RuntimeError as error:
         raise _refuse(path, "could not be read (truncated or corrupt file?): "
-                            + _itk_reason(error, path)) from None
+                            + _itk_reason(error, path) + native_note(said)) from None
     return reader
 
 
@@ -71,11 +74,13 @@ def _read_file(path: Path, fmt: str, io_name: str, max_voxels: float) -> Volume:
     _check_header(path, size, spacing, reader.GetNumberOfComponents(), max_voxels)
     if fmt == "nifti":
         _check_nifti_data(path)
+    said = []
     try:
-        image = reader.Execute()
+        with native_stderr(said):
+            image = reader.Execute()
     except RuntimeError as error:
         raise _refuse(path, "could not be read (truncated or corrupt file?): "
-                            + _itk_reason(error, path)) from None
+                            + _itk_reason(error, path) + native_note(said)) from None
     pixels = _pixels(image)
     del image
     return _to_volume(path, *pixels, {"format": fmt})
