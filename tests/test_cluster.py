@@ -168,7 +168,6 @@ def test_worker_processes_reuse_freed_memory_on_their_task_threads():
 def test_workers_keep_their_scratch_in_a_folder_removed_with_the_cluster(tmp_path, monkeypatch):
     """Dask's default scratch folder (dask-scratch-space in the system's temporary folder) stayed
     behind after every build; the cluster now makes its own, and it goes with the cluster."""
-    import gc
     import tempfile
 
     from distributed import Client
@@ -178,8 +177,11 @@ def test_workers_keep_their_scratch_in_a_folder_removed_with_the_cluster(tmp_pat
     with start_local_cluster(n_workers=1) as cluster, Client(cluster) as client:
         client.wait_for_workers(1, timeout=60)
         folders = list(client.run(lambda dask_worker: dask_worker.local_directory).values())
-    scratch = [p for p in tmp_path.iterdir() if p.name.startswith("thagpu-dask-")]
+        scratch = [p for p in tmp_path.iterdir() if p.name.startswith("thagpu-dask-")]
     assert len(scratch) == 1 and folders[0].startswith(str(scratch[0]))
-    del cluster, client
-    gc.collect()
+    assert list(tmp_path.iterdir()) == []  # removed on closing
+    # Arguments refused before any folder is made.
+    for bad in ({"n_workers": 0}, {"gpu_ids": []}, {"gpu_ids": ["0"], "workers_per_gpu": 0}):
+        with pytest.raises(ValueError):
+            start_local_cluster(**bad)
     assert list(tmp_path.iterdir()) == []

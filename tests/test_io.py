@@ -754,15 +754,42 @@ def test_write_replaces_existing_file(tmp_path):
 
 
 def test_native_stderr_captures_what_c_code_writes_and_restores_the_descriptor():
-    import os
-    from thagpu.io._native import native_note, native_stderr
-    said = []
+    """Run in a fresh process: the capture is taken only while the process has one thread, and earlier
+    tests (a Dask client) leave threads behind."""
+    import subprocess
+    import sys
+    script = """
+import os, threading
+import SimpleITK as sitk
+from thagpu.io._native import native_note, native_stderr
+sitk.ProcessObject.SetGlobalWarningDisplay(False)  # as the command line has it without --verbose
+said = []
+with native_stderr(said):
+    os.write(2, b"niftilib: ** ERROR: short read\\n")
+assert said == ["niftilib: ** ERROR: short read"], said
+assert native_note(said) == " (the library said: niftilib: ** ERROR: short read)"
+assert native_note([]) == "" and len(native_note(["x" * 1000])) < 240
+with native_stderr(said):
+    pass
+assert len(said) == 1  # nothing written, nothing added
+try:
     with native_stderr(said):
-        os.write(2, b"niftilib: ** ERROR: short read\n")
-    assert said == ["niftilib: ** ERROR: short read"]
-    assert native_note(said) == " (the library said: niftilib: ** ERROR: short read)"
-    assert native_note([]) == "" and len(native_note(["x" * 1000])) < 240
-    with native_stderr(said):
-        pass
-    assert len(said) == 1  # nothing written, nothing added
-    os.fstat(2)  # descriptor 2 is open again
+        os.write(2, b"before the failure\\n")
+        raise RuntimeError("ITK ERROR")
+except RuntimeError:
+    pass
+assert said[-1] == "before the failure"
+sitk.ProcessObject.SetGlobalWarningDisplay(True)  # --verbose: captured, and written on to stderr
+with native_stderr(said):
+    os.write(2, b"kept for --verbose\\n")
+assert said[-1] == "kept for --verbose"
+other = threading.Thread(target=threading.Event().wait, args=(1.0,), daemon=True)
+other.start()
+with native_stderr(said):  # another thread runs: stderr is left alone
+    os.write(2, b"shown\\n")
+assert len(said) == 3
+os.write(2, b"descriptor 2 restored\\n")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["kept for --verbose", "shown", "descriptor 2 restored"]

@@ -164,12 +164,14 @@ def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_pe
         How far (HU) the CT of ``light`` may fall along a path followed inwards (its noise).
     max_hole_mm2 : float, optional
         Largest hole of the region in an axial slice (mm^2) that is not its outside; None: no path
-        is followed (the steep rim only).
+        is followed (the steep rim only). 0 fills no slice hole, so the paths also start in the
+        marrow of thin bones (``BoneConfig.max_slice_hole_mm2`` = 0 has that effect).
     follow_mm : float
-        Longest path followed (mm, at least one voxel): about 3 PSF SDs, as far as the blur lifts
-        soft tissue. Longer paths enter the cancellous bone behind gaps in a cortex: on the real
-        abdominal series (0.98 mm pixels) paths of 3 voxels took 137 voxels above 200 HU out of
-        its vertebrae, of 2 voxels 63.
+        Length of the paths followed: ``ceil(follow_mm / h)`` steps, ``h`` the finest axis followed
+        (so up to a voxel longer, and longer along coarser followed axes). About 3 PSF SDs, as far as
+        the blur lifts soft tissue. Longer paths enter the cancellous bone behind gaps in a cortex:
+        on the real abdominal series (0.98 mm pixels) paths of 3 steps took 137 voxels above
+        200 HU out of its vertebrae, of 2 steps 63.
 
     Returns
     -------
@@ -208,13 +210,13 @@ def uphill_from_outside(outside, candidates, light, *, tolerance_hu: float, step
 
     A step from a voxel (of ``outside``, or one reached) to a neighbour of ``candidates`` along one of
     ``axes`` is taken when the neighbour's CT is not lower than the voxel's by more than
-    ``tolerance_hu``; at most ``steps`` steps. Only the candidates are visited (gathered by flat
-    index), so the cost is that of the rim, not of the volume.
+    ``tolerance_hu``; at most ``steps`` steps. The steps visit the candidates only (gathered by flat
+    index once); finding them and the result are whole-volume passes.
 
     Parameters
     ----------
     outside : (X, Y, Z) bool array
-        Where the paths start. NumPy or CuPy.
+        Where the paths start. NumPy or CuPy; both masks must be bool.
     candidates : (X, Y, Z) bool array
         The voxels a path may enter (disjoint from ``outside``).
     light : (X, Y, Z) float32 array

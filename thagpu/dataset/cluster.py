@@ -26,11 +26,11 @@ cluster listens on the loopback interface only. A remote cluster
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
-import weakref
 from typing import Optional
 
 __all__ = ["cpu_share", "worker_specs", "start_local_cluster", "visible_gpu_ids", "DEFAULT_WORKERS_PER_GPU",
@@ -130,9 +130,10 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     Each worker process gets its share of the CPUs in :data:`THREAD_VARIABLES`
     (:data:`SPAWN_THREAD_VARIABLES` before it is spawned, as those pools read them when NumPy loads).
 
-    The workers' scratch folders go into a temporary folder of this cluster's own, removed with it
-    (Dask's default, ``dask-scratch-space`` in the system's temporary folder, stayed behind after
-    every build).
+    The workers' and the scheduler's scratch folders go into a temporary folder of this cluster's
+    own, removed when the cluster closes (Dask's default, ``dask-scratch-space`` in the temporary
+    folder, stayed behind after every build). A process killed before it closes its cluster
+    leaves the folder (``thagpu-dask-*``).
 
     Returns
     -------
@@ -141,10 +142,12 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     """
     import dask
     from distributed import Scheduler
-    from distributed.deploy.spec import SpecCluster
 
-    scratch = tempfile.mkdtemp(prefix="thagpu-dask-")
-    specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu, local_directory=scratch)
+    specs = worker_specs(n_workers, gpu_ids=gpu_ids, workers_per_gpu=workers_per_gpu)  # checks the arguments
+    # In Dask's own temporary folder (``temporary-directory``: where a user sends the spill), else the system's.
+    scratch = tempfile.mkdtemp(prefix="thagpu-dask-", dir=dask.config.get("temporary-directory", None))
+    for spec in specs.values():
+        spec["options"]["local_directory"] = scratch
     threads = next(iter(specs.values()))["options"]["env"]["THAGPU_THREADS"]  # every worker's share
     # ":0": the scheduler's HTTP server on a free port. The default 8787 made a second build (or
     # any Dask cluster) on the machine fail with "Port 8787 is already in use". Loopback only, as
@@ -158,11 +161,30 @@ def start_local_cluster(*, n_workers: int = 0, gpu_ids: Optional[list] = None,
     environ = {**{v: threads for v in SPAWN_THREAD_VARIABLES}, "MALLOC_ARENA_MAX": "1"}
     try:
         with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, "temporary-directory": scratch}):
-            cluster = SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
-                                  name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
+            return _cluster_class()(scratch, workers=specs, scheduler=scheduler, silence_logs=logging.ERROR,
+                                    name="thagpu-cuda" if gpu_ids is not None else "thagpu-local")
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
-    # Removed once the cluster is closed and dropped, or at the latest when the interpreter exits.
-    weakref.finalize(cluster, shutil.rmtree, scratch, ignore_errors=True)
-    return cluster
+
+
+@functools.cache
+def _cluster_class():
+    """The SpecCluster subclass of :func:`start_local_cluster` (made on first use: Dask is imported late)."""
+    from distributed.deploy.spec import SpecCluster
+
+    class ClusterWithScratch(SpecCluster):
+        """A SpecCluster that removes its scratch folder once it has closed (its workers gone)."""
+
+        def __init__(self, scratch: str, **kwargs):
+            self.scratch = scratch
+            super().__init__(**kwargs)
+
+        async def _close(self):
+            try:
+                await super()._close()
+            finally:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+
+    return ClusterWithScratch
+

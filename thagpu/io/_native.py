@@ -6,11 +6,14 @@ before ITK raises its own exception: a user would see a stray line such as
 ``MetaImage: Read: Cannot open data file`` above thagpu's one-line error.
 :func:`native_stderr` points file descriptor 2 at a temporary file while a
 read runs and hands back what was written, so that the caller can put it in
-its error message or the debug log.
+its error message; with ITK's warnings on (``--verbose``, ``--debug``) the
+text is written on to stderr as well.
 
-The redirect is process-wide, so it is taken only on the main thread (the
-command line's reads): a worker thread of a Dask process leaves stderr as
-it is rather than swallow what other threads print meanwhile.
+The redirect is process-wide and SimpleITK releases the GIL while it reads,
+so it is taken only while the process runs a single thread (``thagpu run``
+without a live progress display): with other threads (a progress bar's
+refresh, a Dask worker's pool) their output would land in the capture, and
+stderr is left as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import sys
 import tempfile
 import threading
 
+from ._lazy import sitk
+
 __all__ = ["native_stderr", "native_note"]
 
 log = logging.getLogger("thagpu.io")
@@ -30,35 +35,61 @@ log = logging.getLogger("thagpu.io")
 MAX_NOTE_CHARS = 200
 
 
+def _redirect():
+    """(saved descriptor 2, sink file) with descriptor 2 pointing at the sink, or None where it cannot be."""
+    if threading.active_count() != 1:
+        return None
+    saved = sink = None
+    try:
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        saved = os.dup(2)
+        sink = tempfile.TemporaryFile()
+        os.dup2(sink.fileno(), 2)
+        return saved, sink
+    except (OSError, ValueError, AttributeError):
+        if saved is not None:
+            os.close(saved)
+        if sink is not None:
+            sink.close()
+        return None
+
+
+def _warnings_shown() -> bool:
+    try:
+        return bool(sitk.ProcessObject.GetGlobalWarningDisplay())
+    except Exception:  # SimpleITK absent or too old: keep the text in the capture only
+        return False
+
+
 @contextlib.contextmanager
 def native_stderr(captured: list):
     """Capture what native code writes to file descriptor 2 inside the block into ``captured``.
 
     The text (stripped, one entry per block that wrote something) is appended to ``captured`` and
-    logged at debug level when the block ends, whether it raised or not. On a thread other than the
-    main one, or where descriptor 2 cannot be duplicated, nothing is redirected.
+    logged at debug level when the block ends, whether it raised or not, and written on to stderr
+    when ITK's warnings are on. With other threads running, or where descriptor 2 cannot be
+    redirected, nothing is redirected.
     """
-    if threading.current_thread() is not threading.main_thread():
+    redirect = _redirect()
+    if redirect is None:
         yield
         return
+    saved, sink = redirect
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
         yield
-        return
-    with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        with sink:
             sink.seek(0)
-            text = sink.read().decode("utf-8", errors="replace").strip()
-            if text:
-                captured.append(text)
-                log.debug("native library output: %s", text)
+            raw = sink.read()
+        text = raw.decode("utf-8", errors="replace").strip()
+        if text:
+            captured.append(text)
+            log.debug("native library output: %s", text)
+            if _warnings_shown():
+                os.write(2, raw)
 
 
 def native_note(captured: list) -> str:
