@@ -30,12 +30,10 @@ from ._checks import (  # noqa: F401  (the plausible-CT rule, re-exported)
     FAT_MIN_FRACTION,
     PADDING_FLOOR_HU,
     _format_size,
-    _itk_reason,
     _refuse,
 )
 from ._dicom import _read_dicom
-from ._native import native_note, native_stderr
-from ._files import _read_file
+from ._files import _itk_read, _read_file
 from ._write import _as_numpy, _sitk_write, _write_detached
 
 __all__ = [
@@ -286,13 +284,7 @@ def load_labels(path, volume: Volume, *, allowed=None) -> np.ndarray:
     suffix = _suffix(path)
     if suffix not in _FORMATS:
         raise _refuse(path, f"unrecognised label file type '{suffix}' (expected {', '.join(SUPPORTED_SUFFIXES)})")
-    said = []
-    try:
-        with native_stderr(said):
-            image = sitk.ReadImage(str(path), imageIO=_FORMATS[suffix][1])
-    except RuntimeError as error:
-        raise _refuse(path, "could not be read (truncated or corrupt file?): " + _itk_reason(error, path)
-                      + native_note(said)) from None
+    image = _itk_read(path, lambda: sitk.ReadImage(str(path), imageIO=_FORMATS[suffix][1]))
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise _refuse(path, f"{image.GetDimension()}-D image with {image.GetNumberOfComponentsPerPixel()} "
                             "value(s) per voxel; a 3-D label map is needed")

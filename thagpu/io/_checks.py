@@ -42,6 +42,9 @@ _CHUNK = 1 << 24  # voxels per block when scanning values
 # Messages
 # --------------------------------------------------------------------------
 
+#: How every refusal of a file that ITK or the integrity scans could not read begins.
+UNREADABLE = "could not be read (truncated or corrupt file?): "
+
 def _refuse(path, reason: str) -> InputError:
     """An InputError whose message is one line."""
     return InputError(path, " ".join(str(reason).split()))
@@ -243,7 +246,7 @@ def _check_nifti_data(path: Path) -> None:
     """
     with open(path, "rb") as handle:
         compressed = handle.read(2) == b"\x1f\x8b"
-    prefix = "could not be read (truncated or corrupt file?): "
+    prefix = UNREADABLE
     try:
         with _open_maybe_gzip(path, compressed) as handle:
             header = handle.read(544)

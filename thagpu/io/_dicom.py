@@ -16,9 +16,9 @@ import numpy as np
 from ._lazy import sitk
 
 from ..volume import Volume
-from ._checks import _check_header, _format_size, _itk_reason, _refuse
-from ._files import _open_reader, _pixels, _read_file, _to_volume
-from ._native import native_note, native_stderr
+from ._checks import _check_header, _format_size, _refuse
+from ._files import _itk_read, _open_reader, _pixels, _read_file, _to_volume
+from ._native import native_stderr
 
 log = logging.getLogger("thagpu.io")
 
@@ -186,13 +186,7 @@ def _read_dicom(folder: Path, max_voxels: float) -> Volume:
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames([h["file"] for h in headers])
-    said = []
-    try:
-        with native_stderr(said):
-            image = reader.Execute()
-    except RuntimeError as error:
-        raise _refuse(folder, "could not be read (truncated or corrupt file?): "
-                              + _itk_reason(error, folder) + native_note(said)) from None
+    image = _itk_read(folder, reader.Execute)
     if image.GetDimension() != 3 or image.GetSize()[2] != len(headers):
         raise _refuse(folder, f"the series read as an image of size "
                               f"{_format_size(image.GetSize())}, expected {len(headers)} slices")

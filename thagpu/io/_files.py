@@ -15,8 +15,22 @@ from ._native import native_note, native_stderr
 from ..geometry import Geometry
 from ..volume import Volume
 from ._checks import (
-    _check_header, _check_nifti_data, _format_size, _itk_reason, _refuse, _validate_values,
+    UNREADABLE, _check_header, _check_nifti_data, _format_size, _itk_reason, _refuse, _validate_values,
 )
+
+
+def _itk_read(path, read):
+    """``read()``, an ITK read of ``path``, or the one-line refusal naming ``path`` when it fails.
+
+    The refusal holds ITK's reason and what the native libraries below it printed meanwhile
+    (:func:`thagpu.io._native.native_stderr`), which would otherwise precede it on the terminal.
+    """
+    said = []
+    try:
+        with native_stderr(said):
+            return read()
+    except RuntimeError as error:
+        raise _refuse(path, UNREADABLE + _itk_reason(error, path) + native_note(said)) from None
 
 
 def _open_reader(path: Path, io_name: str) -> sitk.ImageFileReader:
@@ -24,13 +38,7 @@ def _open_reader(path: Path, io_name: str) -> sitk.ImageFileReader:
     reader = sitk.ImageFileReader()
     reader.SetImageIO(io_name)
     reader.SetFileName(str(path))
-    said = []
-    try:
-        with native_stderr(said):
-            reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise _refuse(path, "could not be read (truncated or corrupt file?): "
-                            + _itk_reason(error, path) + native_note(said)) from None
+    _itk_read(path, reader.ReadImageInformation)
     return reader
 
 
@@ -74,13 +82,7 @@ def _read_file(path: Path, fmt: str, io_name: str, max_voxels: float) -> Volume:
     _check_header(path, size, spacing, reader.GetNumberOfComponents(), max_voxels)
     if fmt == "nifti":
         _check_nifti_data(path)
-    said = []
-    try:
-        with native_stderr(said):
-            image = reader.Execute()
-    except RuntimeError as error:
-        raise _refuse(path, "could not be read (truncated or corrupt file?): "
-                            + _itk_reason(error, path) + native_note(said)) from None
+    image = _itk_read(path, reader.Execute)
     pixels = _pixels(image)
     del image
     return _to_volume(path, *pixels, {"format": fmt})
