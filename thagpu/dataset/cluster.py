@@ -75,8 +75,7 @@ def cpu_share(n_processes: int, cpu_count: Optional[int] = None) -> int:
 
 
 def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
-                 workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU, memory_bytes: Optional[int] = None,
-                 local_directory: Optional[str] = None) -> dict:
+                 workers_per_gpu: int = DEFAULT_WORKERS_PER_GPU, memory_bytes: Optional[int] = None) -> dict:
     """Worker specifications of a local cluster (for :class:`~distributed.deploy.spec.SpecCluster`).
 
     Parameters
@@ -89,9 +88,6 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
         Processes per GPU.
     memory_bytes : int, optional
         Host memory to share among the processes (default: this machine's, as Dask reads it).
-    local_directory : str, optional
-        Where the workers keep their scratch folders (default: Dask's, ``dask-scratch-space`` in
-        the system's temporary folder).
 
     Returns
     -------
@@ -117,9 +113,8 @@ def worker_specs(n_workers: int, *, gpu_ids: Optional[list] = None,
         pinned = [(f"cpu-{k}", {}) for k in range(n_workers)]
     memory = int((memory_bytes or MEMORY_LIMIT) // len(pinned))
     threads = {variable: str(cpu_share(len(pinned))) for variable in WORKER_THREAD_VARIABLES}
-    scratch = {} if local_directory is None else {"local_directory": str(local_directory)}
     return {name: {"cls": Nanny, "options": {"nthreads": 1, "env": {**env, **threads}, "memory_limit": memory,
-                                             "host": LOOPBACK, "silence_logs": logging.ERROR, **scratch}}
+                                             "host": LOOPBACK, "silence_logs": logging.ERROR}}
             for name, env in pinned}
 
 
