@@ -176,11 +176,9 @@ def main(argv=None):
         jobs.append(("speed 512x512x300", dict(seed=5400, preset="hard", spacing=None, device=device, size="full")))
     cases = _run_all(jobs, workers)
     experiments = {}
-    for name, spacing in SPACINGS.items():
+    for name, spacing in {**SPACINGS, SUB_MM[0]: SUB_MM[1]}.items():
         experiments[f"anatomic {name}"] = summarise_sides([c for c in cases if c["experiment"] == f"anatomic {name}"],
                                                           max(spacing))
-    experiments[f"anatomic {SUB_MM[0]}"] = summarise_sides(
-        [c for c in cases if c["experiment"] == f"anatomic {SUB_MM[0]}"], max(SUB_MM[1]))
     experiments["anatomic 1 mm"]["targets"]["bone Dice >= 0.97"] = experiments["anatomic 1 mm"]["min_bone_dice"] >= 0.97
     osteo = [c for c in cases if c["experiment"].startswith("anatomic osteoporotic")]
     experiments["anatomic osteoporotic 0.8x0.8x3 mm"] = {
