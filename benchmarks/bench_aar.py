@@ -17,8 +17,9 @@ hard phantoms (phantom seeds ``8000 + 100 s + i``), its own fold split and netwo
   ``--target-gain`` of the error left (0.5: half the pseudo labels' error ``1 - Dice`` removed), the
   first round at or above it times the budget; seeds that never reach it within the run are counted.
 
-The networks (:data:`SETTINGS`) are sized to run in under an hour on 2 CPU cores at the defaults
-(measured on shared cores: a 32^3 step about 0.5 s, 4 Monte-Carlo passes about 3 s a case, a small
+The networks (:data:`SETTINGS`) are sized for under an hour on 2 CPU cores at the defaults, an
+estimate from the parts, not a measured run (the committed result is a smaller run, with its command
+in the file; the parts measured on shared cores: a 32^3 step about 0.5 s, 4 Monte-Carlo passes about 3 s a case, a small
 phantom about 7 s to make and 6 s to build): a width-8 UNet on a 3-mm grid with 32^3 patches, 2
 folds x 10 epochs, dropout 0.2 for all model strategies (the epistemic strategy needs it; the
 disagreement strategy trains the same networks, so the two differ only in how they rank), 4

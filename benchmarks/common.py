@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -91,8 +92,22 @@ def run_isolated(module: str, *args: str, timeout: float = 3600) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def invocation() -> str | None:
+    """``python -m benchmarks.NAME ARGS`` as this process was started, or None when it was not a benchmark."""
+    script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if script is None or script.parent.name != "benchmarks" or script.suffix != ".py":
+        return None
+    return f"python -m benchmarks.{script.stem} " + shlex.join(sys.argv[1:])
+
+
 def write_results(name: str, payload: dict, table: str, folder: Path | None = None) -> tuple:
-    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` atomically (``folder``: ``results/``)."""
+    """Write ``<folder>/<name>.json`` and ``<folder>/<name>.md`` atomically (``folder``: ``results/``).
+
+    The JSON records the command that made it (``command``) unless the payload names one.
+    """
+    command = invocation()
+    if command and "command" not in payload:
+        payload = {**payload, "command": command}
     folder = RESULTS if folder is None else Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     json_path = atomic_write_text(folder / f"{name}.json", json.dumps(payload, indent=2) + "\n")

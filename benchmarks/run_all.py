@@ -335,8 +335,25 @@ def _other_lines(results: Path, history: CodeHistory) -> list:
     aar = _load(results, "bench_aar")
     if aar:
         at = _file_cell(history, aar, "bench_aar", results)
-        out += [["AAR", f"mean Dice by round: {name}", " ".join(_fmt(v) for v in values), at]
-                for name, values in aar["strategies"].items()]
+        seeds = aar.get("n_seeds", 1)
+        for name, values in aar["strategies"].items():
+            rounds = (aar.get("per_round") or {}).get(name)
+            by_round = ("after " + " / ".join(str(r["corrections"]) for r in rounds) + " corrections: "
+                        + " / ".join(f"{_fmt(r['mean'])} ± {_fmt(r['ci95'])}" for r in rounds) if rounds
+                        else " ".join(_fmt(v) for v in values))
+            auc = (aar.get("auc") or {}).get(name)
+            gain = (aar.get("auc_vs_random") or {}).get(name)
+            reach = (aar.get("corrections_to_target") or {}).get(name)
+            text = f"{by_round}" + (f"; area under Dice vs corrections {_fmt(auc['mean'])} ± {_fmt(auc['ci95'])}"
+                                    if auc else "")
+            text += (f", minus random's {_fmt(gain['mean'])} ± {_fmt(gain['ci95'])}" if gain else "")
+            text += (f"; reached its seed's target Dice (round 0 plus {_fmt(aar.get('target_gain'), 1)} of the gap "
+                     f"to 1) in {reach['reached']} of {seeds} seeds"
+                     + (f" (median {_fmt(reach['median_of_reached'], 0)} corrections)" if reach["reached"] else "")
+                     if reach else "")
+            out.append(["AAR", f"{name}: mean Dice by round ± 95 % interval over {seeds} seed(s)", text, at])
+        if aar.get("winner"):
+            out.append(["AAR", "better than random selection", aar["winner"], at])
     partial = _load(results, "bench_partial_volume")
     if partial:
         at = _file_cell(history, partial, "bench_partial_volume", results)

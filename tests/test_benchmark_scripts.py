@@ -120,3 +120,15 @@ def test_real_slabs_average_thin_slices_and_read_the_thin_mask_by_majority(abdom
     votes = majority_of(thin, axis, 3, 1, count)
     assert np.take(votes, 1, axis=axis).all() and not np.take(votes, 2, axis=axis).any()
     assert int(votes.sum()) == np.take(votes, 1, axis=axis).size  # no other slab has a majority
+
+
+def test_result_files_record_the_command_that_made_them(tmp_path, monkeypatch):
+    from benchmarks.common import write_results
+    monkeypatch.setattr("sys.argv", ["/somewhere/benchmarks/bench_bone.py", "--quick", "--runs", "1"])
+    path, _ = write_results("x", {"rows": []}, "| a |", folder=tmp_path)
+    assert json.loads(path.read_text())["command"] == "python -m benchmarks.bench_bone --quick --runs 1"
+    path, _ = write_results("y", {"command": "given"}, "| a |", folder=tmp_path)
+    assert json.loads(path.read_text())["command"] == "given"
+    monkeypatch.setattr("sys.argv", ["pytest"])
+    path, _ = write_results("z", {}, "| a |", folder=tmp_path)
+    assert "command" not in json.loads(path.read_text())

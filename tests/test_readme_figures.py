@@ -140,3 +140,13 @@ def test_bone_speed_ratios_divide_cpu_times_only():
     assert ours["speedup_vs_uncropped"] == 4.0 and ours["speedup_vs_cropped"] == 2.0
     assert not any(k.startswith("speedup") for k in gpu)  # a GPU time is never divided into a CPU one
     assert all(r["energy_gap_rel"] == 0.0 for r in rows)
+
+
+def test_the_status_table_names_no_measured_figure():
+    """Measured figures live in the generated section only; the status table above it says what is
+    built and points there. A typed Dice, time or memory in it fails here."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    status = readme.split("## Status", 1)[1].split("## Benchmark summary", 1)[0]
+    assert status.count("\n| ") >= 5
+    typed = re.findall(r"\b\d\.\d{2,}\b|\b\d+(?:\.\d+)? ?(?:s|min|MB|GB|cases/min)\b(?! x)", status)
+    assert not typed, f"figures typed into the README's status table: {typed}"
