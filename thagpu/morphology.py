@@ -164,9 +164,14 @@ def _enclosed_regions(background, axis: int, structure, max_area_vox: float, min
         return xp.zeros(background.shape, dtype=bool)
     # Regions touching the slice border are outside, whatever their size.
     fill = ~labels_on_border(labels, count, axis)
-    if np.isfinite(max_area_vox):  # (the body's outline fills every enclosed hole: no sizes needed)
-        fill &= xp.bincount(labels.ravel(), minlength=count + 1) <= max_area_vox
     holes = fill[labels]
+    if np.isfinite(max_area_vox):  # (the body's outline fills every enclosed hole: no sizes needed)
+        # Sizes of the enclosed regions only, counted at their voxels (the outside is most of the grid).
+        where = xp.flatnonzero(holes)
+        owner = labels.ravel()[where]
+        small = xp.bincount(owner, minlength=count + 1) <= max_area_vox
+        holes = xp.zeros(background.shape, dtype=bool)
+        holes.ravel()[where[small[owner]]] = True
     if min_width_vox is not None:
         core = holes.view(xp.uint8)
         for a, width in enumerate(min_width_vox):

@@ -163,8 +163,11 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     pieces, count = ndi.label(cancellous & ~box_dilation(bright, 1))
     if count == 0:
         return xp.zeros(cancellous.shape, dtype=bool)
-    sizes = xp.bincount(pieces.ravel(), minlength=count + 1)
-    mean = xp.bincount(pieces.ravel(), weights=light.ravel(), minlength=count + 1) / xp.maximum(sizes, 1)
+    # Per-piece sums over the pieces' voxels only (they are a minority of the grid).
+    inside = xp.flatnonzero(pieces)
+    owner_inside = pieces.ravel()[inside]
+    sizes = xp.bincount(owner_inside, minlength=count + 1)
+    mean = xp.bincount(owner_inside, weights=light.ravel()[inside], minlength=count + 1) / xp.maximum(sizes, 1)
     # The voxels just outside each piece (a voxel between two pieces counts for the higher label).
     grown = pieces
     for axis in range(3):
@@ -180,4 +183,6 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     voxel_ml = float(np.prod(spacing)) / 1000.0
     drop = (sizes * voxel_ml >= UNENCLOSED_MIN_ML) & (share < UNENCLOSED_MAX_BRIGHTER_SHARE)
     drop[0] = False
-    return drop[pieces]
+    out = xp.zeros(cancellous.shape, dtype=bool)
+    out.ravel()[inside[drop[owner_inside]]] = True
+    return out
