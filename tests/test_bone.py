@@ -358,6 +358,33 @@ def test_local_noise_reads_the_noise_of_one_tissue_not_the_spread_of_several():
     assert levels.noise_hu == pytest.approx(12.0, rel=0.1)
 
 
+def test_soft_tissue_level_holds_at_the_noise_of_a_sharp_kernel():
+    """Fat (-100 HU) and muscle (50 HU) in equal shares at a bone kernel's 90 HU noise: the voxels'
+    histogram in [-30, 150] HU peaks at its lower end (the fat's tail); the muscle level is 50."""
+    from thagpu.bone.intensity import estimate_tissue_levels
+    rng = np.random.default_rng(1)
+    image = np.full((120, 120, 10), -100.0, np.float32)
+    image[:, 60:, :] = 50.0
+    image += rng.normal(0, 90.0, image.shape).astype(np.float32)
+    levels = estimate_tissue_levels(image, np.ones(image.shape, bool))
+    assert 35.0 <= levels.soft_hu <= 65.0
+    assert levels.noise_hu == pytest.approx(90.0, rel=0.15)
+
+
+def test_noise_and_soft_tissue_are_read_on_evenly_spaced_slices_of_a_long_volume(monkeypatch):
+    """Past NOISE_SLICES axial slices, the estimate reads a subset and stays the same within noise."""
+    from thagpu.bone import intensity
+    rng = np.random.default_rng(2)
+    image = np.full((60, 60, 200), 45.0, np.float32) + rng.normal(0, 20.0, (60, 60, 200)).astype(np.float32)
+    body = np.ones(image.shape, bool)
+    seen = []
+    real = intensity.axial_sample
+    monkeypatch.setattr(intensity, "axial_sample", lambda a, m: seen.append(real(a, m)[0].shape[2]) or real(a, m))
+    levels = intensity.estimate_tissue_levels(image, body)
+    assert seen and max(seen) <= intensity.NOISE_SLICES
+    assert levels.noise_hu == pytest.approx(20.0, rel=0.1) and 35.0 <= levels.soft_hu <= 55.0
+
+
 def test_half_max_tilt_changes_sign_at_half_way_across_an_edge():
     from thagpu.bone.halfmax import half_max_tilt
     profile = np.array([40.0] * 10 + [100.0, 300.0, 500.0, 700.0] + [760.0] * 10, np.float32)
