@@ -258,7 +258,7 @@ def _accuracy_sections(accuracy: dict, at: str) -> list:
     experiments = accuracy["experiments"]
     table = []
     for name in ("anatomic 1 mm", "anatomic 0.8x0.8x3 mm", "anatomic 3 mm", "anatomic 0.65x0.65x0.8 mm",
-                 "regression hard"):
+                 "anatomic sharp kernel 0.8x0.8x3 mm", "regression hard"):
         e = experiments.get(name)
         if not e:
             continue

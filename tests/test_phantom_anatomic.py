@@ -304,3 +304,26 @@ def test_bone_fraction_is_the_voxels_share_of_bone_and_changes_nothing_else():
     assert partial.sum() > 1000  # 3 mm voxels: every surface is partial volume
     agree = np.mean((fraction[partial] >= 0.5) == bone[partial])
     assert agree > 0.8
+
+
+def test_sharp_kernel_overshoots_at_the_cortex_and_is_noisier():
+    """The same patient reconstructed with a bone kernel: the cortex reads brighter (the overshoot on
+    the bright side of its edges), soft tissue next to it darker, and the noise is that of the preset."""
+    cases = {}
+    for preset in ("anatomic", "anatomic_sharp_kernel"):
+        probe = make_phantom(5, size="tiny", preset=preset, header="RAS")
+        centre = probe.truth["sides"]["left"]["head_center_mm"]
+        cases[preset] = make_phantom(5, size="small", preset=preset, header="RAS", spacing=(1.0, 1.0, 1.0),
+                                     fov_mm=(90.0, 90.0, 60.0), fov_center_mm=centre)
+    standard, sharp = cases["anatomic"], cases["anatomic_sharp_kernel"]
+    np.testing.assert_array_equal(standard.materials, sharp.materials)  # the same patient and pose
+    assert standard.truth["reconstruction"]["kernel"] == "standard" and sharp.truth["reconstruction"]["kernel"] == "sharp"
+    assert 50.0 <= sharp.truth["noise_hu"] <= 110.0
+    cortex = (sharp.materials == MATERIALS["cortical"]) & (sharp.parts > 0)
+    near = ndimage.binary_dilation(cortex, iterations=1) & np.isin(sharp.materials, [MATERIALS["muscle"], MATERIALS["fat"]])
+
+    def mean(case, where):
+        return float(case.ct[where].astype(np.float64).mean())
+
+    assert mean(sharp, cortex) > mean(standard, cortex) + 50.0
+    assert mean(sharp, near) < mean(standard, near) - 20.0

@@ -51,6 +51,7 @@ class Preset:
     truncate: bool = False
     calcifications: bool = False
     jitter_spacing: bool = False
+    sharp_kernel: bool = False  # reconstructed with a sharp (bone) kernel: edge overshoot, fine noise
     anatomic: AnatomicOptions | None = None  # the anatomic model (thagpu.phantom.anatomic) with these options
 
 
@@ -71,6 +72,9 @@ PRESETS = {
     "anatomic_osteoporotic": Preset(**_HARD, osteoporotic=True, anatomic=AnatomicOptions(osteoporotic_probability=1.0)),
     "anatomic_implant": Preset(**_HARD, implant=True, anatomic=AnatomicOptions(implant="some")),
     "anatomic_truncated": Preset(**_HARD, truncate=True, anatomic=AnatomicOptions()),
+    # The same patients reconstructed with a sharp (bone) kernel, as orthopaedic series often are.
+    "anatomic_sharp_kernel": Preset(**{**_HARD, "noise_hu": (50.0, 110.0)}, sharp_kernel=True,
+                                    anatomic=AnatomicOptions()),
 }
 
 #: The preset used when none is named.
@@ -434,12 +438,16 @@ def _make_anatomic(seed, rng, size, preset, spec: Preset, spacing, joint_space_m
                "ligament": rng.uniform(50.0, 80.0)})
     table_pad = rng.uniform(2.0, 6.0)
     implant_sides = info["implant_sides"]
+    # A sharp kernel resolves more in the axial plane and overshoots at edges; its noise is finer.
+    psf_in_plane = (0.3, 0.45) if spec.sharp_kernel else (0.45, 0.75)
     acquisition = Acquisition(
         hu=hu, noise_hu=float(rng.uniform(*spec.noise_hu)),
-        psf_sigma_mm=(rng.uniform(0.45, 0.75),) * 2 + (0.42 * phys[2],), trabecular_texture_hu=0.0,
+        psf_sigma_mm=(rng.uniform(*psf_in_plane),) * 2 + (0.42 * phys[2],), trabecular_texture_hu=0.0,
         streak_hu=float(rng.uniform(250, 500)) if implant_sides else 0.0,
         table_top_y=_lowest_body_y(anatomy, rotation, translation) - table_pad, table_pad_mm=table_pad,
-        supersample=_anatomic_supersampling(grid.spacing), noise_corr_mm=0.8)
+        supersample=_anatomic_supersampling(grid.spacing), noise_corr_mm=0.4 if spec.sharp_kernel else 0.8,
+        edge_gain=float(rng.uniform(0.5, 1.2)) if spec.sharp_kernel else 0.0,
+        edge_sigma_mm=float(rng.uniform(0.7, 1.2)) if spec.sharp_kernel else 1.0)
     ct, parts, materials, fraction = render(anatomy, grid, rotation, translation, acquisition, rng,
                                             bone_fraction=bone_fraction)
     labels = labels_from_parts(parts, grid, centers, radii, implant_sides)
@@ -527,6 +535,9 @@ def _truth(case_id, seed, size, preset, header, grid, anatomy, rotation, transla
                  "translation_mm": [round(float(t), 4) for t in translation]},
         "implant_side": implant_side, "truncated_side": truncate_side,
         "noise_hu": round(acquisition.noise_hu, 3),
+        "reconstruction": {"kernel": "sharp" if acquisition.edge_gain > 0 else "standard",
+                           "edge_gain": round(acquisition.edge_gain, 3),
+                           "edge_sigma_mm": round(acquisition.edge_sigma_mm, 3)},
         "tissue_hu": {k: round(float(v), 2) for k, v in acquisition.hu.items()},
         "sides": sides,
         "label_voxels": {schema.LABEL_NAMES[v]: int(counts[v]) for v in schema.LABEL_NAMES},
