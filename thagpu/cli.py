@@ -33,7 +33,7 @@ _STATE = {"debug": False}
 SIZES = ("tiny", "small", "full")
 # As thagpu.phantom.PRESETS / DEFAULT_PRESET (kept here so `--help` does not import the phantom).
 PRESETS = ("anatomic", "anatomic_oa", "anatomic_osteoporotic", "anatomic_implant", "anatomic_truncated",
-           "easy", "hard", "implant", "truncated", "osteoporotic")
+           "anatomic_sharp_kernel", "easy", "hard", "implant", "truncated", "osteoporotic")
 DEFAULT_PRESET = "anatomic"
 
 
@@ -78,7 +78,8 @@ def phantom(
     size: str = typer.Option("small", "--size", help="tiny | small | full (512 x 512 x 300)."),
     preset: str = typer.Option(DEFAULT_PRESET, "--preset",
                                help="anatomic (default) | anatomic_oa | anatomic_osteoporotic | anatomic_implant | "
-                                    "anatomic_truncated | easy | hard | implant | truncated | osteoporotic."),
+                                    "anatomic_truncated | anatomic_sharp_kernel | easy | hard | implant | truncated | "
+                                    "osteoporotic."),
 ):
     """Write hip CT phantoms with exact ground truth."""
     from .phantom import make_phantom, write_phantom
