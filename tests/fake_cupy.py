@@ -227,6 +227,14 @@ def _host_kernel(cpu_form):
     return call
 
 
+def _bincount(x, weights=None, minlength=None):
+    """``cupy.bincount``: like NumPy's, but an empty ``x`` is refused (CuPy sizes its output by
+    ``int(cupy.max(x))``, which raises on an empty array)."""
+    if _unwrap(x, None).size == 0:
+        raise ValueError("zero-size array to reduction operation maximum which has no identity (cupy.bincount)")
+    return _checked(np.bincount, "cupy.bincount")(x, weights, minlength=minlength or 0)
+
+
 def install() -> None:
     """Replace CuPy in this process by the strict stand-in, and the kernels by their CPU forms for it."""
     cupy = types.ModuleType("cupy")
@@ -237,6 +245,7 @@ def install() -> None:
     cupy.ascontiguousarray = ascontiguousarray
     cupy.asnumpy = asnumpy
     cupy.get_array_module = get_array_module
+    cupy.bincount = _bincount
     pool, pinned = _MemoryPool(), _MemoryPool()
     cupy.get_default_memory_pool = lambda: pool
     cupy.get_default_pinned_memory_pool = lambda: pinned

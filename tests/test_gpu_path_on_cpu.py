@@ -82,3 +82,15 @@ def test_thagpu_run_on_the_gpu_path_writes_the_cpu_labels(tmp_path):
     cpu_labels = np.asarray(nib.load(outputs["cpu"] / "labels.nii.gz").dataobj)
     assert (gpu_labels > 0).sum() > 10000
     np.testing.assert_array_equal(gpu_labels, cpu_labels)
+
+
+def test_bincount_of_nothing_is_zeros_on_both_devices():
+    """CuPy's bincount raises on an empty array (its output is sized by ``int(cupy.max(x))``); the
+    stand-in does too, and ``thagpu.device.bincount`` gives ``minlength`` zeros instead."""
+    from thagpu.device import bincount
+    empty = np.zeros(0, dtype=np.int32)
+    with pytest.raises(ValueError):
+        fake_cupy._bincount(fake_cupy.asarray(empty), minlength=3)
+    np.testing.assert_array_equal(bincount(empty, minlength=3), [0, 0, 0])
+    assert bincount(empty, weights=np.zeros(0), minlength=2).dtype == np.float64
+    np.testing.assert_array_equal(bincount(np.array([0, 2, 2]), minlength=4), [1, 0, 2, 0])

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DeviceError, describe
 
-__all__ = ["resolve_device", "gpu_available", "gpu_count", "release_gpu_memory", "get_array_module", "to_device",
+__all__ = ["bincount", "resolve_device", "gpu_available", "gpu_count", "release_gpu_memory", "get_array_module", "to_device",
            "to_host", "is_cupy", "is_device_array", "array_kind"]
 
 DEVICES = ("auto", "cpu", "gpu")
@@ -130,3 +130,26 @@ def to_host(array):
     if _is_numba_device_array(array):
         return array.copy_to_host()
     return np.asarray(array)
+
+
+def bincount(x, weights=None, minlength: int = 0):
+    """``bincount`` of a 1-D integer array on its device (NumPy or CuPy).
+
+    An empty ``x`` gives ``minlength`` zeros on both: CuPy's own sizes its output by
+    ``int(cupy.max(x))``, which raises on an empty array where NumPy's returns zeros.
+
+    Parameters
+    ----------
+    x : 1-D int array
+    weights : array like ``x``, optional
+    minlength : int
+
+    Returns
+    -------
+    1-D array of ``max(x.max() + 1, minlength)`` counts (float64 sums with ``weights``).
+    """
+    xp = get_array_module(x)
+    if x.size == 0:
+        return xp.zeros(int(minlength), dtype=xp.float64 if weights is not None else xp.intp)
+    return xp.bincount(x, weights=weights, minlength=int(minlength))
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .device import available_cpus, get_array_module, to_host
+from .device import available_cpus, bincount, get_array_module, to_host
 
 __all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
@@ -169,7 +169,7 @@ def _enclosed_regions(background, axis: int, structure, max_area_vox: float, min
         # Sizes of the enclosed regions only, counted at their voxels (the outside is most of the grid).
         where = xp.flatnonzero(holes)
         owner = labels.ravel()[where]
-        small = xp.bincount(owner, minlength=count + 1) <= max_area_vox
+        small = bincount(owner, minlength=count + 1) <= max_area_vox
         holes = xp.zeros(background.shape, dtype=bool)
         holes.ravel()[where[small[owner]]] = True
     if min_width_vox is not None:

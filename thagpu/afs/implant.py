@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..morphology import block_reduce_mean, dilate_mm, ndimage_for
-from ..device import get_array_module, to_host
+from ..device import bincount, get_array_module, to_host
 
 __all__ = ["MetalComponent", "find_metal"]
 
@@ -42,7 +42,7 @@ def find_metal(image, spacing, *, metal_hu: float, min_ml: float, grid_mm: float
     if not bool(metal.any()):
         return [], None
     labelled, count = ndi.label(metal, structure=xp.ones((3, 3, 3), dtype=bool))
-    counts = np.asarray(to_host(xp.bincount(labelled.ravel(), minlength=count + 1)))
+    counts = np.asarray(to_host(bincount(labelled.ravel(), minlength=count + 1)))
     # Block counts overestimate thin objects; the volume is measured at full resolution instead.
     components = []
     full_voxel_ml = float(np.prod(spacing)) / 1000.0

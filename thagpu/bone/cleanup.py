@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..device import get_array_module, to_host
+from ..device import bincount, get_array_module, to_host
 from .intensity import thick_bright
 from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
@@ -231,8 +231,8 @@ def _above_fat(regions, image):
     if box is None:
         return regions
     labels, count = ndimage_for(regions).label(regions[box])
-    size = xp.bincount(labels.ravel(), minlength=count + 1)
-    fatty = xp.bincount(labels.ravel(), weights=(image[box] < np.float32(FLUID_HU[0])).ravel().astype(xp.float32),
+    size = bincount(labels.ravel(), minlength=count + 1)
+    fatty = bincount(labels.ravel(), weights=(image[box] < np.float32(FLUID_HU[0])).ravel().astype(xp.float32),
                          minlength=count + 1)
     keep = fatty * 2 <= size
     keep[0] = False
@@ -256,7 +256,7 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     xp = get_array_module(labels)
     median, top = _median_and_top(labels, count, image)
     inner = xp.where(erode_one_voxel(labels > 0), labels, 0)
-    use_inner = xp.bincount(inner.ravel(), minlength=count + 1) >= MIN_INNER_VOXELS
+    use_inner = bincount(inner.ravel(), minlength=count + 1) >= MIN_INNER_VOXELS
     judged = xp.where(use_inner[labels], inner, labels)  # the inside of components, all voxels of thin ones
     share = _share_near_median(judged, count, image, median, noise_hu)
     # ... and no cortex: bone, however uniform its cancellous part (osteoporotic bone at 3 mm), has
@@ -265,8 +265,8 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     # the mean of hundreds of rim voxels carries little noise). A fluid's rim is partial volume,
     # darker than its inside.
     rim = (labels > 0) & (inner == 0) & use_inner[labels]
-    rim_sizes = xp.bincount(labels[rim].ravel(), minlength=count + 1)
-    rim_mean = (xp.bincount(labels[rim].ravel(), weights=image[rim].astype(xp.float64), minlength=count + 1)
+    rim_sizes = bincount(labels[rim].ravel(), minlength=count + 1)
+    rim_mean = (bincount(labels[rim].ravel(), weights=image[rim].astype(xp.float64), minlength=count + 1)
                 / xp.maximum(rim_sizes, 1))
     cortex = (rim_sizes > 0) & (rim_mean > median + np.float32(noise_hu))
     no_cortex = (top <= median + np.float32(6.0 * noise_hu)) & ~cortex
@@ -274,8 +274,8 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     if thick is not None:
         # Mostly thicker than a cortex above the seed level, and no brighter rim: a pool of contrast,
         # whatever its uniformity (settled contrast layers, 3 mm slices average across the layers).
-        sizes = xp.maximum(xp.bincount(labels.ravel(), minlength=count + 1), 1)
-        out |= no_cortex & (xp.bincount(labels[thick].ravel(), minlength=count + 1) >= 0.5 * sizes)
+        sizes = xp.maximum(bincount(labels.ravel(), minlength=count + 1), 1)
+        out |= no_cortex & (bincount(labels[thick].ravel(), minlength=count + 1) >= 0.5 * sizes)
     out[0] = False
     return out
 
@@ -286,8 +286,8 @@ def _share_near_median(labels, count, image, median, noise_hu):
     where = xp.flatnonzero(labels)
     region = labels.ravel()[where]
     close = xp.abs(image.ravel()[where] - median[region]) <= np.float32(3.0 * noise_hu)
-    return (xp.bincount(region, weights=close.astype(xp.float64), minlength=count + 1)
-            / xp.maximum(xp.bincount(region, minlength=count + 1), 1))
+    return (bincount(region, weights=close.astype(xp.float64), minlength=count + 1)
+            / xp.maximum(bincount(region, minlength=count + 1), 1))
 
 
 def _median_and_top(labels, count, image):
@@ -298,7 +298,7 @@ def _median_and_top(labels, count, image):
     values = image.ravel()[where]
     order = xp.lexsort(xp.stack([values, region]))  # by label, then by value
     region, values = region[order], values[order]
-    sizes = xp.bincount(region, minlength=count + 1)
+    sizes = bincount(region, minlength=count + 1)
     starts = xp.cumsum(sizes) - sizes
     last = max(len(values) - 1, 0)
     median = values[xp.minimum(starts + sizes // 2, last)]
@@ -467,7 +467,7 @@ def unenclosed_fluid(mask, image, spacing, *, bright_hu: float, noise_hu: float,
     if box is None:
         return xp.zeros(mask.shape, dtype=bool)
     labels, count = ndimage_for(mask).label(candidates[box])
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
+    sizes = bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
     fluid = _homogeneous(labels, count, image[box], noise_hu) & (sizes >= min_ml)
     out = xp.zeros(mask.shape, dtype=bool)
     out[box] = fluid[labels]
@@ -528,10 +528,10 @@ def bright_pools(mask, image, spacing, *, level_hu: float, noise_hu: float, min_
     if not bool(core.any()):
         return out
     labels, count = ndimage_for(core).label(core, structure=xp.ones((3, 3, 3), dtype=bool))
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
+    sizes = bincount(labels.ravel(), minlength=count + 1) * (float(np.prod(spacing)) / 1000.0)
     median, top = _median_and_top(labels, count, image)
     inner = xp.where(erode_one_voxel(core), labels, 0)
-    judged = xp.where(xp.bincount(inner.ravel(), minlength=count + 1)[labels] >= MIN_INNER_VOXELS, inner, labels)
+    judged = xp.where(bincount(inner.ravel(), minlength=count + 1)[labels] >= MIN_INNER_VOXELS, inner, labels)
     pool = ((sizes >= min_ml) & (_share_near_median(judged, count, image, median, noise_hu) >= BRIGHT_POOL_UNIFORM_SHARE)
             & (top <= median + np.float32(BRIGHT_POOL_MAX_TOP_SD * noise_hu)))
     pool[0] = False
@@ -623,9 +623,9 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     if count == 0:
         return mask.copy(), report
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
+    sizes = bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
     core = ~dilate_mm(~body, body_margin_mm, spacing)
-    inside = xp.bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
+    inside = bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
     volume_ml = sizes * voxel_ml
     small = volume_ml < min_island_ml
     outside = (inside / xp.maximum(sizes, 1.0)) < min_inside_fraction

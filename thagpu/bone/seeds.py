@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..device import get_array_module
+from ..device import bincount, get_array_module
 from ..morphology import (box_closing, box_dilation, box_erosion, erode_one_voxel, fill_holes_2d, maximum_filter1d, ndimage_for)
 
 __all__ = ["body_mask", "seeds", "bone_interior", "cancellous_region", "unenclosed_pieces"]
@@ -34,7 +34,7 @@ def body_mask(image, spacing, threshold_hu: float = -400.0, *, min_thickness_mm:
         return dense
     thick = box_erosion(dense, min_thickness_mm / 2.0, spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = xp.bincount(labels.ravel(), minlength=count + 1) * voxel_ml
+    sizes = bincount(labels.ravel(), minlength=count + 1) * voxel_ml
     has_core = xp.zeros(count + 1, dtype=bool)
     has_core[labels[thick]] = True
     keep = has_core & (sizes >= min_volume_ml)
@@ -166,8 +166,8 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     # Per-piece sums over the pieces' voxels only (they are a minority of the grid).
     inside = xp.flatnonzero(pieces)
     owner_inside = pieces.ravel()[inside]
-    sizes = xp.bincount(owner_inside, minlength=count + 1)
-    mean = xp.bincount(owner_inside, weights=light.ravel()[inside], minlength=count + 1) / xp.maximum(sizes, 1)
+    sizes = bincount(owner_inside, minlength=count + 1)
+    mean = bincount(owner_inside, weights=light.ravel()[inside], minlength=count + 1) / xp.maximum(sizes, 1)
     # The voxels just outside each piece (a voxel between two pieces counts for the higher label).
     grown = pieces
     for axis in range(3):
@@ -178,8 +178,8 @@ def unenclosed_pieces(cancellous, bright, light, spacing, *, margin_hu: float):
     for axis in range(3):
         rim = maximum_filter1d(rim, 3, axis=axis, mode="nearest")
     brighter = (rim[around] > mean[owner] + np.float32(margin_hu)).astype(xp.float64)
-    share = xp.bincount(owner, weights=brighter, minlength=count + 1) / xp.maximum(
-        xp.bincount(owner, minlength=count + 1), 1)
+    share = bincount(owner, weights=brighter, minlength=count + 1) / xp.maximum(
+        bincount(owner, minlength=count + 1), 1)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     drop = (sizes * voxel_ml >= UNENCLOSED_MIN_ML) & (share < UNENCLOSED_MAX_BRIGHTER_SHARE)
     drop[0] = False
