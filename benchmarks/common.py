@@ -97,7 +97,7 @@ def invocation() -> str | None:
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
     if script is None or script.parent.name != "benchmarks" or script.suffix != ".py":
         return None
-    return f"python -m benchmarks.{script.stem} " + shlex.join(sys.argv[1:])
+    return shlex.join(["python", "-m", f"benchmarks.{script.stem}", *sys.argv[1:]])
 
 
 def write_results(name: str, payload: dict, table: str, folder: Path | None = None) -> tuple:

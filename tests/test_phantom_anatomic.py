@@ -319,6 +319,11 @@ def test_sharp_kernel_overshoots_at_the_cortex_and_is_noisier():
     np.testing.assert_array_equal(standard.materials, sharp.materials)  # the same patient and pose
     assert standard.truth["reconstruction"]["kernel"] == "standard" and sharp.truth["reconstruction"]["kernel"] == "sharp"
     assert 50.0 <= sharp.truth["noise_hu"] <= 110.0
+    # The noise as rendered: the SD of muscle at least 3 voxels from any other material.
+    muscle = ndimage.binary_erosion(sharp.materials == MATERIALS["muscle"], iterations=3)
+    assert muscle.sum() > 2000
+    assert sharp.ct[muscle].std() > 1.5 * standard.ct[muscle].std()
+    assert sharp.ct[muscle].std() == pytest.approx(sharp.truth["noise_hu"], rel=0.35)
     cortex = (sharp.materials == MATERIALS["cortical"]) & (sharp.parts > 0)
     near = ndimage.binary_dilation(cortex, iterations=1) & np.isin(sharp.materials, [MATERIALS["muscle"], MATERIALS["fat"]])
 

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..device import get_array_module, to_host
+from ..device import bincount, get_array_module, to_host
 from ..morphology import maximum_filter1d, minimum_filter1d, ndimage_for
 
-__all__ = ["TissueLevels", "estimate_tissue_levels", "thick_bright", "local_noise", "IntensityModel",
-           "THICK_BRIGHT_HALF_MM"]
+__all__ = ["TissueLevels", "estimate_tissue_levels", "thick_bright", "local_noise", "axial_sample", "NOISE_SLICES",
+           "IntensityModel", "THICK_BRIGHT_HALF_MM"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0, spacing=Non
     if in_range.size == 0:
         soft = 40.0
     else:
-        counts = to_host(xp.bincount(((in_range - edges[0]) / 5.0).astype(xp.int32), minlength=len(edges) - 1))
+        counts = to_host(bincount(((in_range - edges[0]) / 5.0).astype(xp.int32), minlength=len(edges) - 1))
         soft = float(edges[int(np.argmax(counts))] + 2.5)
     noise = local_noise(image, body & (image < metal_hu), soft)
     cortical = float(to_host(xp.percentile(values, 99.8)))
@@ -115,11 +115,26 @@ NOISE_SLICES = 64
 
 
 def axial_sample(image, mask):
-    """At most :data:`NOISE_SLICES` evenly spaced axial slices of ``image`` and ``mask`` (all when fewer)."""
-    step = -(-image.shape[2] // NOISE_SLICES)
-    if step == 1:
+    """At most :data:`NOISE_SLICES` evenly spaced axial slices of ``image`` and ``mask``.
+
+    Parameters
+    ----------
+    image, mask : (X, Y, Z) arrays
+        NumPy or CuPy; axis 2 is the axial (slice) axis.
+
+    Returns
+    -------
+    image, mask
+        Unchanged when they have at most :data:`NOISE_SLICES` slices; else copies of that many
+        slices, from the first to the last, evenly spaced.
+    """
+    n = image.shape[2]
+    if n <= NOISE_SLICES:
         return image, mask
-    return image[:, :, step // 2::step], mask[:, :, step // 2::step]
+    index = np.linspace(0, n - 1, NOISE_SLICES).round().astype(np.intp)
+    xp = get_array_module(image)
+    index = xp.asarray(index) if xp is not np else index
+    return image[:, :, index], mask[:, :, index]
 
 
 def local_noise(image, body, soft_hu: float) -> float:
