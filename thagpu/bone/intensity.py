@@ -66,27 +66,30 @@ def estimate_tissue_levels(image, body, *, metal_hu: float = 2500.0, spacing=Non
       is 0.5-8 mm thick and the cancellous bone under it is darker.
     """
     xp = get_array_module(image)
-    values = image[body & (image < metal_hu)]
+    below_metal = body & (image < metal_hu)
+    values = image[below_metal]
     if values.size == 0:
         return TissueLevels(soft_hu=40.0, noise_hu=20.0, cortical_hu=1000.0)
     edges = np.arange(-30.0, 151.0, 5.0)
     # The mode of the local means, not of the voxels: at the noise of a sharp (bone) kernel,
     # 60-100 HU, the fat peak's tail outweighs the muscle peak in the voxels' histogram and its
     # mode falls to the range's lower end; a 5 x 5 window's mean has a fifth of that noise.
-    sample, sample_body = axial_sample(image, body & (image < metal_hu))
-    means = ndimage_for(image).uniform_filter(sample.astype(xp.float32, copy=False), (5, 5, 1))[sample_body]
+    sample, sample_body = axial_sample(image, below_metal)
+    sample = sample.astype(xp.float32, copy=False)
+    window_mean = ndimage_for(sample).uniform_filter(sample, (5, 5, 1))
+    means = window_mean[sample_body]
     in_range = means[(means >= edges[0]) & (means < edges[-1])]
     if in_range.size == 0:
         soft = 40.0
     else:
         counts = to_host(bincount(((in_range - edges[0]) / 5.0).astype(xp.int32), minlength=len(edges) - 1))
         soft = float(edges[int(np.argmax(counts))] + 2.5)
-    noise = local_noise(image, body & (image < metal_hu), soft)
+    noise = _window_noise(sample, sample_body, window_mean, soft)
     cortical = float(to_host(xp.percentile(values, 99.8)))
     if spacing is not None:
-        thick = thick_bright(image, spacing, soft + 0.5 * (cortical - soft)) & body & (image < metal_hu)
+        thick = thick_bright(image, spacing, soft + 0.5 * (cortical - soft)) & below_metal
         if bool(thick.any()):
-            cortical = float(to_host(xp.percentile(image[body & (image < metal_hu) & ~thick], 99.8)))
+            cortical = float(to_host(xp.percentile(image[below_metal & ~thick], 99.8)))
     return TissueLevels(soft_hu=soft, noise_hu=max(noise, 1.0), cortical_hu=max(cortical, soft + 100.0))
 
 
@@ -147,11 +150,15 @@ def local_noise(image, body, soft_hu: float) -> float:
     lie within a slice, so each is as before; millions of them still give the median).
     """
     xp = get_array_module(image)
-    ndi = ndimage_for(image)
     image, body = axial_sample(image, body)
     image = image.astype(xp.float32, copy=False)
-    mean = ndi.uniform_filter(image, (5, 5, 1))
-    mean_sq = ndi.uniform_filter(image * image, (5, 5, 1))
+    return _window_noise(image, body, ndimage_for(image).uniform_filter(image, (5, 5, 1)), soft_hu)
+
+
+def _window_noise(image, body, mean, soft_hu: float) -> float:
+    """:func:`local_noise` of float32 ``image`` (already sampled) whose 5 x 5 in-plane means are ``mean``."""
+    xp = get_array_module(image)
+    mean_sq = ndimage_for(image).uniform_filter(image * image, (5, 5, 1))
     counted = body & (xp.abs(mean - np.float32(soft_hu)) < 60.0)
     mean, mean_sq = mean[counted], mean_sq[counted]  # the SDs of the counted windows only
     sd = xp.sqrt(xp.maximum(mean_sq - mean * mean, 0.0))

@@ -246,7 +246,6 @@ def _check_nifti_data(path: Path) -> None:
     """
     with open(path, "rb") as handle:
         compressed = handle.read(2) == b"\x1f\x8b"
-    prefix = UNREADABLE
     try:
         with _open_maybe_gzip(path, compressed) as handle:
             header = handle.read(544)
@@ -277,9 +276,9 @@ def _check_nifti_data(path: Path) -> None:
                 while block := handle.read(_CHUNK):
                     actual += len(block)
     except (OSError, EOFError, zlib.error) as error:
-        raise _refuse(path, f"{prefix}gzip: {error}") from None
+        raise _refuse(path, f"{UNREADABLE}gzip: {error}") from None
     if actual < expected:
-        raise _refuse(path, f"{prefix}data ends after {actual} of {expected} bytes")
+        raise _refuse(path, f"{UNREADABLE}data ends after {actual} of {expected} bytes")
     if dtype is not None and bad:
         if nans == count:
             raise _refuse(path, "all values are NaN")
