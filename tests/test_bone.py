@@ -868,6 +868,59 @@ def test_coarse_axis_bridge_never_crosses_a_dark_sheet():
     assert not fill(sheet)[interior].any()
 
 
+_RING_GAPS = ((22, 12), (22, 38), (10, 25), (35, 25))  # one per side of the ring
+
+
+def _broken_ring(inside_hu: float = 100.0, specks: bool = True):
+    """Slices of a faint cortex read as a ring with four 3-pixel gaps around a blotchy interior (mask
+    specks, unless ``specks`` is False, in cancellous bone of ``inside_hu``), beside a bone whose outer surface has a shallow notch
+    (4 pixels wide, 2 deep) of soft tissue; at 0.8 x 0.8 x 3 mm."""
+    x, y, _ = np.meshgrid(np.arange(80), np.arange(50), np.arange(6), indexing="ij")
+    r = np.hypot(x - 22, y - 25)
+    ring = (r >= 12) & (r < 14)
+    for cx, cy in _RING_GAPS:
+        ring[cx - 1:cx + 2, cy - 1:cy + 2] = False
+    marrow = r < 12
+    specks = marrow & (x % 5 == 0) & (y % 5 == 0) & specks
+    block = (x >= 50) & (x < 70) & (y >= 10) & (y < 40)
+    notch = (x >= 50) & (x < 52) & (y >= 23) & (y < 27)
+    mask = ring | specks | (block & ~notch)
+    image = np.where(mask, 300.0, np.where(marrow, inside_hu, 40.0)).astype(np.float32)
+    return mask, image, marrow & ~specks, notch
+
+
+def test_closed_interior_fills_the_marrow_a_broken_cortex_rings_in():
+    """Osteoporotic bone through a sharp kernel: the cortex a ring with gaps, the cancellous bone
+    blobs. The small closing rings its marrow in; a fat interior, a concavity of a bone's outer
+    surface (walled mostly by the closing's bridge) and a ring whose gaps are a joint space stay
+    open."""
+    from thagpu.bone.cleanup import closed_interior, fill_cavities, fluid_voxels
+    mask, image, marrow, notch = _broken_ring()
+    spacing = (0.8, 0.8, 3.0)
+
+    def interior(mask, image, share=0.8, barrier=None):
+        return closed_interior(mask, image, spacing, closing_mm=2.0, max_slice_hole_mm2=5000.0,
+                               min_wall_share=share, barrier=barrier)
+
+    # The plain fill leaves it open: the gaps join the marrow to the outside.
+    assert not fill_cavities(mask, spacing, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image))[marrow].any()
+    out = interior(mask, image)
+    assert out[marrow].all()
+    assert not (out & mask).any()
+    assert not out[notch].any() and interior(mask, image, share=0.0)[notch].all()  # the gate decides
+    fat_mask, fat_image, fat_marrow, _ = _broken_ring(inside_hu=-100.0)
+    assert not interior(fat_mask, fat_image)[fat_marrow].any()
+    # Without the specks (which the closing covers whole), the marrow is a slice hole of the closed
+    # ring; where its gaps are a joint space's dark sheet, the closing does not bridge them.
+    mask, image, marrow, _ = _broken_ring(specks=False)
+    gaps = np.zeros_like(mask)
+    for cx, cy in _RING_GAPS:
+        gaps[cx - 2:cx + 3, cy - 2:cy + 3] = True
+    gaps &= ~mask
+    assert interior(mask, image)[marrow].all()
+    assert interior(mask, image, barrier=gaps)[marrow].mean() < 0.05
+
+
 def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True, noise_hu: float = 10.0):
     """A round bone (cortex 3 voxels thick around uniform osteoporotic marrow of 140 HU) and a
     contrast-filled vessel (250 HU) lying on it, in muscle, with ``noise_hu`` of noise."""

@@ -127,6 +127,15 @@ class BoneConfig:
     #: above the acetabulum and the sacrum at S1 reach 30-45 cm^2 in a slice, a femoral head 20 cm^2; the
     #: true pelvis, the largest cavity bone can ring in a slice, is 70 cm^2 or more.
     max_slice_hole_mm2: float = 5000.0
+    #: Last, the slice holes of the filled mask closed by this half-width (mm; 0: none), the closing
+    #: never crossing a joint space the energy found (its dark sheets and valleys): a faint cortex
+    #: broken into a ring with gaps, around cancellous bone broken into blobs (osteoporotic bone
+    #: through a sharp kernel), still rings in its marrow (thagpu/bone/cleanup.py: closed_interior;
+    #: only where an axis is 2 mm or coarser, which blurs a thin cortex into gaps) ...
+    interior_closing_mm: float = 2.0
+    #: ... where at least this share of a hole's border in its slice is the mask itself, not the
+    #: closing's bridges (the mouth of a concavity between two bones is mostly bridge).
+    interior_wall_share: float = 0.8
     #: Take off the outer voxels on the soft side of a resolved cortex's half maximum (the
     #: partial-volume rim the cut keeps outside a bright cortex; thagpu/bone/cleanup.py:
     #: trim_resolved_rim), telling the outside of the bone from gaps in its cortex by a box closing
@@ -146,6 +155,8 @@ class BoneConfig:
             raise ValueError(f"bone.mode must be 'exact' or 'banded', not {self.mode!r}")
         if self.sheet_cost < 0 or self.sheet_reach_mm <= 0:
             raise ValueError("bone.sheet_cost must be >= 0 and bone.sheet_reach_mm > 0")
+        if self.interior_closing_mm < 0 or not 0.0 <= self.interior_wall_share <= 1.0:
+            raise ValueError("bone.interior_closing_mm must be >= 0 and bone.interior_wall_share in [0, 1]")
         if (self.sigma_hu is not None and self.sigma_hu <= 0) or self.pairwise_weight < 0:
             raise ValueError("bone.sigma_hu must be > 0 and bone.pairwise_weight >= 0")
         if not 0.0 < self.seed_fraction < 1.0:

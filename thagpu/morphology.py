@@ -7,7 +7,7 @@ import numpy as np
 from .device import available_cpus, bincount, get_array_module, to_host
 
 __all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
-           "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel"]
+           "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel", "in_plane_structure", "labels_on_border"]
 
 
 def ndimage_for(array):
@@ -150,7 +150,7 @@ def fill_holes_2d(mask, axis: int, max_area_vox: float, *, min_width_vox=None, b
     This reading leaves out the parts of a hole narrower than two pixels, so callers take it in
     addition to the plain one.
     """
-    structure = _in_plane_structure(axis)
+    structure = in_plane_structure(axis)
     background = _unreachable_2d(mask, axis, structure) if bridge_gaps else ~mask
     return mask | _enclosed_regions(background, axis, structure, max_area_vox, min_width_vox)
 
@@ -205,7 +205,7 @@ def labels_on_border(labels, count: int, axis: int):
     return border
 
 
-def _in_plane_structure(axis: int):
+def in_plane_structure(axis: int):
     """The 4-connected structuring element of the slices across ``axis`` (no link along it)."""
     structure = np.zeros((3, 3, 3), dtype=bool)
     for a in range(3):

@@ -28,7 +28,7 @@ import numpy as np
 from ..config import BoneConfig, Config
 from ..device import get_array_module, to_host
 from ..volume import Volume
-from .cleanup import (RESOLVED_CORTEX_FRACTION, bright_pools, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
+from .cleanup import (BRIDGE_MIN_PIXEL_MM, RESOLVED_CORTEX_FRACTION, bright_pools, closed_interior, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
                       unenclosed_fluid)
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
@@ -135,6 +135,10 @@ class Shells:
     half_tilt : float32 array or None
         With a surface level above the half maximum (``BoneConfig.half_max_level``), the same tilt
         at the half maximum, for the outline energy; None otherwise.
+    valleys : bool array or None
+        The valleys of resolved joint spaces (:func:`thagpu.bone.sheets.joint_valleys`) that
+        ``cancellous`` keeps out of; the cleanup's closed interior never closes across them
+        (None when ``cancellous`` is None).
     """
 
     shell: object
@@ -142,11 +146,13 @@ class Shells:
     tilt: object
     outside: object = None
     half_tilt: object = None
+    valleys: object = None
 
     def crop(self, box) -> "Shells":
         """The same maps inside ``box`` (a tuple of slices)."""
         return Shells(*(None if a is None else a[box]
-                        for a in (self.shell, self.cancellous, self.tilt, self.outside, self.half_tilt)))
+                        for a in (self.shell, self.cancellous, self.tilt, self.outside, self.half_tilt,
+                                  self.valleys)))
 
 
 def _enclosed_trims(trimmed, filled):
@@ -195,6 +201,7 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
                               min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
                               level=level, with_half=level > 0.5)
         tilt, half_tilt = tilts if level > 0.5 else (tilts, None)
+    valleys = None
     if config.cancellous_margin_hu <= 0:
         cancellous, bone_like = None, shell
     else:
@@ -241,7 +248,7 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
         outside = soft_side_rim(cancellous, light, tilt, spacing, rim_mm=rim_mm, min_rise_hu_per_mm=rise,
                                 noise_hu=light_noise, max_hole_mm2=config.max_slice_hole_mm2,
                                 follow_mm=3.0 * config.half_max_psf_mm)
-    return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside, half_tilt=half_tilt)
+    return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside, half_tilt=half_tilt, valleys=valleys)
 
 
 def _tilted_costs(cost_bone, cost_background, image, tilt_map, shells: Shells, model, config: BoneConfig,
@@ -498,8 +505,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
         sides = _inner_sides(inner, image_c.shape)
         image_r, body_r = image_c[inner], body_c[inner]
+        shells_r = shells_c.crop(inner)
         energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds,
-                                       shells=shells_c.crop(inner))
+                                       shells=shells_r)
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
@@ -535,6 +543,19 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         if energy.outline_costs is not None:
             filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
         mask_r = filled & ~energy.background_seed
+        if config.interior_closing_mm > 0 and config.max_slice_hole_mm2 > 0 and max(spacing) >= BRIDGE_MIN_PIXEL_MM:
+            # A faint cortex with gaps around blotchy cancellous bone: its marrow, closed off by a
+            # small closing that never crosses a joint space the energy found. Only where an axis is
+            # coarse enough for a thin cortex, cut obliquely, to read low in places: at 1 mm voxels
+            # the gaps are real and the closing joined head and socket (anatomic 9100: cartilage
+            # in the mask 29 % -> 56 %, bone Dice 0.988 -> 0.983, nothing recovered).
+            barrier = energy.sheets
+            if shells_r.valleys is not None:
+                barrier = shells_r.valleys if barrier is None else barrier | shells_r.valleys
+            mask_r = mask_r | closed_interior(mask_r, image_r, spacing, closing_mm=config.interior_closing_mm,
+                                              max_slice_hole_mm2=config.max_slice_hole_mm2,
+                                              min_wall_share=config.interior_wall_share, barrier=barrier,
+                                              background_seed=energy.background_seed)
     if config.rim_closing_mm > 0:
         mask_r = trim_resolved_rim(mask_r, image_r, spacing, closing_mm=config.rim_closing_mm,
                                    peak_min_hu=thresholds.levels.between(RESOLVED_CORTEX_FRACTION))

@@ -6,10 +6,10 @@ import numpy as np
 
 from ..device import bincount, get_array_module, to_host
 from .intensity import thick_bright
-from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, labels_on_border,
+from ..morphology import (bounding_box, box_closing, box_closing_voxels, box_dilation, dilate_mm, erode_one_voxel, fill_holes_2d, in_plane_structure, labels_on_border,
                           maximum_filter1d, minimum_filter1d, ndimage_for)
 
-__all__ = ["fill_cavities", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "bright_pools", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "COARSE_RIM_MIN_MM", "COARSE_RIM_LEVEL", "SLICE_HOLE_MIN_WIDTH_MM",
+__all__ = ["fill_cavities", "closed_interior", "fluid_voxels", "remove_non_skeletal", "trim_resolved_rim", "unenclosed_fluid", "bright_pools", "FLUID_HU", "BRIDGE_MIN_PIXEL_MM", "COARSE_RIM_MIN_MM", "COARSE_RIM_LEVEL", "SLICE_HOLE_MIN_WIDTH_MM",
            "SLICE_HOLE_MIN_DEPTH_MM"]
 
 #: Holes within a slice narrower than this everywhere are gaps (joint spaces), not cavities.
@@ -197,6 +197,70 @@ def _bridged_slice_holes(mask, spacing, max_slice_hole_mm2: float, fluid=None, i
     if fluid is not None:
         holes &= ~fluid
     return _above_fat(holes, image) if image is not None else holes
+
+
+def closed_interior(mask, image, spacing, *, closing_mm: float, max_slice_hole_mm2: float, min_wall_share: float,
+                    barrier=None, background_seed=None):
+    """What a small closing of ``mask`` adds, with its slice holes, where the mask walls it in.
+
+    Where a faint cortex reads as a ring with gaps and the cancellous bone inside it as blobs
+    (osteoporotic bone through a sharp reconstruction kernel), the gaps open the plain fill's slice
+    holes to the outside, and the closing that bridges them (:func:`fill_cavities`' ``closing_mm``)
+    also covers the blotchy interior, so that what it leaves is narrower than a slice hole must be.
+    Here the mask is closed by a small box (half-width ``closing_mm``), never across a ``barrier``
+    voxel (a joint space: two bones' surfaces are this close there). The voxels the closing adds and
+    the slice holes of the closed mask (up to ``max_slice_hole_mm2``, whatever their width), less
+    fluid, seeded background and fatty regions (:func:`_above_fat`), form regions in each slice; a
+    region is taken where at least ``min_wall_share`` of its border in the slice is ``mask``: the
+    marrow of a broken cortex is walled by the cortex and its blobs, with a few gaps, while what the
+    closing adds in a concavity of a bone's outer surface, or between two bones, borders on the
+    tissue outside along its mouth.
+
+    Returns
+    -------
+    bool array
+        The voxels taken (none of ``mask``).
+    """
+    xp = get_array_module(mask)
+    closed = box_closing(mask, closing_mm, spacing)
+    if barrier is not None:
+        closed &= ~barrier
+    closed |= mask
+    holes = fill_holes_2d(closed, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1])) & ~mask
+    holes &= ~fluid_voxels(image)
+    if background_seed is not None:
+        holes &= ~background_seed
+    holes = _above_fat(holes, image)
+    if min_wall_share <= 0:
+        return holes
+    box = bounding_box(holes, (1, 1, 0))
+    if box is None:
+        return holes
+    inner, wall = holes[box], mask[box]
+    labels, count = ndimage_for(inner).label(inner, structure=xp.asarray(in_plane_structure(2)))
+    border = xp.zeros(count + 1, dtype=xp.float64)
+    walled = xp.zeros(count + 1, dtype=xp.float64)
+    for axis in (0, 1):
+        for step in (1, -1):
+            # Each pixel edge of a hole's outline counts once: the hole pixel, its neighbour outside.
+            outside = ~_shifted(inner, axis, step)
+            border += bincount(labels[inner & outside], minlength=count + 1)
+            walled += bincount(labels[inner & outside & _shifted(wall, axis, step)], minlength=count + 1)
+    keep = walled >= min_wall_share * xp.maximum(border, 1.0)
+    keep[0] = False
+    out = xp.zeros_like(holes)
+    out[box] = keep[labels]
+    return out
+
+
+def _shifted(array, axis: int, step: int):
+    """``array`` at each voxel's neighbour ``step`` (+1 or -1) along ``axis``; False beyond the array."""
+    xp = get_array_module(array)
+    out = xp.zeros_like(array)
+    here, there = [slice(None)] * array.ndim, [slice(None)] * array.ndim
+    here[axis], there[axis] = (slice(0, -1), slice(1, None)) if step > 0 else (slice(1, None), slice(0, -1))
+    out[tuple(here)] = array[tuple(there)]
+    return out
 
 
 def _fill_once(mask, spacing, closing_mm: float, max_slice_hole_mm2: float, fluid=None):
