@@ -133,8 +133,8 @@ class BoneConfig:
     #: through a sharp kernel), still rings in its marrow (thagpu/bone/cleanup.py: closed_interior;
     #: only where an axis is 2 mm or coarser, which blurs a thin cortex into gaps) ...
     interior_closing_mm: float = 2.0
-    #: ... where at least this share of a hole's border in its slice is the mask itself, not the
-    #: closing's bridges (the mouth of a concavity between two bones is mostly bridge).
+    #: ... where at least this share of a region's border in its slice is the mask itself (what the
+    #: closing adds in a concavity of a bone, or between two bones, faces the tissue along its mouth).
     interior_wall_share: float = 0.8
     #: Take off the outer voxels on the soft side of a resolved cortex's half maximum (the
     #: partial-volume rim the cut keeps outside a bright cortex; thagpu/bone/cleanup.py:

@@ -537,8 +537,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
             outline, _ = minimum_cut(dataclasses.replace(energy, cost_bone=energy.outline_costs[0],
                                                          cost_background=energy.outline_costs[1]),
                                      image_r, spacing, config)
+        fluid = fluid_voxels(image_r)
         filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
-                               max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid_voxels(image_r),
+                               max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid,
                                bridge_gaps=True, image=image_r, barrier=energy.sheets)
         if energy.outline_costs is not None:
             filled = cut_r | (filled & ~outline) | _enclosed_trims(outline & ~cut_r, filled)
@@ -555,7 +556,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
             mask_r = mask_r | closed_interior(mask_r, image_r, spacing, closing_mm=config.interior_closing_mm,
                                               max_slice_hole_mm2=config.max_slice_hole_mm2,
                                               min_wall_share=config.interior_wall_share, barrier=barrier,
-                                              background_seed=energy.background_seed)
+                                              background_seed=energy.background_seed, fluid=fluid)
     if config.rim_closing_mm > 0:
         mask_r = trim_resolved_rim(mask_r, image_r, spacing, closing_mm=config.rim_closing_mm,
                                    peak_min_hu=thresholds.levels.between(RESOLVED_CORTEX_FRACTION))

@@ -200,7 +200,7 @@ def _bridged_slice_holes(mask, spacing, max_slice_hole_mm2: float, fluid=None, i
 
 
 def closed_interior(mask, image, spacing, *, closing_mm: float, max_slice_hole_mm2: float, min_wall_share: float,
-                    barrier=None, background_seed=None):
+                    barrier=None, background_seed=None, fluid=None):
     """What a small closing of ``mask`` adds, with its slice holes, where the mask walls it in.
 
     Where a faint cortex reads as a ring with gaps and the cancellous bone inside it as blobs
@@ -210,11 +210,12 @@ def closed_interior(mask, image, spacing, *, closing_mm: float, max_slice_hole_m
     Here the mask is closed by a small box (half-width ``closing_mm``), never across a ``barrier``
     voxel (a joint space: two bones' surfaces are this close there). The voxels the closing adds and
     the slice holes of the closed mask (up to ``max_slice_hole_mm2``, whatever their width), less
-    fluid, seeded background and fatty regions (:func:`_above_fat`), form regions in each slice; a
-    region is taken where at least ``min_wall_share`` of its border in the slice is ``mask``: the
-    marrow of a broken cortex is walled by the cortex and its blobs, with a few gaps, while what the
-    closing adds in a concavity of a bone's outer surface, or between two bones, borders on the
-    tissue outside along its mouth.
+    the barrier itself, fluid (``fluid``, else :func:`fluid_voxels` of ``image``), seeded background
+    and fatty regions (:func:`_above_fat`), form regions in each slice; a region is taken where at
+    least ``min_wall_share`` of its border in the slice is ``mask`` (beyond the array counts as not
+    mask): the marrow of a broken cortex is walled by the cortex and its blobs, with a few gaps,
+    while what the closing adds in a concavity of a bone's outer surface, or between two bones,
+    faces the tissue outside (or a barrier) along its mouth.
 
     Returns
     -------
@@ -227,7 +228,9 @@ def closed_interior(mask, image, spacing, *, closing_mm: float, max_slice_hole_m
         closed &= ~barrier
     closed |= mask
     holes = fill_holes_2d(closed, axis=2, max_area_vox=max_slice_hole_mm2 / (spacing[0] * spacing[1])) & ~mask
-    holes &= ~fluid_voxels(image)
+    if barrier is not None:  # (a closed mask can still enclose a stretch of a barrier in a slice)
+        holes &= ~barrier
+    holes &= ~(fluid if fluid is not None else fluid_voxels(image))
     if background_seed is not None:
         holes &= ~background_seed
     holes = _above_fat(holes, image)
