@@ -937,6 +937,25 @@ def test_closed_interior_never_takes_a_joint_spaces_own_voxels():
     assert not (out & sheet).any()
 
 
+def test_extract_bone_closes_the_interior_only_at_coarse_voxels(monkeypatch):
+    """At 1 mm voxels a thin cortex is resolved and its gaps are real (the closing joined head and
+    socket there), so the closed interior runs only where an axis is 2 mm or coarser, and not at all
+    when turned off."""
+    import thagpu.bone as bone
+    real, seen = bone.closed_interior, []
+
+    def spy(mask, image, spacing, **kwargs):
+        seen.append(tuple(spacing))
+        return real(mask, image, spacing, **kwargs)
+
+    monkeypatch.setattr(bone, "closed_interior", spy)
+    for spacing in ((1.0, 1.0, 1.0), (1.0, 1.0, 2.0)):
+        extract_bone(make_phantom(3, size="tiny", preset="easy", spacing=spacing).to_volume())
+    extract_bone(make_phantom(3, size="tiny", preset="easy", spacing=(1.0, 1.0, 2.0)).to_volume(),
+                 BoneConfig(interior_closing_mm=0.0))
+    assert seen == [(1.0, 1.0, 2.0)]
+
+
 def _bone_and_vessel(cortex_hu: float, with_vessel: bool = True, noise_hu: float = 10.0):
     """A round bone (cortex 3 voxels thick around uniform osteoporotic marrow of 140 HU) and a
     contrast-filled vessel (250 HU) lying on it, in muscle, with ``noise_hu`` of noise."""
