@@ -45,16 +45,17 @@ BENCHMARKS = {
 #: The code each result file describes (paths in the repository): a file measured at a commit whose
 #: code there differs from HEAD's no longer describes the current code, and the summary says so. The
 #: phantoms are the benchmarks' input, not the code they describe, so ``thagpu/phantom`` is not listed.
-PIPELINE = ("thagpu/bone", "thagpu/afs", "thagpu/morphology.py", "kernels")
+#: (``thagpu/config.py`` holds the stages' defaults: a changed default changes their results.)
+PIPELINE = ("thagpu/bone", "thagpu/afs", "thagpu/morphology.py", "thagpu/config.py", "kernels")
 CODE_PATHS = {
-    "bench_bone": ("thagpu/bone", "thagpu/morphology.py", "thagpu/memory.py"),
+    "bench_bone": ("thagpu/bone", "thagpu/morphology.py", "thagpu/config.py", "thagpu/memory.py"),
     "bench_accuracy": PIPELINE,
     "bench_dataset": PIPELINE + ("thagpu/dataset", "thagpu/pipeline.py", "thagpu/memory.py"),
     "bench_kernels": ("kernels",),
     "bench_models": ("thagpu/model_benchmark.py", "thagpu/aar"),
     "bench_aar": ("thagpu/aar",),
     "bench_partial_volume": PIPELINE,
-    "bench_real_slabs": ("thagpu/bone", "thagpu/morphology.py"),
+    "bench_real_slabs": ("thagpu/bone", "thagpu/morphology.py", "thagpu/config.py"),
     "bench_run_io": PIPELINE + ("thagpu/pipeline.py", "thagpu/io", "thagpu/memory.py", "thagpu/qc.py", "thagpu/cli.py"),
     "gpu": PIPELINE,
 }
