@@ -599,3 +599,30 @@ def test_the_ledger_uses_a_rollback_journal_on_a_network_file_system(tmp_path, m
                 assert reader.counts()["done"] == k + 1
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "delete"
     assert not list(path.parent.glob("*-wal")) and not list(path.parent.glob("*-shm"))
+
+
+def test_a_worker_hands_the_gpu_memory_pools_back_after_every_case(tmp_path, monkeypatch):
+    """Between cases a worker frees the blocks CuPy's pools cache, after a case that worked and
+    after one that failed: otherwise a GPU worker holds the peak of every case it has run."""
+    import types
+
+    from thagpu.dataset.worker import process_case
+    from thagpu.phantom import make_phantom, write_phantom
+
+    freed = []
+
+    class Pool:
+        def __init__(self, name):
+            self.name = name
+
+        def free_all_blocks(self):
+            freed.append(self.name)
+
+    stand_in = types.SimpleNamespace(get_default_memory_pool=lambda: Pool("device"),
+                                     get_default_pinned_memory_pool=lambda: Pool("pinned"))
+    monkeypatch.setitem(sys.modules, "cupy", stand_in)  # "CuPy was imported" in this worker
+    ct = write_phantom(make_phantom(1, size="tiny", preset="easy"), tmp_path / "in")["ct"]
+    done = process_case("one", str(ct), str(tmp_path / "ds"), Config(), "cpu")
+    assert done["status"] in ("done", "skipped") and freed == ["device", "pinned"]
+    failed = process_case("two", str(tmp_path / "missing.nii.gz"), str(tmp_path / "ds"), Config(), "cpu")
+    assert failed["status"] == "failed" and freed == ["device", "pinned"] * 2
