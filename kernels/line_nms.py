@@ -44,7 +44,7 @@ __all__ = ["line_nms", "line_nms_cpu", "line_nms_cuda", "line_nms_reference"]
 cuda = None
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _nms_line(response, d, min_response, radius, keep):
     """Fill ``keep[d, :]`` for line ``d`` and return the index of its largest kept sample (or -1)."""
     n_samples = response.shape[1]
@@ -74,7 +74,7 @@ def _nms_line(response, d, min_response, radius, keep):
     return best
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _line_nms_cpu_loop(response, min_response, radius, keep, best):
     n_lines = response.shape[0]
     for d in numba.prange(n_lines):

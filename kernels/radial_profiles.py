@@ -63,7 +63,7 @@ cuda = None
 # Shared per-sample logic (CPU: called from the njit loops; CUDA: compiled as device functions)
 # --------------------------------------------------------------------------------------------
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _sample_at(image, cx, cy, cz, dx, dy, dz, sx, sy, sz, r):
     """Trilinear value of ``image`` at ``c + r * d / s`` (index units); NaN outside the volume."""
     x = cx + r * dx / sx
@@ -104,7 +104,7 @@ def _sample_at(image, cx, cy, cz, dx, dy, dz, sx, sy, sz, r):
     return c0 * (1.0 - fz) + c1 * fz
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _smooth_at(profiles, d, s, weights, half):
     """Gaussian-smoothed profile value at sample ``s`` of line ``d``.
 
@@ -127,7 +127,7 @@ def _smooth_at(profiles, d, s, weights, half):
     return num / den
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _response_at(smoothed, d, s, radii, h):
     """Boundary response ``max(0, -g1) + max(0, g2) * h`` at sample ``s`` of line ``d``.
 
@@ -155,7 +155,7 @@ def _response_at(smoothed, d, s, radii, h):
 # CPU form
 # --------------------------------------------------------------------------------------------
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _radial_profiles_cpu_loop(image, cx, cy, cz, directions, radii, sx, sy, sz, weights, half, h,
                               profiles, smoothed, response):
     n_lines, n_samples = profiles.shape

@@ -53,7 +53,7 @@ __all__ = ["sphere_votes", "sphere_votes_cpu", "sphere_votes_cuda", "sphere_vote
 cuda = None
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _vote_index(px, py, pz, nx, ny, nz, r, sx, sy, sz, size_x, size_y, size_z):
     """Flat C-order index of the voxel nearest to ``p + r * n / s``; -1 outside the grid (or NaN).
 
@@ -68,7 +68,7 @@ def _vote_index(px, py, pz, nx, ny, nz, r, sx, sy, sz, size_x, size_y, size_z):
     return (int(math.floor(x)) * size_y + int(math.floor(y))) * size_z + int(math.floor(z))
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def _sphere_votes_cpu_loop(points, normals, radii, weights, sx, sy, sz, size_x, size_y, size_z, accumulator):
     n_radii = radii.shape[0]
     n_points = points.shape[0]

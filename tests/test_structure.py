@@ -32,3 +32,29 @@ def test_helpers_shared_by_be_and_afs_live_below_both_stages():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         modules = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert not any(m.startswith("bone.morphology") for m in modules), path
+
+
+def test_every_compiled_loop_releases_the_gil():
+    """A dataset worker runs cases on threads beside each other: a compiled loop that holds the GIL
+    (numba's default) makes them take turns. Every numba.njit dispatcher of the package has nogil."""
+    import importlib
+    import pkgutil
+
+    import numba
+    from numba.core.registry import CPUDispatcher
+
+    import thagpu
+    import thagpu.kernels  # the top-level kernels/ folder, installed as thagpu.kernels
+    dispatchers = {}
+    packages = [*pkgutil.walk_packages(thagpu.__path__, "thagpu."),
+                *pkgutil.walk_packages(thagpu.kernels.__path__, "thagpu.kernels.")]
+    for info in packages:
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if isinstance(value, CPUDispatcher) and value.__module__ == module.__name__:
+                dispatchers[f"{info.name}.{name}"] = value
+    assert {"thagpu.afs.fit._irls_sphere", "thagpu.bone.refine._box_extremes_at"} <= set(dispatchers)
+    assert any(name.startswith("thagpu.kernels.") for name in dispatchers), sorted(dispatchers)
+    held = sorted(name for name, d in dispatchers.items() if not d.targetoptions.get("nogil"))
+    assert not held, f"compiled without nogil=True: {held}"
+    assert numba.njit(lambda x: x).targetoptions.get("nogil") is None  # the check reads a real option

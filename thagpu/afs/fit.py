@@ -55,7 +55,7 @@ def algebraic_sphere(points, weights=None):
     return center, float(np.sqrt(max(solution[3] + center @ center, 0.0)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _irls_sphere(points, center, radius, scale, fixed_center, iterations):
     """IRLS core of :func:`fit_sphere`: returns ``(center, radius, ok)``; ``ok`` is False when
     the weights vanish (too few points within ``scale`` of the sphere).
