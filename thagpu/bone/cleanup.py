@@ -241,14 +241,18 @@ def closed_interior(mask, image, spacing, *, closing_mm: float, max_slice_hole_m
         return holes
     inner, wall = holes[box], mask[box]
     labels, count = ndimage_for(inner).label(inner, structure=xp.asarray(in_plane_structure(2)))
-    border = xp.zeros(count + 1, dtype=xp.float64)
-    walled = xp.zeros(count + 1, dtype=xp.float64)
+    # Each pixel edge of a hole's outline counts once: the hole pixel, its neighbour outside. The
+    # edges are counted per pixel first, then summed per region in one weighted bincount each.
+    edges = xp.zeros(inner.shape, dtype=xp.uint8)
+    walled_edges = xp.zeros(inner.shape, dtype=xp.uint8)
     for axis in (0, 1):
         for step in (1, -1):
-            # Each pixel edge of a hole's outline counts once: the hole pixel, its neighbour outside.
             outside = ~_shifted(inner, axis, step)
-            border += bincount(labels[inner & outside], minlength=count + 1)
-            walled += bincount(labels[inner & outside & _shifted(wall, axis, step)], minlength=count + 1)
+            edges += outside
+            walled_edges += outside & _shifted(wall, axis, step)
+    region = labels[inner]
+    border = bincount(region, weights=edges[inner].astype(xp.float64), minlength=count + 1)
+    walled = bincount(region, weights=walled_edges[inner].astype(xp.float64), minlength=count + 1)
     keep = walled >= min_wall_share * xp.maximum(border, 1.0)
     keep[0] = False
     out = xp.zeros_like(holes)
