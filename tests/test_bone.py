@@ -167,6 +167,12 @@ def test_bad_bone_settings_are_refused():
     for bad in (-1.0, float("nan")):
         with pytest.raises(ValueError, match="rim_closing_mm"):
             BoneConfig(rim_closing_mm=bad)
+        with pytest.raises(ValueError, match="interior_closing_mm"):
+            BoneConfig(interior_closing_mm=bad)
+        with pytest.raises(ValueError, match="interior_wall_share"):
+            BoneConfig(interior_wall_share=bad)
+        with pytest.raises(ValueError, match="coarse_below_mm"):
+            BoneConfig(coarse_below_mm=bad)
 
 
 def test_box_morphology_matches_scipy_away_from_the_border():
@@ -653,12 +659,11 @@ def test_thin_cortex_level_rises_from_the_half_maximum_as_the_blur_outgrows_the_
     assert level(3.0, 1.0) > level(3.0, 3.0)
 
 
-def _thin_cortex_ball(spacing, radius_mm=22.0, cortex_mm=1.5, seed=0):
+def _thin_cortex_ball(spacing, radius_mm=22.0, cortex_mm=1.5, seed=0, fine=5):
     """A ball (cancellous 250 HU under a 1200 HU cortex) in soft tissue, rendered as CT is: each voxel
-    the mean of 5^3 sample points, a 0.6 mm PSF, noise; and its truth (voxel centres in the ball)."""
+    the mean of ``fine``^3 sample points, a 0.6 mm PSF, noise; and its truth (voxel centres in the ball)."""
     from scipy import ndimage
     n = [int(round(80.0 / s)) for s in spacing]
-    fine = 5
     axes = [(np.arange(k * fine) + 0.5) / fine * s - 40.0 for k, s in zip(n, spacing)]
     r = np.sqrt(axes[0][:, None, None] ** 2 + axes[1][None, :, None] ** 2 + axes[2][None, None, :] ** 2)
     hu = np.where(r > radius_mm, 40.0, np.where(r > radius_mm - cortex_mm, 1200.0, 250.0)).astype(np.float32)
@@ -1061,3 +1066,41 @@ def test_the_part_of_a_pool_near_the_level_goes_with_it():
     pools = bright_pools(joined, image, (1.0, 1.0, 1.0), level_hu=600.0, noise_hu=20.0)
     assert not (pools & bone).any()
     assert pools[bladder].mean() > 0.99
+
+
+def test_band_tilt_equals_the_whole_volume_tilt_at_its_voxels():
+    from thagpu.bone.halfmax import half_max_tilt
+    from thagpu.bone.refine import band_half_max_tilt
+    rng = np.random.default_rng(5)
+    light = rng.normal(40.0, 20.0, (23, 41, 27)).astype(np.float32)
+    light[8:15, 10:20, 5:12] += rng.uniform(300.0, 1500.0, (7, 10, 7)).astype(np.float32)  # a noisy bright block
+    points = np.nonzero(rng.uniform(size=light.shape) < 0.2)
+    for spacing, radius in (((0.6, 0.6, 0.8), 2.0), ((1.0, 1.0, 3.0), 2.0), ((0.3, 0.5, 2.0), 1.2)):
+        whole = half_max_tilt(light, spacing, radius_mm=radius, min_span_hu=150.0)[points]
+        band = band_half_max_tilt(light, points, spacing, radius_mm=radius, min_span_hu=150.0)
+        np.testing.assert_array_equal(band, whole)
+        assert 0 < np.count_nonzero(band) < band.size  # both sides of the span test are exercised
+
+
+def test_sub_mm_pixels_are_solved_coarse_to_fine_and_placed_at_full_resolution():
+    """At 0.6 mm pixels BE solves 1.2 mm block means, then re-decides the voxels along its surface:
+    the ball keeps its true size, and only voxels within a fine voxel of the coarse surface change."""
+    from thagpu.bone.refine import surface_band, upsample_mask
+    from thagpu.morphology import block_reduce_mean
+    spacing = (0.6, 0.6, 1.0)
+    hu, truth = _thin_cortex_ball(spacing, fine=3)
+    volume = _volume(hu, spacing)
+    result = extract_bone(volume)
+    refined = np.asarray(result.mask)
+    info = result.diagnostics["coarse_to_fine"]
+    assert info["factors"] == [2, 2, 1] and result.diagnostics["shape"] == list(hu.shape)
+    assert info["added"] + info["removed"] > 0
+    coarse = extract_bone(_volume(block_reduce_mean(hu, (2, 2, 1)), (1.2, 1.2, 1.0))).mask
+    repeated = upsample_mask(np.asarray(coarse), (2, 2, 1), hu.shape)
+    assert not np.any((refined != repeated) & ~surface_band(repeated, (2, 2, 1)))
+    assert dice(refined, truth) > dice(repeated, truth) + 0.005
+    assert abs(int(refined.sum()) - int(truth.sum())) < 0.03 * truth.sum()
+    full = extract_bone(volume, BoneConfig(coarse_below_mm=0.0))
+    assert "coarse_to_fine" not in full.diagnostics
+    full = np.asarray(full.mask)
+    assert dice(refined, truth) >= dice(full, truth) - 0.005

@@ -70,6 +70,25 @@ def test_bone_extraction_cpu_and_gpu_find_the_same_cut(volume):
     assert energy_of(to_host(gpu.cut), energy) == pytest.approx(energy_of(cpu.cut, energy), rel=ENERGY_RTOL)
 
 
+def test_coarse_to_fine_bone_extraction_is_the_same_on_both_devices():
+    """Sub-millimetre pixels: BE on block means, its surface band decided at full resolution (the
+    CPU by a compiled loop over the band, the GPU by whole-box filters: the same tilt)."""
+    from test_bone import _thin_cortex_ball, _volume
+
+    from thagpu.bone import extract_bone
+    from thagpu.device import to_device, to_host
+
+    cpu_device, gpu_device = _devices()
+    hu, _ = _thin_cortex_ball((0.6, 0.6, 1.0), fine=3)
+    volume = _volume(hu, (0.6, 0.6, 1.0))
+    cpu = extract_bone(volume.with_array(to_device(volume.array, cpu_device)))
+    gpu = extract_bone(volume.with_array(to_device(volume.array, gpu_device)))
+    assert type(gpu.mask).__module__.startswith("cupy")
+    assert gpu.diagnostics["coarse_to_fine"]["band_voxels"] == cpu.diagnostics["coarse_to_fine"]["band_voxels"] > 0
+    bone_voxels = int(cpu.mask.sum())
+    assert int((to_host(gpu.mask) != cpu.mask).sum()) <= MASK_TOLERANCE * bone_voxels
+
+
 def test_bone_and_hip_segmentation_cpu_and_gpu_give_the_same_labels(volume):
     from thagpu.config import Config
     from thagpu.pipeline import segment_volume

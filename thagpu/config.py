@@ -117,6 +117,11 @@ class BoneConfig:
     #: Banded mode: downsampling factor of the coarse solve and half-width of the band.
     coarse_factor: int = 2
     band_mm: float = 3.0
+    #: Coarse-to-fine BE: along axes finer than this (mm; 0: never), BE runs on 2-voxel block means
+    #: and only the voxels within a fine voxel of its surface are decided again at full resolution
+    #: (thagpu/bone/refine.py). At 0.65 mm pixels the full-resolution BE is 4 times the work and
+    #: keeps part of a bright cortex's blur, 2-3 voxels wide there.
+    coarse_below_mm: float = 0.75
     #: Upper bound on reduction passes (exactness does not depend on it).
     max_passes: int = 2
     #: Fill cavities enclosed by bone (marrow, low-density cancellous bone) ...
@@ -155,7 +160,7 @@ class BoneConfig:
             raise ValueError(f"bone.mode must be 'exact' or 'banded', not {self.mode!r}")
         if self.sheet_cost < 0 or self.sheet_reach_mm <= 0:
             raise ValueError("bone.sheet_cost must be >= 0 and bone.sheet_reach_mm > 0")
-        if self.interior_closing_mm < 0 or not 0.0 <= self.interior_wall_share <= 1.0:
+        if not self.interior_closing_mm >= 0 or not 0.0 <= self.interior_wall_share <= 1.0:  # NaN too
             raise ValueError("bone.interior_closing_mm must be >= 0 and bone.interior_wall_share in [0, 1]")
         if (self.sigma_hu is not None and self.sigma_hu <= 0) or self.pairwise_weight < 0:
             raise ValueError("bone.sigma_hu must be > 0 and bone.pairwise_weight >= 0")
@@ -165,6 +170,8 @@ class BoneConfig:
             raise ValueError(f"bone.half_max_level must be between 0 and 1, not {self.half_max_level}")
         if self.half_max_cortex_mm <= 0 or self.half_max_psf_mm <= 0:
             raise ValueError("bone.half_max_cortex_mm and bone.half_max_psf_mm must be > 0")
+        if not 0 <= self.coarse_below_mm < 10:  # NaN too
+            raise ValueError(f"bone.coarse_below_mm must be >= 0 and below 10, not {self.coarse_below_mm}")
         if not self.rim_closing_mm >= 0:  # NaN too
             raise ValueError(f"bone.rim_closing_mm must be >= 0, not {self.rim_closing_mm}")
 

@@ -32,10 +32,11 @@ from .cleanup import (BRIDGE_MIN_PIXEL_MM, RESOLVED_CORTEX_FRACTION, bright_pool
                       unenclosed_fluid)
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
-from .intensity import IntensityModel, estimate_tissue_levels, local_noise
+from .intensity import IntensityModel, TissueLevels, estimate_tissue_levels, local_noise
 from .halfmax import half_max_tilt, soft_side_rim, thin_cortex_level
 from ..morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
+from .refine import coarse_factors, refine_surface, upsample_mask
 from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
 from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
@@ -452,7 +453,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         every voxel of the solved region a node (:func:`solve_full_grid`), the
         same energy and the same minimum; the baseline of ``benchmarks/bench_bone.py``.
         Both return the same stages and timings (``energy``, ``graph_cut``,
-        ``cleanup``).
+        ``cleanup``). With ``"reduced"``, axes finer than ``config.coarse_below_mm``
+        are solved coarse to fine (:mod:`.refine`; timing ``refine`` added);
+        ``"full_grid"`` always solves the full grid.
 
     Returns
     -------
@@ -477,6 +480,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     xp = get_array_module(volume.array)
     image = volume.array.astype(xp.float32, copy=False)
     spacing = tuple(float(s) for s in volume.spacing)
+    factors = coarse_factors(spacing, config.coarse_below_mm)
+    if solver == "reduced" and max(factors) > 1:
+        return _extract_coarse_to_fine(volume, image, spacing, factors, config, crop=crop)
     timings, warnings = {}, []
     start = time.perf_counter()
     body = body_mask(image, spacing, config.body_threshold_hu)
@@ -585,4 +591,40 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         warnings.append("no bone found (no voxel inside the body reached the bone seed threshold "
                         f"of {diagnostics['intensity_model'].get('bone_seed_hu')} HU)")
     log.info("bone: %d voxels, graph %d nodes, %.2f s", n_bone, stats["graph_nodes"], time.perf_counter() - start)
+    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
+
+
+def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: BoneConfig, *, crop: bool) -> BoneResult:
+    """BE on block means of the axes finer than ``config.coarse_below_mm``, its surface placed again
+    at full resolution (:mod:`.refine`)."""
+    start = time.perf_counter()
+    coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
+    coarse_volume = dataclasses.replace(volume, array=block_reduce_mean(image, factors), spacing=coarse_spacing)
+    coarse = extract_bone(coarse_volume, config, crop=crop)
+    diagnostics = coarse.diagnostics
+    t = time.perf_counter()
+    mask = upsample_mask(coarse.mask, factors, image.shape)
+    cut = upsample_mask(coarse.cut, factors, image.shape)
+    model = diagnostics.get("intensity_model")
+    if model:  # no body, no model: nothing to refine
+        levels = TissueLevels(soft_hu=model["soft_tissue_hu"], noise_hu=model["noise_hu"],
+                              cortical_hu=model["cortical_hu"])
+        min_span = max(config.half_max_min_span_hu, 6.0 * levels.noise_hu)
+        refined, band = refine_surface(mask, image, spacing, factors, min_span_hu=min_span)
+        if config.rim_closing_mm > 0:
+            refined = trim_resolved_rim(refined, image, spacing, closing_mm=config.rim_closing_mm,
+                                        peak_min_hu=levels.between(RESOLVED_CORTEX_FRACTION))
+        diagnostics["coarse_to_fine"] = {
+            "factors": list(factors), "coarse_spacing": [round(s, 4) for s in coarse_spacing],
+            "band_voxels": int(to_host(band.sum())),
+            "added": int(to_host((refined & ~mask).sum())), "removed": int(to_host((mask & ~refined).sum()))}
+        mask = refined
+    diagnostics["timings_s"]["refine"] = round(time.perf_counter() - t, 4)
+    diagnostics["shape"] = list(image.shape)
+    if "crop" in diagnostics:
+        diagnostics["crop"] = [[a * f, min(b * f, n)] for (a, b), f, n in zip(diagnostics["crop"], factors, image.shape)]
+    n_bone = int(to_host(mask.sum()))
+    diagnostics["bone_voxels"] = n_bone
+    diagnostics["bone_ml"] = round(n_bone * float(np.prod(spacing)) / 1000.0, 3)
+    log.info("bone (coarse to fine, blocks %s): %d voxels, %.2f s", factors, n_bone, time.perf_counter() - start)
     return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
