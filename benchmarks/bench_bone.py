@@ -17,6 +17,11 @@ import json
 from benchmarks.common import RESULTS, code_version, machine, markdown_table, run_isolated, write_results
 
 SPEED_SPACING = f"{380 / 300},{320 / 200},{230 / 160}"  # a 300 x 200 x 160 volume
+#: The sub-millimetre side by side: an ``anatomic`` phantom at 0.65 x 0.65 x 0.8 mm in a 260 x 180 x
+#: 140 mm field of view (400 x 277 x 175 voxels, both hips), where ours solves coarse to fine
+#: (``thagpu/bone/refine.py``) and the plain cuts solve the full grid.
+SUB_MM_SPACING, SUB_MM_FOV = "0.65,0.65,0.8", "260,180,140"
+SUB_MM_EXPERIMENT = "speed sub-mm 0.65x0.65x0.8"
 
 
 def main(argv=None):
@@ -36,7 +41,8 @@ def main(argv=None):
         _write(speed + kept)
         return
     seeds = [2001, 2002] if args.quick else [2001, 2002, 2003]
-    # 1. Side by side on 300 x 200 x 160: the plain full-grid cut uncropped and cropped, ours, banded.
+    # 1. Side by side on 300 x 200 x 160 (the plain full-grid cut uncropped and cropped, ours, banded)
+    #    and at 0.65 x 0.65 x 0.8 mm (the plain cuts and ours, coarse to fine).
     rows = _speed_rows(args.device, args.repeats)
     # 2. Accuracy: hard phantoms at 1 mm; osteoporotic at 0.8 x 0.8 x 3 mm.
     for seed in seeds:
@@ -71,31 +77,40 @@ def _stamped(rows: list) -> list:
 
 
 def _speed_rows(device: str, repeats: int = 1) -> list:
-    """The side-by-side rows on 300 x 200 x 160: three CPU rows (uncropped full grid, cropped full
-    grid, ours) and banded, then, with ``device="gpu"``, ours and banded on the GPU as rows of their own.
+    """The side-by-side rows: on 300 x 200 x 160 (``hard`` phantom) three CPU rows (uncropped full
+    grid, cropped full grid, ours) and banded, then, with ``device="gpu"``, ours and banded on the GPU
+    as rows of their own; at 0.65 x 0.65 x 0.8 mm (``anatomic`` phantom, :data:`SUB_MM_FOV`) the
+    three CPU rows (and ours on the GPU).
 
     Speed-ups divide two CPU times only (``speedup_vs_uncropped``, ``speedup_vs_cropped``); a GPU row
     carries its time and no ratio. ``energy_gap_rel`` compares each cut's energy on the whole volume
-    with the uncropped full grid's (the minimum: 0 for every exact method).
+    with the uncropped full grid's (the minimum: 0 for every exact method; above 0 for a coarse or
+    banded solve).
     """
-    runs = [(method, "cpu") for method in ("fullgrid_uncropped", "fullgrid_cropped", "ours", "banded")]
-    if device == "gpu":
-        runs += [("ours", "gpu"), ("banded", "gpu")]
-    measured: dict = {run: [] for run in runs}
-    for _ in range(max(1, repeats)):
-        for method, on in runs:
-            measured[method, on].append(run_isolated("benchmarks.bone_worker", method, "2000", "hard",
-                                                     SPEED_SPACING, on))
+    groups = {"speed 300x200x160": (("2000", "hard", SPEED_SPACING),
+                                    ("fullgrid_uncropped", "fullgrid_cropped", "ours", "banded"), ("ours", "banded")),
+              SUB_MM_EXPERIMENT: (("2000", "anatomic", SUB_MM_SPACING, "-", SUB_MM_FOV),
+                                  ("fullgrid_uncropped", "fullgrid_cropped", "ours"), ("ours",))}
     rows = []
-    for run in runs:
-        row = dict(min(measured[run], key=lambda r: r["time_s"]))
-        row["time_s_runs"] = [r["time_s"] for r in measured[run]]
-        rows.append(row)
-    add_speed_figures(rows)
+    for experiment, (case, cpu_methods, gpu_methods) in groups.items():
+        runs = [(method, "cpu") for method in cpu_methods]
+        if device == "gpu":
+            runs += [(method, "gpu") for method in gpu_methods]
+        measured: dict = {run: [] for run in runs}
+        for _ in range(max(1, repeats)):
+            for method, on in runs:
+                args = (case[0], case[1], case[2], on) + tuple(case[3:])
+                measured[method, on].append(run_isolated("benchmarks.bone_worker", method, *args))
+        group = []
+        for run in runs:
+            row = dict(min(measured[run], key=lambda r: r["time_s"]))
+            row["time_s_runs"] = [r["time_s"] for r in measured[run]]
+            group.append(row)
+        rows += add_speed_figures(group, experiment)
     return rows
 
 
-def add_speed_figures(rows: list) -> list:
+def add_speed_figures(rows: list, experiment: str = "speed 300x200x160") -> list:
     """Add the CPU speed-ups and the energy gaps to the speed rows (in place; see :func:`_speed_rows`).
 
     Parameters
@@ -111,15 +126,20 @@ def add_speed_figures(rows: list) -> list:
         ``speedup_vs_cropped``; every row gets ``energy_gap_rel`` (its whole-volume energy against the
         uncropped cut's) and, where it solved the cropped box, ``box_energy_gap_rel`` (its
         box energy against the cropped full-grid cut's: the exactness of the reduction alone).
+    experiment : str
+        The rows' ``experiment`` (it starts with ``speed``).
     """
     cpu = {r["method"]: r for r in rows if r["device"] == "cpu"}
     uncropped, cropped = cpu["fullgrid_uncropped"], cpu["fullgrid_cropped"]
     for row in rows:
-        row["experiment"] = "speed 300x200x160"
+        row["experiment"] = experiment
         if row["device"] == "cpu" and row is not uncropped:
             row["speedup_vs_uncropped"] = round(uncropped["time_s"] / row["time_s"], 2)
             if row is not cropped:
                 row["speedup_vs_cropped"] = round(cropped["time_s"] / row["time_s"], 2)
+        if row["cut_energy"] is None:  # solved coarse to fine: no full-resolution minimum sought
+            row["energy_gap_rel"] = row["box_energy_gap_rel"] = None
+            continue
         row["energy_gap_rel"] = (row["cut_energy"] - uncropped["cut_energy"]) / uncropped["cut_energy"]
         if row["method"] != "fullgrid_uncropped":
             row["box_energy_gap_rel"] = ((row["cut_energy_box"] - cropped["cut_energy_box"])
@@ -138,10 +158,10 @@ def _size_rows(device: str) -> list:
 
 def _write(rows: list) -> None:
     speed = [r for r in rows if r["experiment"].startswith("speed")]
-    columns = ["method", "device", "shape", "solved_shape", "graph_nodes", "time_s", "time_s_runs", "stages_s",
+    columns = ["experiment", "method", "device", "shape", "solved_shape", "graph_nodes", "time_s", "time_s_runs", "stages_s",
                "peak_rss_mb", "dice",
                "speedup_vs_uncropped", "speedup_vs_cropped", "energy_gap_rel", "box_energy_gap_rel"]
-    table = ("## Bone extraction\n\n### Side by side, 300 x 200 x 160 (CPU ratios divide CPU times only)\n\n"
+    table = ("## Bone extraction\n\n### Side by side, 300 x 200 x 160 and sub-millimetre (CPU ratios divide CPU times only)\n\n"
              + markdown_table(speed, columns) + "\n\n### Accuracy, joint spaces, 512 x 512 x 300\n\n")
     columns = ["experiment", "method", "device", "seed", "shape", "time_s", "peak_rss_mb", "dice", "head_solid",
                "joint_space_mm", "gap_open", "joint_open", "graph_nodes", "stages_s"]

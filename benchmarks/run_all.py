@@ -211,26 +211,38 @@ def _bone_sections(bone: dict, cell) -> tuple:
              "fullgrid_cropped": "plain PyMaxflow, every voxel of ours' box (cropped)",
              "ours": "ours: crop + exact reduction + PyMaxflow on the free voxels",
              "banded": "banded (coarse solve + band; approximate)", "fullgrid": "plain PyMaxflow, whole grid (old row)"}
-    table = []
-    for r in speed:
-        stages = r.get("stages_s") or {}
-        ratios = " / ".join(_fmt(r.get(k), 1) + ("x" if r.get(k) is not None else "")
-                            for k in ("speedup_vs_uncropped", "speedup_vs_cropped"))
-        table.append([names.get(r["method"], r["method"]), r["device"], _shape(r.get("solved_shape")),
-                      _fmt(r.get("graph_nodes")),
-                      " + ".join(_fmt(stages.get(k), 2) for k in ("energy", "graph_cut", "cleanup")),
-                      _fmt(r["time_s"], 2) + (f" (runs: {', '.join(_fmt(t, 2) for t in r['time_s_runs'])})"
-                                              if len(r.get("time_s_runs") or []) > 1 else ""),
-                      _fmt(r.get("peak_rss_mb"), 0),
-                      ratios if r["device"] == "cpu" else "own row, no ratio",
-                      _gap(r.get("energy_gap_rel")), _fmt(r.get("dice"), 4), at(r)])
-    shape = _shape(speed[0]["shape"]) if speed else "-"
-    lines = [f"**BE: ours against plain PyMaxflow** ({shape}, `hard` phantom seed 2000; one process per row; "
-             "the stages are the same three for every row and the total is their sum, the fastest of the runs "
-             "listed; the energy check is outside every timer; CPU speed-ups divide CPU times only):", ""]
-    lines += _table(["method", "device", "solved grid", "graph nodes", "energy + cut + cleanup (s)", "total (s)",
-                     "peak memory (MB)", "CPU speed-up vs uncropped / cropped",
-                     "energy gap (relative, vs the uncropped minimum)", "Dice", "measured at"], table)
+    lines = []
+    for experiment in dict.fromkeys(r["experiment"] for r in speed):
+        group = [r for r in speed if r["experiment"] == experiment]
+        coarse_to_fine = any("refine" in (r.get("stages_s") or {}) for r in group)
+        stage_keys = ("energy", "graph_cut", "cleanup") + (("refine",) if coarse_to_fine else ())
+        table = []
+        for r in group:
+            stages = r.get("stages_s") or {}
+            ratios = " / ".join(_fmt(r.get(k), 1) + ("x" if r.get(k) is not None else "")
+                                for k in ("speedup_vs_uncropped", "speedup_vs_cropped"))
+            name = names.get(r["method"], r["method"])
+            if "refine" in stages:
+                name = "ours: BE on 2 x 2 in-plane block means, its surface band decided at full resolution"
+            table.append([name, r["device"], _shape(r.get("solved_shape")), _fmt(r.get("graph_nodes")),
+                          " + ".join(_fmt(stages.get(k, 0.0), 2) for k in stage_keys),
+                          _fmt(r["time_s"], 2) + (f" (runs: {', '.join(_fmt(t, 2) for t in r['time_s_runs'])})"
+                                                  if len(r.get("time_s_runs") or []) > 1 else ""),
+                          _fmt(r.get("peak_rss_mb"), 0),
+                          ratios if r["device"] == "cpu" else "own row, no ratio",
+                          _gap(r.get("energy_gap_rel")), _fmt(r.get("dice"), 4), at(r)])
+        first = group[0]
+        spacing = " x ".join(_fmt(v, 2) for v in first.get("spacing_mm") or [])
+        lines += ([""] if lines else []) + [
+            f"**BE: ours against plain PyMaxflow** ({_shape(first['shape'])} at {spacing} mm, `{first.get('preset', 'hard')}` "
+            f"phantom seed {first.get('seed', 2000)}; one process per row; the stages are the same for every row and the "
+            "total is their sum, the fastest of the runs listed; the energy check is outside every timer; CPU "
+            "speed-ups divide CPU times only"
+            + ("; ours' graph is that of its coarse grid" if coarse_to_fine else "") + "):", ""]
+        lines += _table(["method", "device", "solved grid", "graph nodes",
+                         " + ".join(("energy", "cut", "cleanup") + (("refine",) if coarse_to_fine else ())) + " (s)",
+                         "total (s)", "peak memory (MB)", "CPU speed-up vs uncropped / cropped",
+                         "energy gap (relative, vs the uncropped minimum)", "Dice", "measured at"], table)
     acc = []
     hard = [r for r in rows if r["experiment"] == "accuracy hard 1 mm"]
     osteo = [r for r in rows if r["experiment"].startswith("accuracy osteoporotic")]

@@ -61,7 +61,7 @@ def test_bone_speed_rows_solve_the_same_energy_to_the_same_minimum(capsys):
         rows.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     uncropped, cropped, ours = add_speed_figures(rows)
     for row in rows:
-        assert set(row["stages_s"]) == set(bone_worker.STAGES)
+        assert set(row["stages_s"]) == {"energy", "graph_cut", "cleanup"}  # no refine: 4.5 mm is not coarse to fine
         assert row["time_s"] == round(sum(row["stages_s"].values()), 3)
         assert abs(row["energy_gap_rel"]) < 1e-9 and row["dice"] > 0.8
     assert uncropped["solved_shape"] == uncropped["shape"] and uncropped["graph_nodes"] == np.prod(uncropped["shape"])
