@@ -46,9 +46,10 @@ METHODS = {
     "ours": {"crop": True, "solver": "reduced"},
     "banded": {"crop": True, "solver": "reduced"},
 }
-#: The timed stages of every method; ``time_s`` is their sum (``refine``: only where sub-millimetre
-#: axes are solved coarse to fine, ``thagpu/bone/refine.py``; the coarse BE's own stages are the first three).
-STAGES = ("energy", "graph_cut", "cleanup", "refine")
+#: The timed stages of every method; ``time_s`` is their sum (``refine``: only where axes finer than 0.85 mm
+#: are solved coarse to fine, ``thagpu/bone/refine.py``; the coarse BE's own stages are the first three;
+#: ``coarse_attempt``: a coarse solve given up for the full grid).
+STAGES = ("energy", "graph_cut", "cleanup", "refine", "coarse_attempt")
 
 
 def _components_separate(mask, femur, hip):

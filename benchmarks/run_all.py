@@ -223,7 +223,7 @@ def _bone_sections(bone: dict, cell) -> tuple:
                                 for k in ("speedup_vs_uncropped", "speedup_vs_cropped"))
             name = names.get(r["method"], r["method"])
             if "refine" in stages:
-                name = "ours: BE on 2 x 2 in-plane block means, its surface band decided at full resolution"
+                name = "ours: BE on 2-voxel block means, its surface band decided at full resolution"
             table.append([name, r["device"], _shape(r.get("solved_shape")), _fmt(r.get("graph_nodes")),
                           " + ".join(_fmt(stages.get(k, 0.0), 2) for k in stage_keys),
                           _fmt(r["time_s"], 2) + (f" (runs: {', '.join(_fmt(t, 2) for t in r['time_s_runs'])})"

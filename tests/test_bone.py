@@ -1104,3 +1104,32 @@ def test_sub_mm_pixels_are_solved_coarse_to_fine_and_placed_at_full_resolution()
     assert "coarse_to_fine" not in full.diagnostics
     full = np.asarray(full.mask)
     assert dice(refined, truth) >= dice(full, truth) - 0.005
+
+
+def test_a_coarse_solve_that_misses_clear_bone_falls_back_to_full_resolution(monkeypatch):
+    """The coarse mask must hold the fine grid's voxels at cortical level; where it does not (block
+    means that lost a faint bone), the full grid is solved and the result says so."""
+    import thagpu.bone as bone
+    spacing = (0.6, 0.6, 1.0)
+    hu, truth = _thin_cortex_ball(spacing, fine=3)
+    volume = _volume(hu, spacing)
+    held = extract_bone(volume).diagnostics["coarse_to_fine"]
+    assert held["clear_bone_share"] > 0.99 and not held["fell_back"]
+    monkeypatch.setattr(bone, "COARSE_MIN_BONE_SHARE", 1.01)  # no coarse mask can hold more than all
+    result = extract_bone(volume)
+    assert result.diagnostics["coarse_to_fine"]["fell_back"]
+    assert any("full resolution" in w for w in result.diagnostics["warnings"])
+    full = extract_bone(volume, BoneConfig(coarse_below_mm=0.0))
+    np.testing.assert_array_equal(np.asarray(result.mask), np.asarray(full.mask))
+
+
+def test_clear_bone_share_counts_bright_voxels_near_the_mask_below_metal():
+    from thagpu.bone.refine import clear_bone_share
+    image = np.zeros((10, 10, 4), np.float32)
+    image[2:4, 2:4] = 1000.0  # 16 voxels at cortical level, next to the mask
+    image[7:9, 7:9] = 1000.0  # 16 far from it
+    image[0, 9] = 3000.0  # metal never counts
+    mask = np.zeros(image.shape, bool)
+    mask[1:3, 1:3] = True
+    assert clear_bone_share(mask, image, (2, 2, 1), cortical_hu=800.0, metal_hu=2500.0) == 0.5
+    assert clear_bone_share(mask, image * 0, (2, 2, 1), cortical_hu=800.0, metal_hu=2500.0) == 1.0

@@ -113,7 +113,7 @@ def segment_volume(volume: Volume, config: Config, device: str, timings: dict) -
         bone = extract_bone(on_device, config)
     diagnostics = bone.diagnostics
     summary = {key: diagnostics[key]
-               for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy", "timings_s")
+               for key in ("bone_ml", "graph_nodes", "reduction_passes", "cut_energy", "coarse_to_fine", "timings_s")
                if key in diagnostics}
     summary["warnings"] = list(diagnostics.get("warnings", []))
     with _timed(timings, "afs"):

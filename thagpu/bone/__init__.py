@@ -28,15 +28,15 @@ import numpy as np
 from ..config import BoneConfig, Config
 from ..device import get_array_module, to_host
 from ..volume import Volume
-from .cleanup import (BRIDGE_MIN_PIXEL_MM, RESOLVED_CORTEX_FRACTION, bright_pools, closed_interior, fill_cavities, fluid_voxels, remove_non_skeletal, trim_resolved_rim,
-                      unenclosed_fluid)
+from .cleanup import (BRIDGE_MIN_PIXEL_MM, RESOLVED_CORTEX_FRACTION, bone_outside, bright_pools, closed_interior, fill_cavities,
+                      fluid_voxels, remove_non_skeletal, trim_resolved_rim, unenclosed_fluid)
 from .energy import Energy, energy_of, pairwise_weights
 from .grid import neighbours
 from .intensity import IntensityModel, TissueLevels, estimate_tissue_levels, local_noise
 from .halfmax import half_max_tilt, soft_side_rim, thin_cortex_level
 from ..morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
-from .refine import coarse_factors, refine_surface, upsample_mask
+from .refine import COARSE_MIN_BONE_SHARE, clear_bone_share, coarse_factors, refine_surface, upsample_mask
 from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
 from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
@@ -609,13 +609,30 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     if model:  # no body, no model: nothing to refine
         levels = TissueLevels(soft_hu=model["soft_tissue_hu"], noise_hu=model["noise_hu"],
                               cortical_hu=model["cortical_hu"])
+        share = clear_bone_share(mask, image, factors, cortical_hu=levels.cortical_hu, metal_hu=config.metal_hu)
+        if share < COARSE_MIN_BONE_SHARE:
+            # The block means lost a faint bone: solve the full grid (it costs the coarse solve more).
+            log.warning("bone: the coarse solve holds %.0f %% of the clear bone; solving at full resolution",
+                        100 * share)
+            full = extract_bone(volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
+            full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "clear_bone_share": round(share, 4),
+                                                  "fell_back": True}
+            full.diagnostics["timings_s"]["coarse_attempt"] = round(t - start, 4)
+            full.diagnostics["warnings"].append(
+                f"coarse-to-fine BE held {100 * share:.0f} % of the clear bone; solved at full resolution")
+            return full
         min_span = max(config.half_max_min_span_hu, 6.0 * levels.noise_hu)
         refined, band = refine_surface(mask, image, spacing, factors, min_span_hu=min_span)
         if config.rim_closing_mm > 0:
+            # What is outside the bone is a question of topology, which the coarse mask answers; the
+            # voxels the band gave up lie outside the surface too.
+            outside = upsample_mask(bone_outside(coarse.mask, coarse_spacing, config.rim_closing_mm), factors,
+                                    image.shape) | mask
             refined = trim_resolved_rim(refined, image, spacing, closing_mm=config.rim_closing_mm,
-                                        peak_min_hu=levels.between(RESOLVED_CORTEX_FRACTION))
+                                        peak_min_hu=levels.between(RESOLVED_CORTEX_FRACTION), outside=outside)
         diagnostics["coarse_to_fine"] = {
             "factors": list(factors), "coarse_spacing": [round(s, 4) for s in coarse_spacing],
+            "clear_bone_share": round(share, 4), "fell_back": False,
             "band_voxels": int(to_host(band.sum())),
             "added": int(to_host((refined & ~mask).sum())), "removed": int(to_host((mask & ~refined).sum()))}
         mask = refined

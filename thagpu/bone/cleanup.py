@@ -410,7 +410,7 @@ def thin_along_slices(mask, slice_mm: float, max_mm: float):
 
 
 def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: float, level: float = 0.5,
-                      coarse_mm: float = COARSE_RIM_MIN_MM, coarse_level: float = COARSE_RIM_LEVEL):
+                      coarse_mm: float = COARSE_RIM_MIN_MM, coarse_level: float = COARSE_RIM_LEVEL, outside=None):
     """``mask`` less the outer voxels that lie on the soft side of a resolved cortex's half maximum.
 
     A CT blurs a bone surface over a millimetre or two, and the graph cut keeps the first voxel
@@ -453,6 +453,10 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
     coarse_mm, coarse_level : float
         Axes this coarse (mm) judge every outer voxel, at ``coarse_level`` (see above); ``inf``
         turns it off.
+    outside : (X, Y, Z) bool array, optional
+        The outside of the bone where it is known already (coarse-to-fine BE: from its coarse
+        mask, at a sixteenth of the cost); ``mask`` voxels in it count as inside. Without it, it
+        is found by the closing.
 
     Returns
     -------
@@ -460,8 +464,7 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
         The trimmed mask (a new array), on the input's device.
     """
     xp = get_array_module(mask)
-    closed = box_closing(mask, closing_mm, spacing) | mask
-    outside = ~(closed | _enclosed(closed))
+    outside = bone_outside(mask, spacing, closing_mm) if outside is None else outside & ~mask
     resolved = mask & (image >= np.float32(peak_min_hu))
     # Only voxels of the mask next to the outside (and to a resolved peak, where no axis is coarse)
     # can be on a slope; a few percent of the mask, judged one by one (gathered by coordinates:
@@ -488,6 +491,13 @@ def trim_resolved_rim(mask, image, spacing, *, peak_min_hu: float, closing_mm: f
                     & (trough < value) & (value < trough + at * (peak - trough)))
     trimmed[tuple(c[rim] for c in coords)] = False
     return trimmed
+
+
+def bone_outside(mask, spacing, closing_mm: float):
+    """The voxels outside ``mask`` closed by a box of half-width ``closing_mm`` with its cavities
+    filled: the outside of the bone, not a gap or a hole in its cortex (see :func:`trim_resolved_rim`)."""
+    closed = box_closing(mask, closing_mm, spacing) | mask
+    return ~(closed | _enclosed(closed))
 
 
 def unenclosed_fluid(mask, image, spacing, *, bright_hu: float, noise_hu: float,
