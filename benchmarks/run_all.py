@@ -215,14 +215,16 @@ def _bone_sections(bone: dict, cell) -> tuple:
     for experiment in dict.fromkeys(r["experiment"] for r in speed):
         group = [r for r in speed if r["experiment"] == experiment]
         coarse_to_fine = any("refine" in (r.get("stages_s") or {}) for r in group)
-        stage_keys = ("energy", "graph_cut", "cleanup") + (("refine",) if coarse_to_fine else ())
+        fell_back = any("coarse_attempt" in (r.get("stages_s") or {}) for r in group)
+        stage_keys = (("energy", "graph_cut", "cleanup") + (("refine",) if coarse_to_fine else ())
+                      + (("coarse_attempt",) if fell_back else ()))
         table = []
         for r in group:
             stages = r.get("stages_s") or {}
             ratios = " / ".join(_fmt(r.get(k), 1) + ("x" if r.get(k) is not None else "")
                                 for k in ("speedup_vs_uncropped", "speedup_vs_cropped"))
             name = names.get(r["method"], r["method"])
-            if "refine" in stages:
+            if r["method"] == "ours" and "refine" in stages:
                 name = "ours: BE on 2-voxel block means, its surface band decided at full resolution"
             table.append([name, r["device"], _shape(r.get("solved_shape")), _fmt(r.get("graph_nodes")),
                           " + ".join(_fmt(stages.get(k, 0.0), 2) for k in stage_keys),
@@ -240,7 +242,8 @@ def _bone_sections(bone: dict, cell) -> tuple:
             "speed-ups divide CPU times only"
             + ("; ours' graph is that of its coarse grid" if coarse_to_fine else "") + "):", ""]
         lines += _table(["method", "device", "solved grid", "graph nodes",
-                         " + ".join(("energy", "cut", "cleanup") + (("refine",) if coarse_to_fine else ())) + " (s)",
+                         " + ".join(("energy", "cut", "cleanup") + (("refine",) if coarse_to_fine else ())
+                                    + (("coarse attempt",) if fell_back else ())) + " (s)",
                          "total (s)", "peak memory (MB)", "CPU speed-up vs uncropped / cropped",
                          "energy gap (relative, vs the uncropped minimum)", "Dice", "measured at"], table)
     acc = []

@@ -36,7 +36,7 @@ from .intensity import IntensityModel, TissueLevels, estimate_tissue_levels, loc
 from .halfmax import half_max_tilt, soft_side_rim, thin_cortex_level
 from ..morphology import block_reduce_mean, bounding_box, box_dilation, erode_one_voxel, ndimage_for
 from .reduction import BACKGROUND, BONE, FREE, reduce_energy
-from .refine import COARSE_MIN_BONE_SHARE, clear_bone_share, coarse_factors, refine_surface, upsample_mask
+from .refine import SHARP_NOISE_RATIO, coarse_factors, refine_surface, upsample_mask
 from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclosed_pieces
 from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
@@ -72,11 +72,14 @@ class BoneResult:
         whole volume's energy differs by the constant costs of the background
         seeds outside it), intensity model, cleanup report, sub-stage
         timings, and ``warnings``.
+    body : (R, A, S) bool array or None
+        The body mask BE found (outside it everything is background).
     """
 
     mask: object
     cut: object
     diagnostics: dict = field(default_factory=dict)
+    body: object = None
 
 
 @dataclass(frozen=True)
@@ -496,7 +499,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
                    "warnings": warnings, "timings_s": timings}
     if box is None:
         warnings.append("no body found in the volume (nothing above the body threshold)")
-        return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
+        return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
     image_c, body_c = image[box], body[box]
     thresholds = Thresholds.from_levels(estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu,
                                                                spacing=spacing), config)
@@ -591,7 +594,7 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         warnings.append("no bone found (no voxel inside the body reached the bone seed threshold "
                         f"of {diagnostics['intensity_model'].get('bone_seed_hu')} HU)")
     log.info("bone: %d voxels, graph %d nodes, %.2f s", n_bone, stats["graph_nodes"], time.perf_counter() - start)
-    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
+    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
 
 
 def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: BoneConfig, *, crop: bool) -> BoneResult:
@@ -600,7 +603,10 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     start = time.perf_counter()
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
     coarse_volume = dataclasses.replace(volume, array=block_reduce_mean(image, factors), spacing=coarse_spacing)
-    coarse = extract_bone(coarse_volume, config, crop=crop)
+    means_s = time.perf_counter() - start
+    # One level only: below 0.425 mm the blocks are still finer than the threshold, and a second
+    # level would solve 4-voxel blocks with two refinements.
+    coarse = extract_bone(coarse_volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
     diagnostics = coarse.diagnostics
     t = time.perf_counter()
     mask = upsample_mask(coarse.mask, factors, image.shape)
@@ -609,34 +615,39 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     if model:  # no body, no model: nothing to refine
         levels = TissueLevels(soft_hu=model["soft_tissue_hu"], noise_hu=model["noise_hu"],
                               cortical_hu=model["cortical_hu"])
-        share = clear_bone_share(mask, image, factors, cortical_hu=levels.cortical_hu, metal_hu=config.metal_hu)
-        if share < COARSE_MIN_BONE_SHARE:
-            # The block means lost a faint bone: solve the full grid (it costs the coarse solve more).
-            log.warning("bone: the coarse solve holds %.0f %% of the clear bone; solving at full resolution",
-                        100 * share)
+        ratio = local_noise(image, upsample_mask(coarse.body, factors, image.shape), levels.soft_hu) / levels.noise_hu
+        if ratio >= SHARP_NOISE_RATIO:
+            # A sharp kernel: the block means took its detail away with its noise. Solve the full grid
+            # (it costs the coarse solve more).
+            log.warning("bone: block means lowered the noise %.2f times (a sharp kernel); solving at full "
+                        "resolution", ratio)
             full = extract_bone(volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
-            full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "clear_bone_share": round(share, 4),
+            full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "noise_ratio": round(ratio, 3),
                                                   "fell_back": True}
-            full.diagnostics["timings_s"]["coarse_attempt"] = round(t - start, 4)
+            full.diagnostics["timings_s"]["coarse_attempt"] = round(time.perf_counter() - start
+                                                                    - sum(full.diagnostics["timings_s"].values()), 4)
             full.diagnostics["warnings"].append(
-                f"coarse-to-fine BE held {100 * share:.0f} % of the clear bone; solved at full resolution")
+                f"block means lowered the noise {ratio:.2f} times (a sharp kernel); solved at full resolution")
             return full
         min_span = max(config.half_max_min_span_hu, 6.0 * levels.noise_hu)
         refined, band = refine_surface(mask, image, spacing, factors, min_span_hu=min_span)
         if config.rim_closing_mm > 0:
             # What is outside the bone is a question of topology, which the coarse mask answers; the
-            # voxels the band gave up lie outside the surface too.
+            # voxels the band gave up next to it lie outside the surface too (not those at a hole or a
+            # gap in a cortex, which the coarse closing keeps inside).
             outside = upsample_mask(bone_outside(coarse.mask, coarse_spacing, config.rim_closing_mm), factors,
-                                    image.shape) | mask
+                                    image.shape)
+            outside |= mask & ~refined & box_dilation(outside, [1 if f > 1 else 0 for f in factors])
             refined = trim_resolved_rim(refined, image, spacing, closing_mm=config.rim_closing_mm,
                                         peak_min_hu=levels.between(RESOLVED_CORTEX_FRACTION), outside=outside)
         diagnostics["coarse_to_fine"] = {
             "factors": list(factors), "coarse_spacing": [round(s, 4) for s in coarse_spacing],
-            "clear_bone_share": round(share, 4), "fell_back": False,
+            "noise_ratio": round(ratio, 3), "fell_back": False,
             "band_voxels": int(to_host(band.sum())),
             "added": int(to_host((refined & ~mask).sum())), "removed": int(to_host((mask & ~refined).sum()))}
         mask = refined
-    diagnostics["timings_s"]["refine"] = round(time.perf_counter() - t, 4)
+    # Everything coarse to fine adds around the coarse BE: the block means, the check, the band, the trim.
+    diagnostics["timings_s"]["refine"] = round(time.perf_counter() - t + means_s, 4)
     diagnostics["shape"] = list(image.shape)
     if "crop" in diagnostics:
         diagnostics["crop"] = [[a * f, min(b * f, n)] for (a, b), f, n in zip(diagnostics["crop"], factors, image.shape)]
@@ -644,4 +655,5 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     diagnostics["bone_voxels"] = n_bone
     diagnostics["bone_ml"] = round(n_bone * float(np.prod(spacing)) / 1000.0, 3)
     log.info("bone (coarse to fine, blocks %s): %d voxels, %.2f s", factors, n_bone, time.perf_counter() - start)
-    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics)
+    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics,
+                      body=None if coarse.body is None else upsample_mask(coarse.body, factors, image.shape))

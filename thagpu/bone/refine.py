@@ -16,9 +16,8 @@ voxel of its surface along the reduced axes (:func:`surface_band`):
    a flat neighbourhood (no surface) keeps the coarse answer;
 2. the resolved-rim trim (:func:`thagpu.bone.cleanup.trim_resolved_rim`) over the refined mask.
 
-Where the coarse mask misses the fine grid's clear bone (:func:`clear_bone_share` below
-:data:`COARSE_MIN_BONE_SHARE`), the block means have lost a faint bone, and the volume is solved at
-full resolution instead.
+Where the block means took away much of the noise (:data:`SHARP_NOISE_RATIO`: a sharp kernel),
+they took the detail such a kernel keeps with it, and the volume is solved at full resolution.
 
 A graph cut of the band (the intensity costs, the tilt and the boundary weights, its outside fixed
 to the coarse answer) was tried and did no better than the tilt's sign (0.9748 against 0.9758 on
@@ -36,17 +35,21 @@ from ..device import get_array_module
 from ..morphology import box_dilation, ndimage_for
 from .halfmax import half_max_tilt
 
-__all__ = ["coarse_factors", "upsample_mask", "surface_band", "refine_surface", "band_half_max_tilt", "clear_bone_share",
-           "COARSE_MIN_BONE_SHARE"]
+__all__ = ["coarse_factors", "upsample_mask", "surface_band", "refine_surface", "band_half_max_tilt",
+           "SHARP_NOISE_RATIO"]
 
 #: Block size along an axis finer than ``BoneConfig.coarse_below_mm``: 0.65 mm pixels solve at 1.3 mm.
 COARSE_BLOCK = 2
-#: The coarse BE must hold the fine grid's clear bone: at least this share of the voxels reading at or
-#: above the cortical level (below metal) within one fine voxel of its mask, else the volume is solved
-#: at full resolution. A faint osteoporotic skeleton through a sharp kernel lost its pelvis to the
-#: block means (dev seed 9724 of ``anatomic_sharp_kernel`` at 0.8 x 0.8 x 3 mm: 34 % held, bone Dice
-#: 0.69 against 0.86 at full resolution); on the ordinary dev cases 97-100 % was held.
-COARSE_MIN_BONE_SHARE = 0.9
+#: Block means lower a white noise's SD by up to the block's square root, a correlated one's hardly:
+#: where the fine grid's noise (:func:`~thagpu.bone.intensity.local_noise`) is at least this many
+#: times the coarse grid's, the series was reconstructed with a sharp (bone) kernel, whose detail
+#: the block means take away with its noise, and the volume is solved at full resolution. On the
+#: dev phantoms at 0.8 x 0.8 x 3 mm the ratio was 0.94 for the standard kernel and 1.30-1.31 for
+#: the sharp one; on the real abdomen series in ``../shared/data`` (0.98 mm pixels), 1.10. The
+#: case that set it: an osteoporotic skeleton through a sharp kernel (dev seed 9724 of
+#: ``anatomic_sharp_kernel``), whose faint pelvis the block means lost (bone Dice 0.69 against
+#: 0.86 at full resolution at 0.8 x 0.8 x 3 mm).
+SHARP_NOISE_RATIO = 1.2
 #: The half-maximum tilt's smoothing (voxels) and box half-width (mm), as in the full-resolution energy.
 REFINE_SMOOTH_VOX = 0.5
 REFINE_RADIUS_MM = 2.0
@@ -76,17 +79,6 @@ def surface_band(mask, factors):
     return box_dilation(mask, radius) & box_dilation(~mask, radius)
 
 
-def clear_bone_share(mask, image, factors, *, cortical_hu: float, metal_hu: float) -> float:
-    """The share of the voxels of ``image`` reading from ``cortical_hu`` up to ``metal_hu`` that lie
-    within one voxel of ``mask`` along the reduced axes (1.0 where there are none)."""
-    bright = (image >= np.float32(cortical_hu)) & (image < np.float32(metal_hu))
-    total = int(bright.sum())
-    if total == 0:
-        return 1.0
-    near = box_dilation(mask, [1 if f > 1 else 0 for f in factors])
-    return int((bright & near).sum()) / total
-
-
 def refine_surface(mask, image, spacing, factors, *, min_span_hu: float, radius_mm: float = REFINE_RADIUS_MM):
     """Re-decide the surface band of a repeated coarse mask by the half-maximum rule at full resolution.
 
@@ -102,7 +94,8 @@ def refine_surface(mask, image, spacing, factors, *, min_span_hu: float, radius_
         The coarse block size per axis: the band reaches one voxel along the axes reduced.
     min_span_hu : float
         Where the brightest and darkest values around a voxel differ by less, there is no surface
-        and the coarse answer stays.
+        and the coarse answer stays (the caller's: 6 noise SDs of the coarse grid, at least
+        ``BoneConfig.half_max_min_span_hu``).
     radius_mm : float
         Half-width of the box the two sides are looked for in.
 
@@ -118,7 +111,7 @@ def refine_surface(mask, image, spacing, factors, *, min_span_hu: float, radius_
     if not bool(band.any()):
         return mask.copy(), band
     # Only the box around the band is smoothed (the band, widened by the tilt's own reach).
-    reach = [int(round(radius_mm / s)) + 2 for s in spacing]
+    reach = [max(1, int(round(radius_mm / s))) + 3 for s in spacing]  # the tilt's box and the smoothing's 2 voxels
     nonzero = [xp.flatnonzero(band.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     box = tuple(slice(max(0, int(n[0]) - r), min(size, int(n[-1]) + 1 + r))
                 for n, r, size in zip(nonzero, reach, image.shape))
@@ -127,7 +120,7 @@ def refine_surface(mask, image, spacing, factors, *, min_span_hu: float, radius_
     refined_box = refined[box]
     if xp is np:
         # The band is a few percent of the box: its extremes voxel by voxel, compiled, instead of
-        # six whole-box 1-D filters (0.4 s against 5.5 s at 100 M voxels, same values).
+        # six whole-box 1-D filters (about 0.5 s against 5.5 s at 107 M voxels, the same values).
         points = np.nonzero(band[box])
         tilt = band_half_max_tilt(light, points, spacing, radius_mm=radius_mm, min_span_hu=min_span_hu)
         decided = tilt != 0
