@@ -43,3 +43,32 @@ def test_the_setting_can_be_turned_off():
     env = dict(os.environ, THAGPU_KEEP_FREED_MEMORY="0")
     kept, _ = _faults("keep", env=env)
     assert not kept
+
+
+_HUGE_PAGES = """
+import numpy as np
+from thagpu.memory import keep_freed_memory
+before = np._core.multiarray._get_madvise_hugepage()
+keep_freed_memory()
+print(before, np._core.multiarray._get_madvise_hugepage())
+"""
+
+
+def _numpy_huge_pages(**env_vars):
+    import os
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMPY_MADVISE_HUGEPAGE", "THAGPU_KEEP_FREED_MEMORY")}
+    out = subprocess.run([sys.executable, "-c", _HUGE_PAGES], capture_output=True, text=True, check=True,
+                         env=dict(env, **env_vars), timeout=120).stdout.split()
+    return out[0] == "True", out[1] == "True"
+
+
+def test_numpy_stops_advising_huge_pages_where_freed_memory_is_kept():
+    # Under defrag=madvise, faults in regions so advised stall on memory compaction (thagpu/memory.py).
+    before, after = _numpy_huge_pages()
+    if _glibc() is None:
+        assert after == before
+        return
+    assert not after
+    # A user's own choice stands, and the whole setting can be turned off.
+    assert _numpy_huge_pages(NUMPY_MADVISE_HUGEPAGE="1") == (True, True)
+    assert _numpy_huge_pages(THAGPU_KEEP_FREED_MEMORY="0") == (before, before)
