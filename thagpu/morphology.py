@@ -6,17 +6,146 @@ import numpy as np
 
 from .device import available_cpus, bincount, get_array_module, to_host
 
-__all__ = ["ndimage_for", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
+__all__ = ["ndimage_for", "threaded_ndimage", "ThreadedNdimage", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel", "in_plane_structure", "labels_on_border"]
 
 
 def ndimage_for(array):
-    """``scipy.ndimage`` for NumPy arrays, ``cupyx.scipy.ndimage`` for CuPy arrays."""
+    """``scipy.ndimage`` for NumPy arrays (its separable filters spread over threads:
+    :data:`threaded_ndimage`), ``cupyx.scipy.ndimage`` for CuPy arrays."""
     if get_array_module(array) is np:
-        from scipy import ndimage
-        return ndimage
+        return threaded_ndimage
     from cupyx.scipy import ndimage
     return ndimage
+
+
+#: Arrays of fewer voxels than this are filtered on the calling thread (the hand-over would show).
+THREADED_MIN_VOXELS = 1 << 20
+
+
+class ThreadedNdimage:
+    """``scipy.ndimage`` whose separable filters run on :func:`_threads` threads, with SciPy's result.
+
+    A 1-D filter along one axis treats every line along it on its own, so the array is cut into
+    slabs along another axis (its longest) and each slab is filtered by SciPy on a thread of its
+    own (SciPy's filters release the GIL); a filter along several axes is SciPy's sequence of 1-D
+    filters, each one split so. Every output voxel is computed by the same SciPy code from the
+    same values as on one thread: the result is SciPy's, bit for bit (tests/test_morphology.py).
+    On 2 cores BE and AFS spent about 2 s of a 1 mm-class run in these filters on one core.
+
+    ``gaussian_filter``, ``gaussian_filter1d``, ``uniform_filter``, ``uniform_filter1d`` and
+    ``correlate1d`` are split (derivative orders, ``radius``, ``axes`` and complex input go to SciPy
+    as they are); every other name is ``scipy.ndimage``'s own.
+    """
+
+    def __getattr__(self, name):
+        from scipy import ndimage
+        return getattr(ndimage, name)
+
+    @staticmethod
+    def _output(input, output):
+        if isinstance(output, np.ndarray):
+            if output.shape != input.shape:
+                raise RuntimeError("output shape not correct")
+            return output
+        return np.empty(input.shape, dtype=input.dtype if output is None else np.dtype(output))
+
+    def _along(self, name, input, axis, output, *args, **kwargs):
+        """SciPy's 1-D filter ``name`` along ``axis``, slabs of another axis on threads."""
+        from scipy import ndimage
+        filter1d = getattr(ndimage, name)
+        input = np.asarray(input)
+        threads = _threads()
+        axis = int(axis)
+        if not -input.ndim <= axis < input.ndim:
+            return filter1d(input, *args, axis=axis, output=output, **kwargs)  # SciPy's own error
+        axis %= input.ndim
+        others = [a for a in range(input.ndim) if a != axis]
+        if threads < 2 or input.size < THREADED_MIN_VOXELS or not others or input.dtype.kind == "c":
+            return filter1d(input, *args, axis=axis, output=output, **kwargs)
+        split = max(others, key=lambda a: input.shape[a])
+        output = self._output(input, output)
+        bounds = np.linspace(0, input.shape[split], min(threads, input.shape[split]) + 1).astype(int)
+
+        def slab(i):
+            index = [slice(None)] * input.ndim
+            index[split] = slice(int(bounds[i]), int(bounds[i + 1]))
+            index = tuple(index)
+            filter1d(input[index], *args, axis=axis, output=output[index], **kwargs)
+
+        list(_pool(threads).map(slab, range(len(bounds) - 1)))
+        return output
+
+    def correlate1d(self, input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+        return self._along("correlate1d", input, axis, output, weights, mode=mode, cval=cval, origin=origin)
+
+    def uniform_filter1d(self, input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+        return self._along("uniform_filter1d", input, axis, output, size, mode=mode, cval=cval, origin=origin)
+
+    def gaussian_filter1d(self, input, sigma, axis=-1, order=0, output=None, mode="reflect", cval=0.0,
+                          truncate=4.0, *, radius=None):
+        if order != 0 or radius is not None:
+            from scipy import ndimage
+            return ndimage.gaussian_filter1d(input, sigma, axis, order, output, mode, cval, truncate, radius=radius)
+        return self._along("gaussian_filter1d", input, axis, output, sigma, mode=mode, cval=cval, truncate=truncate)
+
+    def gaussian_filter(self, input, sigma, order=0, output=None, mode="reflect", cval=0.0, truncate=4.0, *,
+                        radius=None, axes=None):
+        input = np.asarray(input)
+        if np.any(np.asarray(order) != 0) or radius is not None or axes is not None or input.dtype.kind == "c":
+            from scipy import ndimage
+            return ndimage.gaussian_filter(input, sigma, order, output, mode, cval, truncate, radius=radius,
+                                           axes=axes)
+        # SciPy's own sequence: each axis with a sigma over 1e-15 in turn, the output filtered in place.
+        steps = [(a, float(s), m) for a, (s, m) in enumerate(zip(_per_axis(sigma, input.ndim),
+                                                                  _per_axis(mode, input.ndim))) if s > 1e-15]
+        return self._sequence(input, output, [("gaussian_filter1d", a, (s,), {"mode": m, "cval": cval,
+                                                                                "truncate": truncate})
+                                              for a, s, m in steps])
+
+    def uniform_filter(self, input, size=3, output=None, mode="reflect", cval=0.0, origin=0, *, axes=None):
+        input = np.asarray(input)
+        if axes is not None or input.dtype.kind == "c":
+            from scipy import ndimage
+            return ndimage.uniform_filter(input, size, output, mode, cval, origin, axes=axes)
+        steps = [(a, int(n), m, int(o)) for a, (n, m, o) in enumerate(zip(
+            _per_axis(size, input.ndim), _per_axis(mode, input.ndim), _per_axis(origin, input.ndim))) if n > 1]
+        return self._sequence(input, output, [("uniform_filter1d", a, (n,), {"mode": m, "cval": cval, "origin": o})
+                                              for a, n, m, o in steps])
+
+    def _sequence(self, input, output, steps):
+        output = self._output(input, output)
+        if not steps:
+            output[...] = input
+        for name, axis, args, kwargs in steps:
+            self._along(name, input, axis, output, *args, **kwargs)
+            input = output
+        return output
+
+
+def _per_axis(value, ndim: int) -> list:
+    """``value`` for each of ``ndim`` axes: a string or number for all, or a sequence of ``ndim``."""
+    if isinstance(value, str) or np.ndim(value) == 0:
+        return [value] * ndim
+    value = list(value)
+    if len(value) != ndim:
+        raise RuntimeError("sequence argument must have length equal to input rank")
+    return value
+
+
+#: The CPU ndimage of :func:`ndimage_for`.
+threaded_ndimage = ThreadedNdimage()
+_POOL: dict = {}
+
+
+def _pool(threads: int):
+    """A thread pool of ``threads`` workers, one per process and size (a forked child makes its own)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+    key = (os.getpid(), threads)
+    if key not in _POOL:
+        _POOL[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thagpu-ndimage")
+    return _POOL[key]
 
 
 #: Windows up to this many voxels take the extreme of each shifted copy in place; longer ones a sparse
@@ -59,6 +188,28 @@ def _extreme_filter1d(array, size, axis, mode, cval, origin, name):
         raise ValueError(f"invalid size {size} or origin {origin}")
     if array.shape[axis] == 0:
         return array.copy()
+    others = [a for a in range(array.ndim) if a != axis]
+    threads = _threads()
+    if threads > 1 and array.size >= THREADED_MIN_VOXELS and others:
+        # Lines along the axis are independent: slabs of another axis on threads (NumPy's ufuncs
+        # release the GIL), each slab's extremes the same as in one piece.
+        split = max(others, key=lambda a: array.shape[a])
+        bounds = np.linspace(0, array.shape[split], min(threads, array.shape[split]) + 1).astype(int)
+        out = np.empty_like(array)
+
+        def slab(i):
+            index = [slice(None)] * array.ndim
+            index[split] = slice(int(bounds[i]), int(bounds[i + 1]))
+            index = tuple(index)
+            out[index] = _extreme_lines(array[index], size, axis, mode, cval, origin, name)
+
+        list(_pool(threads).map(slab, range(len(bounds) - 1)))
+        return out
+    return _extreme_lines(array, size, axis, mode, cval, origin, name)
+
+
+def _extreme_lines(array, size, axis, mode, cval, origin, name):
+    """:func:`_extreme_filter1d` of a NumPy array on the calling thread."""
     bool_input = array.dtype == bool
     a = array.view(np.uint8) if bool_input else array
     op = np.maximum if name == "maximum" else np.minimum
