@@ -48,8 +48,8 @@ METHODS = {
 }
 #: The timed stages of every method; ``time_s`` is their sum (``refine``: only where axes finer than 0.85 mm
 #: are solved coarse to fine, ``thagpu/bone/refine.py``; the coarse BE's own stages are the first three;
-#: ``coarse_attempt``: a coarse solve given up for the full grid).
-STAGES = ("energy", "graph_cut", "cleanup", "refine", "coarse_attempt")
+#: ``sharp_check``: the block means and their noise, where a sharp kernel sent the solve to the full grid).
+STAGES = ("energy", "graph_cut", "cleanup", "refine", "sharp_check")
 
 
 def _components_separate(mask, femur, hip):

@@ -215,9 +215,9 @@ def _bone_sections(bone: dict, cell) -> tuple:
     for experiment in dict.fromkeys(r["experiment"] for r in speed):
         group = [r for r in speed if r["experiment"] == experiment]
         coarse_to_fine = any("refine" in (r.get("stages_s") or {}) for r in group)
-        fell_back = any("coarse_attempt" in (r.get("stages_s") or {}) for r in group)
+        fell_back = any("sharp_check" in (r.get("stages_s") or {}) for r in group)
         stage_keys = (("energy", "graph_cut", "cleanup") + (("refine",) if coarse_to_fine else ())
-                      + (("coarse_attempt",) if fell_back else ()))
+                      + (("sharp_check",) if fell_back else ()))
         table = []
         for r in group:
             stages = r.get("stages_s") or {}

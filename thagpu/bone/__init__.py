@@ -395,10 +395,7 @@ def _bone_next_to_sides(labels, sides) -> bool:
 def _band(coarse_labels, factor, shape, band_mm, spacing):
     """Fixed labels from a coarse solution, free in a band around its boundary."""
     xp = get_array_module(coarse_labels)
-    fine = coarse_labels
-    for axis in range(3):
-        fine = xp.repeat(fine, factor, axis=axis)
-    fine = fine[: shape[0], : shape[1], : shape[2]]
+    fine = upsample_mask(coarse_labels, (factor,) * 3, shape)
     radius = [max(1, int(np.ceil(band_mm / s))) for s in spacing]
     # Box dilations of the labels and of their complement (separable, linear in the volume).
     band = box_dilation(fine, radius) & box_dilation(~fine, radius)
@@ -486,9 +483,19 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     factors = coarse_factors(spacing, config.coarse_below_mm)
     if solver == "reduced" and max(factors) > 1:
         return _extract_coarse_to_fine(volume, image, spacing, factors, config, crop=crop)
+    return _extract_on_grid(image, spacing, config, crop=crop, solver=solver)
+
+
+def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: str, body=None,
+                     levels: TissueLevels | None = None) -> BoneResult:
+    """:func:`extract_bone` on ``image``'s own grid; ``body`` and ``levels`` where the caller has them
+    already (the coarse-to-fine check: the same calls on the same image, and ``levels`` only with
+    ``crop``, whose box they were estimated in)."""
+    xp = get_array_module(image)
     timings, warnings = {}, []
     start = time.perf_counter()
-    body = body_mask(image, spacing, config.body_threshold_hu)
+    if body is None:
+        body = body_mask(image, spacing, config.body_threshold_hu)
     if crop:
         box = bounding_box(body, (1, 1, 1))
     else:  # the uncropped reference: the whole grid, as long as there is a body
@@ -501,8 +508,9 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
         warnings.append("no body found in the volume (nothing above the body threshold)")
         return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
     image_c, body_c = image[box], body[box]
-    thresholds = Thresholds.from_levels(estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu,
-                                                               spacing=spacing), config)
+    if levels is None or not crop:
+        levels = estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu, spacing=spacing)
+    thresholds = Thresholds.from_levels(levels, config)
     # Solve in a box around the voxels that could be bone. Outside it every voxel has zero background
     # cost, so if the solution inside keeps off the box's inner sides, no voxel outside can lower the
     # energy by turning bone (it would pay its bone cost and cut links to background only): the
@@ -597,38 +605,55 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
 
 
+def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfig):
+    """How many times the block means lowered the noise of the body's soft tissue.
+
+    Returns ``(ratio, body, levels, fine_body)``: the fine grid's local noise over the block means'
+    (both about the soft-tissue level of the block means' body, :func:`.intensity.local_noise`), the
+    block means' body and :class:`TissueLevels` (handed to the coarse solve, which would make the
+    same calls), and the body repeated onto the fine grid; ratio, levels and fine body are None
+    without a body.
+    """
+    body = body_mask(coarse_image, coarse_spacing, config.body_threshold_hu)
+    box = bounding_box(body, (1, 1, 1))
+    if box is None:
+        return None, body, None, None
+    levels = estimate_tissue_levels(coarse_image[box], body[box], metal_hu=config.metal_hu, spacing=coarse_spacing)
+    fine_body = upsample_mask(body, factors, image.shape)
+    return local_noise(image, fine_body, levels.soft_hu) / levels.noise_hu, body, levels, fine_body
+
+
 def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: BoneConfig, *, crop: bool) -> BoneResult:
     """BE on block means of the axes finer than ``config.coarse_below_mm``, its surface placed again
-    at full resolution (:mod:`.refine`)."""
+    at full resolution (:mod:`.refine`); a sharp kernel's image is solved at full resolution."""
     start = time.perf_counter()
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
     coarse_volume = dataclasses.replace(volume, array=block_reduce_mean(image, factors), spacing=coarse_spacing)
-    means_s = time.perf_counter() - start
+    ratio, coarse_body, levels, fine_body = _noise_ratio(image, coarse_volume.array, coarse_spacing, factors,
+                                                          config)
+    check_s = time.perf_counter() - start
+    if ratio is not None and ratio >= SHARP_NOISE_RATIO:
+        # A sharp kernel: block means would take its detail away with its noise. Solve the full grid,
+        # decided before any coarse solve (it costs only the block means, a body and its levels).
+        log.warning("bone: block means lower the noise %.2f times (a sharp kernel); solving at full "
+                    "resolution", ratio)
+        coarse_volume = None
+        full = extract_bone(volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
+        full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "noise_ratio": round(ratio, 3),
+                                              "fell_back": True}
+        full.diagnostics["timings_s"]["sharp_check"] = round(check_s, 4)
+        full.diagnostics["warnings"].append(
+            f"block means lower the noise {ratio:.2f} times (a sharp kernel); solved at full resolution")
+        return full
     # One level only: below 0.425 mm the blocks are still finer than the threshold, and a second
     # level would solve 4-voxel blocks with two refinements.
-    coarse = extract_bone(coarse_volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
+    coarse = _extract_on_grid(coarse_volume.array, coarse_spacing, dataclasses.replace(config, coarse_below_mm=0.0),
+                              crop=crop, solver="reduced", body=coarse_body, levels=levels)
     diagnostics = coarse.diagnostics
     t = time.perf_counter()
     mask = upsample_mask(coarse.mask, factors, image.shape)
     cut = upsample_mask(coarse.cut, factors, image.shape)
-    model = diagnostics.get("intensity_model")
-    if model:  # no body, no model: nothing to refine
-        levels = TissueLevels(soft_hu=model["soft_tissue_hu"], noise_hu=model["noise_hu"],
-                              cortical_hu=model["cortical_hu"])
-        ratio = local_noise(image, upsample_mask(coarse.body, factors, image.shape), levels.soft_hu) / levels.noise_hu
-        if ratio >= SHARP_NOISE_RATIO:
-            # A sharp kernel: the block means took its detail away with its noise. Solve the full grid
-            # (it costs the coarse solve more).
-            log.warning("bone: block means lowered the noise %.2f times (a sharp kernel); solving at full "
-                        "resolution", ratio)
-            full = extract_bone(volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
-            full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "noise_ratio": round(ratio, 3),
-                                                  "fell_back": True}
-            full.diagnostics["timings_s"]["coarse_attempt"] = round(time.perf_counter() - start
-                                                                    - sum(full.diagnostics["timings_s"].values()), 4)
-            full.diagnostics["warnings"].append(
-                f"block means lowered the noise {ratio:.2f} times (a sharp kernel); solved at full resolution")
-            return full
+    if levels is not None:  # no body: nothing to refine
         min_span = max(config.half_max_min_span_hu, 6.0 * levels.noise_hu)
         refined, band = refine_surface(mask, image, spacing, factors, min_span_hu=min_span)
         if config.rim_closing_mm > 0:
@@ -647,7 +672,7 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
             "added": int(to_host((refined & ~mask).sum())), "removed": int(to_host((mask & ~refined).sum()))}
         mask = refined
     # Everything coarse to fine adds around the coarse BE: the block means, the check, the band, the trim.
-    diagnostics["timings_s"]["refine"] = round(time.perf_counter() - t + means_s, 4)
+    diagnostics["timings_s"]["refine"] = round(time.perf_counter() - t + check_s, 4)
     diagnostics["shape"] = list(image.shape)
     if "crop" in diagnostics:
         diagnostics["crop"] = [[a * f, min(b * f, n)] for (a, b), f, n in zip(diagnostics["crop"], factors, image.shape)]
@@ -655,5 +680,6 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     diagnostics["bone_voxels"] = n_bone
     diagnostics["bone_ml"] = round(n_bone * float(np.prod(spacing)) / 1000.0, 3)
     log.info("bone (coarse to fine, blocks %s): %d voxels, %.2f s", factors, n_bone, time.perf_counter() - start)
-    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics,
-                      body=None if coarse.body is None else upsample_mask(coarse.body, factors, image.shape))
+    if fine_body is None and coarse.body is not None:
+        fine_body = upsample_mask(coarse.body, factors, image.shape)
+    return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=fine_body)
