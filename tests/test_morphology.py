@@ -74,3 +74,16 @@ def test_threaded_extreme_filters_equal_scipys(three_threads, dtype):
                         assert got.dtype == want.dtype
                         np.testing.assert_array_equal(got, want, err_msg=f"{size} {origin} {axis} {mode}")
     assert three_threads
+
+
+def test_central_differences_at_chosen_voxels_equal_scipys_whole_array_pass():
+    from thagpu.bone.halfmax import central_difference_at
+    rng = np.random.default_rng(6)
+    array = (rng.normal(size=(9, 7, 5)) * 300).astype(np.float32)
+    at = np.nonzero(rng.uniform(size=array.shape) < 0.4)  # borders included
+    weights = np.array([-0.5, 0.0, 0.5], dtype=np.float32)
+    for axis in range(3):
+        want = ndimage.correlate1d(array, weights, axis=axis, mode="nearest")[at]
+        got = central_difference_at(array, at, axis)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)

@@ -27,7 +27,7 @@ from scipy.special import ndtr
 from ..device import get_array_module
 from ..morphology import distance_to, fill_holes_2d, maximum_filter1d, minimum_filter1d, ndimage_for
 
-__all__ = ["half_max_tilt", "soft_side_rim", "thin_cortex_level", "uphill_from_outside"]
+__all__ = ["central_difference_at", "half_max_tilt", "soft_side_rim", "thin_cortex_level", "uphill_from_outside"]
 
 #: The soft-side rim is followed inwards from outside the bone only along axes finer than this (mm).
 #: Along a coarser axis the blur's rim is a voxel at most (``cleanup.trim_resolved_rim`` judges it),
@@ -122,6 +122,19 @@ def half_max_tilt(light, spacing, *, radius_mm: float = 2.0, min_span_hu: float 
     return (tilt_at(level), tilt_at(0.5)) if with_half else tilt_at(level)
 
 
+def central_difference_at(array, at, axis: int):
+    """``scipy.ndimage.correlate1d(array, [-0.5, 0, 0.5], axis, mode="nearest")`` at the voxels ``at``
+    (a tuple of index arrays) only: the same float32 values (SciPy sums in float64), without a
+    pass over the whole array."""
+    xp = get_array_module(array)
+    n = array.shape[axis]
+    ahead, behind = list(at), list(at)
+    ahead[axis] = xp.minimum(at[axis] + 1, n - 1)
+    behind[axis] = xp.maximum(at[axis] - 1, 0)
+    return ((array[tuple(ahead)].astype(xp.float64) - array[tuple(behind)].astype(xp.float64))
+            * 0.5).astype(xp.float32)
+
+
 def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_per_mm: float,
                   noise_hu: float = 0.0, max_hole_mm2: float | None = None, follow_mm: float = 1.8):
     """The voxels of a smoothed bone region that lie outside the bone's surface.
@@ -185,17 +198,19 @@ def soft_side_rim(region, light, tilt, spacing, *, rim_mm: float, min_rise_hu_pe
     rim = region & (distance_to(~region, spacing) <= np.float32(max(rim_mm, min(spacing))))
     # Inwards: up the region's indicator smoothed by a voxel. The rise of the CT along that
     # direction (HU per mm) is the gradient of the CT projected on it.
+    # Only the rim's voxels below the half maximum are asked, so the gradients are taken there alone.
     inside = ndi.gaussian_filter(region.astype(xp.float32), 1.0, mode="nearest")
-    central = xp.asarray([-0.5, 0.0, 0.5], dtype=xp.float32)  # cupyx takes device weights only
-    rise = xp.zeros(light.shape, dtype=xp.float32)
-    norm = xp.zeros(light.shape, dtype=xp.float32)
+    soft = rim & (tilt < 0)
+    at = xp.nonzero(soft)
+    rise = xp.zeros(at[0].shape, dtype=xp.float32)
+    norm = xp.zeros(at[0].shape, dtype=xp.float32)
     for axis, step in enumerate(spacing):
-        slope = ndi.correlate1d(inside, central, axis=axis, mode="nearest") / np.float32(step)
-        rise += ndi.correlate1d(light, central, axis=axis, mode="nearest") / np.float32(step) * slope
+        slope = central_difference_at(inside, at, axis) / np.float32(step)
+        rise += central_difference_at(light, at, axis) / np.float32(step) * slope
         norm += slope * slope
     rise /= xp.sqrt(norm) + np.float32(1e-6)
-    soft = rim & (tilt < 0)
-    steep = soft & (rise >= np.float32(min_rise_hu_per_mm))
+    steep = xp.zeros(soft.shape, dtype=bool)
+    steep[at] = rise >= np.float32(min_rise_hu_per_mm)
     axes = [a for a, s in enumerate(spacing) if s < RIM_FOLLOW_MAX_SPACING_MM]
     if max_hole_mm2 is None or not axes:
         return steep
