@@ -783,11 +783,17 @@ sitk.ProcessObject.SetGlobalWarningDisplay(True)  # --verbose: captured, and wri
 with native_stderr(said):
     os.write(2, b"kept for --verbose\\n")
 assert said[-1] == "kept for --verbose"
+sitk.ProcessObject.SetGlobalWarningDisplay(False)
+from thagpu import morphology
+morphology._pool(2).submit(int).result()  # the filter pool's threads, idle between filters
+with native_stderr(said):
+    os.write(2, b"beside the filter pool\\n")
+assert said[-1] == "beside the filter pool", said
 other = threading.Thread(target=threading.Event().wait, args=(1.0,), daemon=True)
 other.start()
 with native_stderr(said):  # another thread runs: stderr is left alone
     os.write(2, b"shown\\n")
-assert len(said) == 3
+assert len(said) == 4
 os.write(2, b"descriptor 2 restored\\n")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)

@@ -11,7 +11,8 @@ text is written on to stderr as well.
 
 The redirect is process-wide and SimpleITK releases the GIL while it reads,
 so it is taken only while the process runs a single thread (``thagpu run``
-without a live progress display): with other threads (a progress bar's
+without a live progress display; the idle threads of the filter pool of
+:mod:`thagpu.morphology` aside): with other threads (a progress bar's
 refresh, a Dask worker's pool) their output would land in the capture, and
 stderr is left as it is.
 """
@@ -37,7 +38,11 @@ MAX_NOTE_CHARS = 200
 
 def _redirect():
     """(saved descriptor 2, sink file) with descriptor 2 pointing at the sink, or None where it cannot be."""
-    if threading.active_count() != 1:
+    from ..morphology import POOL_THREAD_NAME
+    # The filter pool's threads (thagpu.morphology) do not count: they wait, idle, between filters,
+    # and run only for a thread that called one, which is then not reading here.
+    if any(t is not threading.current_thread() and not t.name.startswith(POOL_THREAD_NAME)
+           for t in threading.enumerate()):
         return None
     saved = sink = None
     try:
