@@ -42,6 +42,9 @@ def test_threaded_filters_equal_scipys_bit_for_bit(three_threads):
         ("uniform_filter1d", (image, 4), {"axis": 1, "origin": 1}),
         ("correlate1d", (image, [1.0, 2.0, 3.5]), {"axis": 2, "mode": "wrap"}),
         ("correlate1d", (image[:, :1, :], [1.0, -1.0]), {"axis": 0}),  # an axis of one voxel
+        ("correlate1d", (image, [1j, 1.0]), {"axis": 1}),  # complex weights: a complex result
+        ("gaussian_filter", (image.astype(">f4"), 1.0), {}),  # byte-swapped: native output
+        ("uniform_filter1d", (np.asfortranarray(image), 3), {"axis": 0}),
     ]
     for name, args, kwargs in cases:
         want = getattr(ndimage, name)(*args, **kwargs)
@@ -74,6 +77,8 @@ def test_threaded_extreme_filters_equal_scipys(three_threads, dtype):
                         assert got.dtype == want.dtype
                         np.testing.assert_array_equal(got, want, err_msg=f"{size} {origin} {axis} {mode}")
     assert three_threads
+    # C order whatever the input's, as on one thread (callers write through .ravel()).
+    assert morphology.maximum_filter1d(np.asfortranarray(array), 3, 0).flags.c_contiguous
 
 
 def test_central_differences_at_chosen_voxels_equal_scipys_whole_array_pass():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .device import available_cpus, bincount, get_array_module, to_host
 
-__all__ = ["ndimage_for", "threaded_ndimage", "ThreadedNdimage", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
+__all__ = ["ndimage_for", "threaded_ndimage", "ThreadedNdimage", "POOL_THREAD_NAME", "maximum_filter1d", "minimum_filter1d", "fill_holes_2d", "distance_to", "dilate_mm", "block_reduce_mean", "box_closing", "box_closing_voxels",
            "box_erosion", "box_dilation", "bounding_box", "erode_one_voxel", "in_plane_structure", "labels_on_border"]
 
 
@@ -48,7 +50,8 @@ class ThreadedNdimage:
             if output.shape != input.shape:
                 raise RuntimeError("output shape not correct")
             return output
-        return np.empty(input.shape, dtype=input.dtype if output is None else np.dtype(output))
+        # SciPy's default output: the input's type in native byte order.
+        return np.empty(input.shape, dtype=np.dtype(input.dtype.name) if output is None else np.dtype(output))
 
     def _along(self, name, input, axis, output, *args, **kwargs):
         """SciPy's 1-D filter ``name`` along ``axis``, slabs of another axis on threads."""
@@ -77,6 +80,9 @@ class ThreadedNdimage:
         return output
 
     def correlate1d(self, input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
+        if np.iscomplexobj(weights):  # a complex result from real input: SciPy's own handling
+            from scipy import ndimage
+            return ndimage.correlate1d(input, weights, axis, output, mode, cval, origin)
         return self._along("correlate1d", input, axis, output, weights, mode=mode, cval=cval, origin=origin)
 
     def uniform_filter1d(self, input, size, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
@@ -135,17 +141,26 @@ def _per_axis(value, ndim: int) -> list:
 
 #: The CPU ndimage of :func:`ndimage_for`.
 threaded_ndimage = ThreadedNdimage()
+#: The pool's threads are named so (``thagpu.io._native`` tells them from threads that may write).
+POOL_THREAD_NAME = "thagpu-ndimage"
 _POOL: dict = {}
+_POOL_LOCK = threading.Lock()
 
 
 def _pool(threads: int):
-    """A thread pool of ``threads`` workers, one per process and size (a forked child makes its own)."""
+    """A thread pool of ``threads`` workers, one per process and size (a forked child makes its own).
+
+    Its tasks are SciPy or NumPy calls on slabs, never a filter of this module, so a task never
+    waits for another task of the pool (which could deadlock it). Cases running on several threads
+    share it.
+    """
     import os
     from concurrent.futures import ThreadPoolExecutor
     key = (os.getpid(), threads)
-    if key not in _POOL:
-        _POOL[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="thagpu-ndimage")
-    return _POOL[key]
+    with _POOL_LOCK:
+        if key not in _POOL:
+            _POOL[key] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=POOL_THREAD_NAME)
+        return _POOL[key]
 
 
 #: Windows up to this many voxels take the extreme of each shifted copy in place; longer ones a sparse
@@ -195,7 +210,7 @@ def _extreme_filter1d(array, size, axis, mode, cval, origin, name):
         # release the GIL), each slab's extremes the same as in one piece.
         split = max(others, key=lambda a: array.shape[a])
         bounds = np.linspace(0, array.shape[split], min(threads, array.shape[split]) + 1).astype(int)
-        out = np.empty_like(array)
+        out = np.empty(array.shape, dtype=array.dtype)  # C order, as the one-thread result
 
         def slab(i):
             index = [slice(None)] * array.ndim
@@ -420,8 +435,8 @@ def distance_to(mask, spacing):
 
 
 def _threads() -> int:
-    """Threads for the distance transform: ``THAGPU_THREADS`` where set (a dataset worker's share of the
-    CPUs, thagpu/dataset/cluster.py), else every CPU this process may use."""
+    """Threads for the distance transform and the threaded filters: ``THAGPU_THREADS`` where set (a
+    dataset worker's share of the CPUs, thagpu/dataset/cluster.py), else every CPU this process may use."""
     import os
     try:
         return max(1, min(int(os.environ["THAGPU_THREADS"]), available_cpus()))
