@@ -48,9 +48,10 @@ def test_the_setting_can_be_turned_off():
 _HUGE_PAGES = """
 import numpy as np
 from thagpu.memory import keep_freed_memory
-before = np._core.multiarray._get_madvise_hugepage()
+core = getattr(np, "_core", None) or np.core  # NumPy 2 names it _core, 1.x core
+before = core.multiarray._get_madvise_hugepage()
 keep_freed_memory()
-print(before, np._core.multiarray._get_madvise_hugepage())
+print(before, core.multiarray._get_madvise_hugepage())
 """
 
 

@@ -81,15 +81,15 @@ def no_numpy_huge_pages() -> bool:
     """Stop NumPy advising huge pages for its large arrays, unless ``NUMPY_MADVISE_HUGEPAGE`` is set.
 
     Returns whether NumPy's advice is off now. NumPy reads that variable once, at import; its
-    run-time switch is the private ``numpy._core.multiarray._set_madvise_hugepage`` (NumPy >= 1.20),
-    used only where it exists.
+    run-time switch is the private ``_set_madvise_hugepage`` of ``numpy._core.multiarray``
+    (``numpy.core.multiarray`` before NumPy 2; both >= 1.20), used only where it exists.
     """
     import numpy as np
 
     if "NUMPY_MADVISE_HUGEPAGE" in os.environ:
         return os.environ["NUMPY_MADVISE_HUGEPAGE"].strip() == "0"
-    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
-    setter = getattr(multiarray, "_set_madvise_hugepage", None)
+    core = getattr(np, "_core", None) or getattr(np, "core", None)  # NumPy 2 names it _core, 1.x core
+    setter = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
     if setter is None:
         return False
     setter(False)
