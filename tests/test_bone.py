@@ -1109,6 +1109,16 @@ def test_sub_mm_pixels_are_solved_coarse_to_fine_and_placed_at_full_resolution()
     assert "coarse_to_fine" not in full.diagnostics
     full = np.asarray(full.mask)
     assert dice(refined, truth) >= dice(full, truth) - 0.005
+    # Uncropped, the check estimates the levels over the whole coarse grid, as the coarse solve would.
+    from thagpu.bone import _noise_ratio
+    from thagpu.bone.intensity import estimate_tissue_levels
+    means = block_reduce_mean(hu, (2, 2, 1))
+    config = BoneConfig()
+    _, body, levels, _ = _noise_ratio(hu, means, (1.2, 1.2, 1.0), (2, 2, 1), config, crop=False)
+    assert levels == estimate_tissue_levels(means, body, metal_hu=config.metal_hu, spacing=(1.2, 1.2, 1.0))
+    uncropped = extract_bone(volume, crop=False)
+    assert not uncropped.diagnostics["coarse_to_fine"]["fell_back"]
+    assert dice(np.asarray(uncropped.mask), refined) > 0.99
 
 
 def test_a_sharp_kernel_is_solved_at_full_resolution(monkeypatch):
@@ -1117,9 +1127,15 @@ def test_a_sharp_kernel_is_solved_at_full_resolution(monkeypatch):
     spacing = (0.6, 0.6, 1.0)
     hu, _ = _thin_cortex_ball(spacing, fine=3, noise_smooth_vox=0.0)  # white noise
     volume = _volume(hu, spacing)
+    import thagpu.bone as bone_module
+    grids, solve = [], bone_module._extract_on_grid
+    monkeypatch.setattr(bone_module, "_extract_on_grid",
+                        lambda image, grid, *args, **kwargs: grids.append(tuple(grid)) or solve(image, grid, *args, **kwargs))
     result = extract_bone(volume)
+    assert grids == [spacing]  # the full grid only: the check comes before any coarse solve
     info = result.diagnostics["coarse_to_fine"]
     assert info["fell_back"] and info["noise_ratio"] > 1.5
+    assert "sharp_check" in result.diagnostics["timings_s"]
     assert any("sharp kernel" in w for w in result.diagnostics["warnings"])
     full = extract_bone(volume, BoneConfig(coarse_below_mm=0.0))
     np.testing.assert_array_equal(np.asarray(result.mask), np.asarray(full.mask))

@@ -489,8 +489,8 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
 def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: str, body=None,
                      levels: TissueLevels | None = None) -> BoneResult:
     """:func:`extract_bone` on ``image``'s own grid; ``body`` and ``levels`` where the caller has them
-    already (the coarse-to-fine check: the same calls on the same image, and ``levels`` only with
-    ``crop``, whose box they were estimated in)."""
+    already (the coarse-to-fine check: the same calls on the same image, the levels in the same box
+    for the same ``crop``)."""
     xp = get_array_module(image)
     timings, warnings = {}, []
     start = time.perf_counter()
@@ -508,7 +508,7 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
         warnings.append("no body found in the volume (nothing above the body threshold)")
         return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
     image_c, body_c = image[box], body[box]
-    if levels is None or not crop:
+    if levels is None:
         levels = estimate_tissue_levels(image_c, body_c, metal_hu=config.metal_hu, spacing=spacing)
     thresholds = Thresholds.from_levels(levels, config)
     # Solve in a box around the voxels that could be bone. Outside it every voxel has zero background
@@ -605,7 +605,7 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
     return BoneResult(mask=mask, cut=cut, diagnostics=diagnostics, body=body)
 
 
-def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfig):
+def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfig, *, crop: bool):
     """How many times the block means lowered the noise of the body's soft tissue.
 
     Returns ``(ratio, body, levels, fine_body)``: the fine grid's local noise over the block means'
@@ -615,7 +615,10 @@ def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfi
     without a body.
     """
     body = body_mask(coarse_image, coarse_spacing, config.body_threshold_hu)
-    box = bounding_box(body, (1, 1, 1))
+    if crop:  # the box the coarse solve estimates its levels in (see _extract_on_grid)
+        box = bounding_box(body, (1, 1, 1))
+    else:
+        box = tuple(slice(0, n) for n in body.shape) if bool(body.any()) else None
     if box is None:
         return None, body, None, None
     levels = estimate_tissue_levels(coarse_image[box], body[box], metal_hu=config.metal_hu, spacing=coarse_spacing)
@@ -630,7 +633,7 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
     coarse_volume = dataclasses.replace(volume, array=block_reduce_mean(image, factors), spacing=coarse_spacing)
     ratio, coarse_body, levels, fine_body = _noise_ratio(image, coarse_volume.array, coarse_spacing, factors,
-                                                          config)
+                                                          config, crop=crop)
     check_s = time.perf_counter() - start
     if ratio is not None and ratio >= SHARP_NOISE_RATIO:
         # A sharp kernel: block means would take its detail away with its noise. Solve the full grid,
