@@ -66,17 +66,9 @@ class ThreadedNdimage:
         others = [a for a in range(input.ndim) if a != axis]
         if threads < 2 or input.size < THREADED_MIN_VOXELS or not others or input.dtype.kind == "c":
             return filter1d(input, *args, axis=axis, output=output, **kwargs)
-        split = max(others, key=lambda a: input.shape[a])
         output = self._output(input, output)
-        bounds = np.linspace(0, input.shape[split], min(threads, input.shape[split]) + 1).astype(int)
-
-        def slab(i):
-            index = [slice(None)] * input.ndim
-            index[split] = slice(int(bounds[i]), int(bounds[i + 1]))
-            index = tuple(index)
-            filter1d(input[index], *args, axis=axis, output=output[index], **kwargs)
-
-        list(_pool(threads).map(slab, range(len(bounds) - 1)))
+        _map_slabs(input.shape, axis, threads,
+                   lambda index: filter1d(input[index], *args, axis=axis, output=output[index], **kwargs))
         return output
 
     def correlate1d(self, input, weights, axis=-1, output=None, mode="reflect", cval=0.0, origin=0):
@@ -163,6 +155,21 @@ def _pool(threads: int):
         return _POOL[key]
 
 
+def _map_slabs(shape, axis: int, threads: int, work) -> None:
+    """Call ``work(index)`` on the pool for slabs of ``shape`` that together cover it: the longest
+    axis other than ``axis`` cut into ``threads`` parts, so every line along ``axis`` lies whole in
+    one slab (``index`` is a tuple of slices)."""
+    split = max((a for a in range(len(shape)) if a != axis), key=lambda a: shape[a])
+    bounds = np.linspace(0, shape[split], min(threads, shape[split]) + 1).astype(int)
+
+    def slab(i):
+        index = [slice(None)] * len(shape)
+        index[split] = slice(int(bounds[i]), int(bounds[i + 1]))
+        work(tuple(index))
+
+    list(_pool(threads).map(slab, range(len(bounds) - 1)))
+
+
 #: Windows up to this many voxels take the extreme of each shifted copy in place; longer ones a sparse
 #: table over a padded copy (log2 of the size in passes). Measured on 30 M voxels, bool and float32.
 SHIFTED_MAX_SIZE = 6
@@ -208,17 +215,12 @@ def _extreme_filter1d(array, size, axis, mode, cval, origin, name):
     if threads > 1 and array.size >= THREADED_MIN_VOXELS and others:
         # Lines along the axis are independent: slabs of another axis on threads (NumPy's ufuncs
         # release the GIL), each slab's extremes the same as in one piece.
-        split = max(others, key=lambda a: array.shape[a])
-        bounds = np.linspace(0, array.shape[split], min(threads, array.shape[split]) + 1).astype(int)
         out = np.empty(array.shape, dtype=array.dtype)  # C order, as the one-thread result
 
-        def slab(i):
-            index = [slice(None)] * array.ndim
-            index[split] = slice(int(bounds[i]), int(bounds[i + 1]))
-            index = tuple(index)
+        def slab(index):
             out[index] = _extreme_lines(array[index], size, axis, mode, cval, origin, name)
 
-        list(_pool(threads).map(slab, range(len(bounds) - 1)))
+        _map_slabs(array.shape, axis, threads, slab)
         return out
     return _extreme_lines(array, size, axis, mode, cval, origin, name)
 

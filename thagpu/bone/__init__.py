@@ -482,8 +482,16 @@ def extract_bone(volume: Volume, config: Config | BoneConfig | None = None, *, c
     spacing = tuple(float(s) for s in volume.spacing)
     factors = coarse_factors(spacing, config.coarse_below_mm)
     if solver == "reduced" and max(factors) > 1:
-        return _extract_coarse_to_fine(volume, image, spacing, factors, config, crop=crop)
+        return _extract_coarse_to_fine(image, spacing, factors, config, crop=crop)
     return _extract_on_grid(image, spacing, config, crop=crop, solver=solver)
+
+
+def _solve_box(body, crop: bool):
+    """The box BE estimates its levels and solves in: around the body (``crop``), or the whole grid
+    (the uncropped reference); None without a body."""
+    if crop:
+        return bounding_box(body, (1, 1, 1))
+    return tuple(slice(0, n) for n in body.shape) if bool(body.any()) else None
 
 
 def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: str, body=None,
@@ -496,10 +504,7 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
     start = time.perf_counter()
     if body is None:
         body = body_mask(image, spacing, config.body_threshold_hu)
-    if crop:
-        box = bounding_box(body, (1, 1, 1))
-    else:  # the uncropped reference: the whole grid, as long as there is a body
-        box = tuple(slice(0, n) for n in image.shape) if bool(body.any()) else None
+    box = _solve_box(body, crop)
     mask = xp.zeros(image.shape, dtype=bool)
     cut = xp.zeros(image.shape, dtype=bool)
     diagnostics = {"shape": list(image.shape), "mode": config.mode, "connectivity": config.connectivity,
@@ -615,10 +620,7 @@ def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfi
     without a body.
     """
     body = body_mask(coarse_image, coarse_spacing, config.body_threshold_hu)
-    if crop:  # the box the coarse solve estimates its levels in (see _extract_on_grid)
-        box = bounding_box(body, (1, 1, 1))
-    else:
-        box = tuple(slice(0, n) for n in body.shape) if bool(body.any()) else None
+    box = _solve_box(body, crop)  # the box the coarse solve estimates its levels in
     if box is None:
         return None, body, None, None
     levels = estimate_tissue_levels(coarse_image[box], body[box], metal_hu=config.metal_hu, spacing=coarse_spacing)
@@ -626,13 +628,13 @@ def _noise_ratio(image, coarse_image, coarse_spacing, factors, config: BoneConfi
     return local_noise(image, fine_body, levels.soft_hu) / levels.noise_hu, body, levels, fine_body
 
 
-def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: BoneConfig, *, crop: bool) -> BoneResult:
+def _extract_coarse_to_fine(image, spacing, factors, config: BoneConfig, *, crop: bool) -> BoneResult:
     """BE on block means of the axes finer than ``config.coarse_below_mm``, its surface placed again
     at full resolution (:mod:`.refine`); a sharp kernel's image is solved at full resolution."""
     start = time.perf_counter()
     coarse_spacing = tuple(s * f for s, f in zip(spacing, factors))
-    coarse_volume = dataclasses.replace(volume, array=block_reduce_mean(image, factors), spacing=coarse_spacing)
-    ratio, coarse_body, levels, fine_body = _noise_ratio(image, coarse_volume.array, coarse_spacing, factors,
+    coarse_image = block_reduce_mean(image, factors)
+    ratio, coarse_body, levels, fine_body = _noise_ratio(image, coarse_image, coarse_spacing, factors,
                                                           config, crop=crop)
     check_s = time.perf_counter() - start
     if ratio is not None and ratio >= SHARP_NOISE_RATIO:
@@ -640,8 +642,8 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
         # decided before any coarse solve (it costs only the block means, a body and its levels).
         log.warning("bone: block means lower the noise %.2f times (a sharp kernel); solving at full "
                     "resolution", ratio)
-        coarse_volume = None
-        full = extract_bone(volume, dataclasses.replace(config, coarse_below_mm=0.0), crop=crop)
+        del coarse_image
+        full = _extract_on_grid(image, spacing, config, crop=crop, solver="reduced")
         full.diagnostics["coarse_to_fine"] = {"factors": list(factors), "noise_ratio": round(ratio, 3),
                                               "fell_back": True}
         full.diagnostics["timings_s"]["sharp_check"] = round(check_s, 4)
@@ -650,8 +652,9 @@ def _extract_coarse_to_fine(volume: Volume, image, spacing, factors, config: Bon
         return full
     # One level only: below 0.425 mm the blocks are still finer than the threshold, and a second
     # level would solve 4-voxel blocks with two refinements.
-    coarse = _extract_on_grid(coarse_volume.array, coarse_spacing, dataclasses.replace(config, coarse_below_mm=0.0),
-                              crop=crop, solver="reduced", body=coarse_body, levels=levels)
+    coarse = _extract_on_grid(coarse_image, coarse_spacing, config, crop=crop, solver="reduced",
+                              body=coarse_body, levels=levels)
+    del coarse_image
     diagnostics = coarse.diagnostics
     t = time.perf_counter()
     mask = upsample_mask(coarse.mask, factors, image.shape)
