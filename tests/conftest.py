@@ -8,6 +8,14 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 
 
+def pytest_configure(config):
+    # As the thagpu command does (thagpu.memory): without NumPy's huge-page advice, whose page faults
+    # wait for the kernel to compact memory on machines set to defrag=madvise (a third of the suite's
+    # time here went to the kernel).
+    from thagpu.memory import no_numpy_huge_pages
+    no_numpy_huge_pages()
+
+
 @pytest.fixture(scope="session")
 def abdomen_dicom() -> Path:
     """The real abdominal DICOM series (no hip in view); see tests/data/README.md."""
