@@ -17,6 +17,8 @@ with PyMaxflow on the full grid).
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..device import get_array_module
 from .energy import Energy
 
@@ -33,7 +35,8 @@ class Reduction:
     fixed : int8 array
         ``-1`` free, ``0`` background, ``1`` bone.
     to_bone, to_background : float32 arrays
-        Sum of link weights from each voxel to fixed bone / fixed background voxels.
+        At each free voxel, the summed weights of its links to fixed bone / fixed background voxels
+        (the terminal capacities they fold into); 0 at fixed voxels.
     passes : int
     """
 
@@ -64,8 +67,66 @@ def _link_sums(fixed, links, value, out, scratch):
     return out
 
 
+class _FreeLinks:
+    """The links of a list of voxels (flat indices ``at``), gathered from the grid's link arrays.
+
+    Column ``c`` of ``neighbour`` and ``weight`` is, for every listed voxel, the same link in the
+    order :func:`_link_sums` adds them (each direction's forward link, then its backward one), so
+    sums over the columns equal that function's, bit for bit. A link leaving the grid has weight 0.
+    After the first pass only a few per cent of the voxels are still free (about 1 % on a hip CT):
+    their sums from these lists cost next to nothing, where a grid sweep costs the whole grid.
+    """
+
+    def __init__(self, at, links, shape):
+        xp = get_array_module(at)
+        self.at = at
+        coords = xp.unravel_index(at, shape)
+        strides = [int(np.prod(shape[a + 1:])) for a in range(len(shape))]
+        size = int(np.prod(shape))
+        neighbour, weight = [], []
+        for nb, w in links:
+            step = sum(o * s for o, s in zip(nb.offset, strides))
+            flat_w = w.reshape(-1)
+            # p has its link forwards where it lies in ``src`` (to p + offset) and backwards where
+            # it lies in ``dst`` (from p - offset); either way the link's weight is w[p - region.start].
+            for sign, region in ((1, nb.src), (-1, nb.dst)):
+                inside = xp.ones(at.shape, dtype=bool)
+                local = []
+                for c, r, n in zip(coords, region, w.shape):
+                    inside &= (c >= r.start) & (c < r.stop)
+                    local.append(xp.clip(c - r.start, 0, n - 1))
+                link_w = flat_w[xp.ravel_multi_index(tuple(local), w.shape)]
+                weight.append(xp.where(inside, link_w, np.float32(0.0)))
+                neighbour.append(xp.clip(at + sign * step, 0, size - 1))
+        self.neighbour = neighbour
+        self.weight = weight
+
+    def sums(self, fixed):
+        """Per listed voxel: summed weights to fixed bone, to fixed background, and of all its links."""
+        xp = get_array_module(self.at)
+        flat = fixed.reshape(-1)
+        to_bone = xp.zeros(self.at.shape, dtype=xp.float32)
+        to_background = xp.zeros(self.at.shape, dtype=xp.float32)
+        total = xp.zeros(self.at.shape, dtype=xp.float32)
+        for neighbour, weight in zip(self.neighbour, self.weight):
+            label = flat[neighbour]
+            to_bone += xp.where(label == BONE, weight, np.float32(0.0))
+            to_background += xp.where(label == BACKGROUND, weight, np.float32(0.0))
+            total += weight
+        return to_bone, to_background, total
+
+    def keep(self, still):
+        """Only the listed voxels where ``still`` (a bool per listed voxel) is True."""
+        self.at = self.at[still]
+        self.neighbour = [n[still] for n in self.neighbour]
+        self.weight = [w[still] for w in self.weight]
+
+
 def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01, fixed=None) -> Reduction:
     """Fix seeds and dominant voxels; see the module docstring.
+
+    The first pass sweeps the grid; later ones, and the final link sums, visit only the voxels still
+    free (:class:`_FreeLinks`), with the same sums and so the same result.
 
     Parameters
     ----------
@@ -75,7 +136,7 @@ def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01
         result stays exact: fewer fixed voxels only mean a larger graph).
     min_gain : float
         Also stop once a pass fixes less than this fraction of the free voxels
-        (later passes cost a full-grid sweep each and gain little).
+        (later passes gain little).
     fixed : int8 array, optional
         Labels fixed beforehand (banded mode fixes voxels outside the band).
     """
@@ -86,31 +147,48 @@ def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01
         fixed = fixed.astype(xp.int8, copy=True)
     fixed[energy.background_seed] = BACKGROUND
     fixed[energy.bone_seed] = BONE
+    bias = energy.cost_bone - energy.cost_background
+    # The first pass over the grid.
     total = xp.zeros(energy.shape, dtype=xp.float32)
     for nb, w in energy.links:
         total[nb.src] += w
         total[nb.dst] += w
-    bias = energy.cost_bone - energy.cost_background
     to_bone = xp.empty(energy.shape, dtype=xp.float32)
     to_background = xp.empty(energy.shape, dtype=xp.float32)
     scratch = xp.empty(to_bone.size, dtype=xp.float32)
+    _link_sums(fixed, energy.links, BONE, to_bone, scratch)
+    _link_sums(fixed, energy.links, BACKGROUND, to_background, scratch)
+    del scratch
+    free = fixed.reshape(-1) == FREE
+    at = xp.flatnonzero(free)
+    to_bone, to_background, total = (a.reshape(-1)[at] for a in (to_bone, to_background, total))
+    bias = bias.reshape(-1)[at]
+    del free
+    # From here on, the free voxels' own lists.
+    listed = None
     passes = 0
-    while True:
-        _link_sums(fixed, energy.links, BONE, to_bone, scratch)
-        _link_sums(fixed, energy.links, BACKGROUND, to_background, scratch)
-        if passes >= max_passes:
-            break
-        free = fixed == FREE
+    while passes < max_passes:
         free_links = total - to_bone - to_background
         preference = bias + to_background - to_bone  # > 0: background is cheaper
-        make_background = free & (preference >= free_links)
-        make_bone = free & (-preference >= free_links) & ~make_background
+        make_background = preference >= free_links
+        make_bone = (-preference >= free_links) & ~make_background
         passes += 1
         gained = int(make_background.sum()) + int(make_bone.sum())
         if gained == 0:
             break
-        fixed[make_background] = BACKGROUND
-        fixed[make_bone] = BONE
-        if gained < min_gain * int(free.sum()):
-            passes = max_passes  # one more sweep for the sums of the final state, then stop
-    return Reduction(fixed, to_bone, to_background, passes)
+        fixed.reshape(-1)[at[make_background]] = BACKGROUND
+        fixed.reshape(-1)[at[make_bone]] = BONE
+        still = ~(make_background | make_bone)
+        if listed is None:
+            listed = _FreeLinks(at[still], energy.links, energy.shape)
+        else:
+            listed.keep(still)
+        at, bias = listed.at, bias[still]
+        to_bone, to_background, total = listed.sums(fixed)
+        if gained < min_gain * int(still.size):
+            break  # later passes would gain little
+    grid_to_bone = xp.zeros(energy.shape, dtype=xp.float32)
+    grid_to_background = xp.zeros(energy.shape, dtype=xp.float32)
+    grid_to_bone.reshape(-1)[at] = to_bone
+    grid_to_background.reshape(-1)[at] = to_background
+    return Reduction(fixed, grid_to_bone, grid_to_background, passes)
