@@ -45,8 +45,8 @@ done
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD"
 export PYTHONUNBUFFERED=1
 # A second call that lands on a fresh machine lacks what the first installed: say so and stop.
-if ! python3 -c "import maxflow, numba, cupy" 2>/dev/null; then
-    echo "PyMaxflow, numba or CuPy does not import here: carry .whl (a fresh machine needs the core part first)" \
+if ! python3 -c "import maxflow, edt, cc3d, numba, cupy" 2>/dev/null; then
+    echo "PyMaxflow, edt, cc3d, numba or CuPy does not import here: carry .whl (a fresh machine needs the core part first)" \
         | tee "$WORK/missing.txt"
     pack
     exit 1

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch, on a machine with the package registries, the wheels a lent H200 lacks (it has no network;
 # its image has CUDA 13, PyTorch, CuPy, numba-cuda, SciPy and scikit-image, see docs/benchmarks.md):
-#   .whl/          PyMaxflow (bone graph cut), edt (CPU distance transform), numpy<2.5 (numba 0.68 there needs it), and the Dask
+#   .whl/          PyMaxflow (bone graph cut), edt and cc3d (CPU distance transform, labelling), numpy<2.5 (numba 0.68 there needs it), and the Dask
 #                  stack for --scheduler cuda (dask, distributed and what the image lacks
 #                  of their needs): about 21 MB, carried by the first device call;
 #   .whl-dataset/  SimpleITK (image I/O of the dataset build and export) and MONAI (the model
@@ -23,7 +23,7 @@ mkdir -p "$(dirname "$exclude")"
 for folder in .whl .whl-dataset; do
     grep -qx "/$folder/" "$exclude" 2>/dev/null || echo "/$folder/" >> "$exclude"
 done
-download .whl PyMaxflow==1.3.2 numpy==2.4.6 edt==3.1.2 \
+download .whl PyMaxflow==1.3.2 numpy==2.4.6 edt==3.1.2 connected-components-3d==4.1.1 \
     dask==2026.8.0 distributed==2026.8.0 \
     tornado==6.6.1 zict==3.0.0 tblib==3.2.2 partd==1.4.2 locket==1.0.0
 download .whl-dataset SimpleITK==2.5.3 monai==1.6.1

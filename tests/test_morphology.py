@@ -20,7 +20,7 @@ def three_threads(monkeypatch):
 
 def test_the_cpu_ndimage_is_the_threaded_one_and_scipys_other_names_pass_through():
     assert morphology.ndimage_for(np.zeros(3)) is morphology.threaded_ndimage
-    assert morphology.threaded_ndimage.label is ndimage.label
+    assert morphology.threaded_ndimage.watershed_ift is ndimage.watershed_ift
     assert morphology.threaded_ndimage.binary_fill_holes is ndimage.binary_fill_holes
 
 
@@ -92,3 +92,27 @@ def test_central_differences_at_chosen_voxels_equal_scipys_whole_array_pass():
         got = central_difference_at(array, at, axis)
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("structure", [None, "6", "18", "26", "in-plane", "2-d"])
+def test_labels_equal_scipys_in_the_same_order(structure):
+    # cc3d for the 3-D 6/18/26-connected structures, SciPy otherwise: the same labels either way, as
+    # callers index sizes and flags by label.
+    rng = np.random.default_rng(5)
+    mask = ndimage.uniform_filter(rng.random((23, 19, 17)), 3) > 0.56
+    structures = {None: None, "6": ndimage.generate_binary_structure(3, 1),
+                  "18": ndimage.generate_binary_structure(3, 2), "26": np.ones((3, 3, 3), dtype=int),
+                  "in-plane": morphology.in_plane_structure(2), "2-d": None}
+    if structure == "2-d":
+        mask = mask[:, :, 3]
+    assert ndimage.label(mask, structures[structure])[1] > 3
+    by_cc3d = morphology._cc3d_connectivity(structures[structure], mask.ndim) is not None
+    assert by_cc3d == (structure in (None, "6", "18", "26"))
+    for image in (mask, mask.astype(np.uint8) * 7, ~mask[::2][..., ::-1]):  # any nonzero value, any strides
+        expected, expected_count = ndimage.label(image, structures[structure])
+        labels, count = morphology.threaded_ndimage.label(image, structure=structures[structure])
+        assert count == expected_count
+        assert labels.dtype == expected.dtype
+        np.testing.assert_array_equal(labels, expected)
+    out = np.zeros(mask.shape, dtype=np.int32)  # SciPy's output argument: the count returned
+    assert morphology.threaded_ndimage.label(mask, output=out) == ndimage.label(mask)[1]

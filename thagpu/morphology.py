@@ -37,7 +37,8 @@ class ThreadedNdimage:
 
     ``gaussian_filter``, ``gaussian_filter1d``, ``uniform_filter``, ``uniform_filter1d`` and
     ``correlate1d`` are split (derivative orders, ``radius``, ``axes`` and complex input go to SciPy
-    as they are); every other name is ``scipy.ndimage``'s own.
+    as they are); ``label`` is ``cc3d``'s for the 3-D structures it has (:meth:`label`); every other
+    name is ``scipy.ndimage``'s own.
     """
 
     def __getattr__(self, name):
@@ -111,6 +112,22 @@ class ThreadedNdimage:
         return self._sequence(input, output, [("uniform_filter1d", a, (n,), {"mode": m, "cval": cval, "origin": o})
                                               for a, n, m, o in steps])
 
+    def label(self, input, structure=None, output=None):
+        """SciPy's ``label``; 3-D arrays with a 6-, 18- or 26-connected structure (or none: 6) are
+        labelled by ``cc3d``, 2-4x faster here and the same labels in the same order (both number
+        the components as a C-order scan meets them; tests/test_morphology.py)."""
+        from scipy import ndimage
+        input = np.asarray(input)
+        connectivity = _cc3d_connectivity(structure, input.ndim)
+        if output is not None or connectivity is None or input.dtype.kind == "c" or input.size == 0:
+            return ndimage.label(input, structure, output)
+        import cc3d
+        labels, count = cc3d.connected_components(input, connectivity=connectivity, return_N=True,
+                                                  out_dtype=np.uint32, binary_image=True)
+        if count >= 2 ** 31:  # SciPy's int32 labels would not hold them either
+            return ndimage.label(input, structure, output)
+        return labels.view(np.int32), int(count)
+
     def _sequence(self, input, output, steps):
         output = self._output(input, output)
         if not steps:
@@ -119,6 +136,23 @@ class ThreadedNdimage:
             self._along(name, input, axis, output, *args, **kwargs)
             input = output
         return output
+
+
+def _cc3d_connectivity(structure, ndim: int):
+    """The ``cc3d`` connectivity (6, 18 or 26) of a 3-D SciPy ``structure`` (None: 6), or None for
+    any other structure or dimension."""
+    if ndim != 3:
+        return None
+    if structure is None:
+        return 6
+    structure = np.asarray(structure)
+    if structure.shape != (3, 3, 3):
+        return None
+    from scipy import ndimage
+    for rank, connectivity in ((1, 6), (2, 18), (3, 26)):
+        if np.array_equal(structure != 0, ndimage.generate_binary_structure(3, rank)):
+            return connectivity
+    return None
 
 
 def _per_axis(value, ndim: int) -> list:
@@ -426,9 +460,11 @@ def distance_to(mask, spacing):
     sampling = tuple(float(s) for s in spacing)
     if xp is np:
         import edt
-        # black_border=False: outside the array is not a True voxel.
-        return edt.edt(~mask, anisotropy=sampling, black_border=False, parallel=_threads()).astype(np.float32,
-                                                                                                   copy=False)
+        # black_border=False: outside the array is not a True voxel. Handed bytes, not bools: edt
+        # converts a bool array on every thread, and on 2 threads took 0.6 s for 10 M voxels instead of 0.13.
+        outside = (~mask).view(np.uint8)
+        return edt.edt(outside, anisotropy=sampling, black_border=False, parallel=_threads()).astype(np.float32,
+                                                                                                     copy=False)
     try:
         from cucim.core.operations.morphology import distance_transform_edt
     except ImportError:  # cuCIM is in the gpu extra; CuPy alone has the same transform
