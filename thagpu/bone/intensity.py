@@ -137,7 +137,8 @@ def axial_sample(image, mask):
     index = np.linspace(0, n - 1, NOISE_SLICES).round().astype(np.intp)
     xp = get_array_module(image)
     index = xp.asarray(index) if xp is not np else index
-    return image[:, :, index], mask[:, :, index]
+    # take, not fancy indexing: the same copy, 3-4x faster in NumPy along the last axis.
+    return xp.take(image, index, axis=2), xp.take(mask, index, axis=2)
 
 
 def local_noise(image, body, soft_hu: float) -> float:
