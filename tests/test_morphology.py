@@ -108,7 +108,8 @@ def test_labels_equal_scipys_in_the_same_order(structure):
     assert ndimage.label(mask, structures[structure])[1] > 3
     by_cc3d = morphology._cc3d_connectivity(structures[structure], mask.ndim) is not None
     assert by_cc3d == (structure in (None, "6", "18", "26"))
-    for image in (mask, mask.astype(np.uint8) * 7, ~mask[::2][..., ::-1]):  # any nonzero value, any strides
+    for image in (mask, mask.astype(np.uint8) * 7, ~mask[::2][..., ::-1], np.asfortranarray(mask), mask.T):
+        # any nonzero value, any strides and memory order (cc3d numbers in memory order: given C order)
         expected, expected_count = ndimage.label(image, structures[structure])
         labels, count = morphology.threaded_ndimage.label(image, structure=structures[structure])
         assert count == expected_count

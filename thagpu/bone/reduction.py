@@ -79,12 +79,16 @@ class _FreeLinks:
 
     def __init__(self, at, links, shape):
         xp = get_array_module(at)
-        self.at = at
         coords = xp.unravel_index(at, shape)
         strides = [int(np.prod(shape[a + 1:])) for a in range(len(shape))]
         size = int(np.prod(shape))
+        index = xp.int32 if size < 2 ** 30 else xp.int64  # half the memory (index + step stays in int32)
+        at = at.astype(index, copy=False)
+        self.at = at
         neighbour, weight = [], []
         for nb, w in links:
+            if w.size == 0:  # a direction along an axis of one voxel: no such links (none added there)
+                continue
             step = sum(o * s for o, s in zip(nb.offset, strides))
             flat_w = w.reshape(-1)
             # p has its link forwards where it lies in ``src`` (to p + offset) and backwards where
@@ -143,8 +147,8 @@ def reduce_energy(energy: Energy, *, max_passes: int = 2, min_gain: float = 0.01
     xp = get_array_module(energy.cost_bone)
     if fixed is None:
         fixed = xp.full(energy.shape, FREE, dtype=xp.int8)
-    else:
-        fixed = fixed.astype(xp.int8, copy=True)
+    else:  # a C-ordered copy: the passes write through its flat view
+        fixed = xp.array(fixed, dtype=xp.int8, order="C", copy=True)
     fixed[energy.background_seed] = BACKGROUND
     fixed[energy.bone_seed] = BONE
     bias = energy.cost_bone - energy.cost_background
