@@ -119,15 +119,15 @@ class ThreadedNdimage:
         from scipy import ndimage
         input = np.asarray(input)
         connectivity = _cc3d_connectivity(structure, input.ndim)
-        if output is not None or connectivity is None or input.dtype.kind == "c" or input.size == 0:
+        # From 2**31 voxels on, cc3d's uint32 labels could outgrow the int32 view.
+        if (output is not None or connectivity is None or input.dtype.kind == "c" or input.size == 0
+                or input.size >= 2 ** 31):
             return ndimage.label(input, structure, output)
         import cc3d
         # cc3d numbers components in memory order, SciPy in C order: hand it a C-ordered array.
         input = np.ascontiguousarray(input)
         labels, count = cc3d.connected_components(input, connectivity=connectivity, return_N=True,
                                                   out_dtype=np.uint32, binary_image=True)
-        if count >= 2 ** 31:  # SciPy's int32 labels would not hold them either
-            return ndimage.label(input, structure, output)
         return labels.view(np.int32), int(count)
 
     def _sequence(self, input, output, steps):

@@ -373,19 +373,20 @@ def estimate_midline(volume, bone) -> Midline:
         # The pelvic slices (most bone) weigh most; thighs alone count too (two near-symmetric legs).
         weights = 1.0 + bone_per_slice[clean] / max(bone_per_slice[clean].mean(), 1.0)
         z_clean = z_slices[clean]
-        x, z0, slope = _midline_line(z_clean, centres, weights)
         span = float(np.ptp(z_clean))
-        if span < MIN_TILT_SPAN_MM:
+        if span >= MIN_TILT_SPAN_MM:
+            x, z0, slope = _midline_line(z_clean, centres, weights)
+        else:
             # Too short a stretch to read a roll from, and perhaps far from the hips: the bone's
             # symmetry plane, fitted over every slice with bone, where the view holds both hips; else
             # the outline's centre, upright.
+            x, z0, slope = _weighted_median(centres, weights), _weighted_median(z_clean, weights), 0.0
             detail["clean_span_mm"] = round(span, 1)
-            detail["outline_x_mm"] = round(_weighted_median(centres, weights), 1)
+            detail["outline_x_mm"] = round(x, 1)
             symmetric = (_symmetry_midline(volume, coarse_bone, cell, factors, detail)
                          if width >= ONE_SIDE_WIDTH_MM else None)
             if symmetric is not None:
                 return symmetric
-            x, slope = detail["outline_x_mm"], 0.0
         detail["spread_mm"] = round(float(np.median(np.abs(centres - (x + slope * (z_clean - z0))))), 1)
         return Midline(x, "body_outline", z_mm=z0, slope=slope, detail=detail)
     if width >= ONE_SIDE_WIDTH_MM:
