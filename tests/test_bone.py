@@ -316,6 +316,33 @@ def test_extract_bone_falls_back_when_bone_reaches_the_box_side(monkeypatch):
     np.testing.assert_array_equal(result.cut, reference.cut)
 
 
+def test_noise_specks_do_not_widen_the_solved_box(monkeypatch):
+    """Single bone-like voxels in soft tissue far from bone (noise) carry no half-maximum tilt, so the box
+    BE solves in stays around the bone, with the same mask and the full grid's minimum energy."""
+    import thagpu.bone as bone
+
+    volume = make_phantom(11, size="small", preset="hard", spacing=(2.0, 2.0, 2.0)).to_volume()
+    clean = extract_bone(volume)
+    (x0, x1), (y0, y1), _ = clean.diagnostics["crop"]
+    model = clean.diagnostics["intensity_model"]
+    evidence_hu = min(model["shell_hu"], model["bone_seed_hu"], model["bone_min_hu"] - model["ramp_hu"] / 2)
+    image = np.array(volume.array, dtype=np.float32)
+    far = clean.body & (ndimage.distance_transform_edt(~clean.mask, sampling=volume.spacing) > 15.0)
+    far[x0:x1, y0:y1, :] = False  # outside the box in x or y
+    specks = np.argwhere(far)[np.random.default_rng(0).choice(int(far.sum()), 12, replace=False)]
+    image[tuple(specks.T)] = np.float32(evidence_hu - 1.0)  # not evidence, but bone-like once smoothed
+    noisy = volume.with_array(image)
+    result = extract_bone(noisy)
+    assert result.diagnostics["crop"] == clean.diagnostics["crop"]
+    np.testing.assert_array_equal(result.mask, clean.mask)
+    energy, _, _ = build_energy(noisy.array, noisy.spacing, BoneConfig())
+    assert energy_of(result.cut, energy) == pytest.approx(energy_of(solve_full_grid(energy)[0], energy), rel=1e-9)
+    # Each speck alone is a bone-like piece: counted as one, its tilt widens the box.
+    monkeypatch.setattr(bone, "BONE_LIKE_MIN_VOXELS", 1)
+    monkeypatch.setattr(bone, "BONE_LIKE_MIN_ML", 0.0)
+    assert extract_bone(noisy).diagnostics["crop"] != clean.diagnostics["crop"]
+
+
 def test_joint_space_stays_open_after_cleanup():
     """A 2.5 mm joint space at 1.5 mm voxels: what the cut leaves open between head and socket stays open.
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import BoneConfig, Config
-from ..device import get_array_module, to_host
+from ..device import bincount, get_array_module, to_host
 from ..volume import Volume
 from .cleanup import (BRIDGE_MIN_PIXEL_MM, RESOLVED_CORTEX_FRACTION, bone_outside, bright_pools, closed_interior, fill_cavities,
                       fluid_voxels, remove_non_skeletal, trim_resolved_rim, unenclosed_fluid)
@@ -41,7 +41,7 @@ from .seeds import body_mask, bone_interior, cancellous_region, seeds, unenclose
 from .sheets import dark_sheets, joint_valleys
 from .solver import solve_full_grid, solve_reduced
 
-__all__ = ["BoneResult", "extract_bone", "build_energy", "bone_shells", "Shells", "minimum_cut", "energy_of", "solve_full_grid",
+__all__ = ["BoneResult", "extract_bone", "build_energy", "bone_shells", "Shells", "Smoothed", "smoothed_images", "minimum_cut", "energy_of", "solve_full_grid",
            "Energy", "IntensityModel"]
 
 log = logging.getLogger("thagpu.bone")
@@ -55,6 +55,14 @@ LIGHT_SMOOTH_VOX = 0.5
 SMOOTH_MIN_VOX = 1.0
 #: Rise (fraction of the cortex's height above soft tissue, per voxel) of a bone surface's rim.
 RIM_MIN_RISE = 0.15
+#: A piece of bone-like voxels (26-connected) smaller than this many voxels, or than
+#: :data:`BONE_LIKE_MIN_ML`, is noise: the half-maximum tilt is not taken near it. The noise of a
+#: soft tissue lifts single voxels, or a few neighbours, over the bone-like levels (600-1400 such
+#: pieces, of 1-9 voxels, on the 1 mm phantoms); a bone, even a thin one, is one piece of thousands.
+BONE_LIKE_MIN_VOXELS = 8
+#: ... nor than this volume (ml): at 3 mm voxels, 8 voxels are 0.2 ml, the smallest island the
+#: cleanup keeps (``BoneConfig.min_island_ml``).
+BONE_LIKE_MIN_ML = 0.02
 
 
 @dataclass
@@ -182,22 +190,98 @@ def half_max_level(config: BoneConfig, spacing) -> float:
                              smooth_vox=LIGHT_SMOOTH_VOX)
 
 
-def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None) -> Shells:
+@dataclass(frozen=True)
+class Smoothed:
+    """The smoothed images :func:`bone_shells` reads, and the bone-like voxels they show (arrays on the
+    volume's device).
+
+    Attributes
+    ----------
+    light : float32 array
+        The CT smoothed by a Gaussian of :data:`LIGHT_SMOOTH_VOX` voxels.
+    smooth : float32 array or None
+        The CT capped at the shell level and smoothed by ``cancellous_smooth_mm`` (None when
+        ``cancellous_margin_hu`` is 0).
+    low_hu, light_noise_hu : float or None
+        The cancellous level of ``smooth`` and the noise SD of ``light`` (None with ``smooth``).
+    pieces : bool array
+        Of the bone-like voxels (bright ones, at or above the shell level, and those of ``smooth`` at
+        or above ``low_hu`` or of ``light`` at or above its own margin above soft tissue; never
+        background seeds), the 26-connected pieces of at least :data:`BONE_LIKE_MIN_VOXELS` voxels and
+        :data:`BONE_LIKE_MIN_ML`: the half-maximum tilt is taken near them only.
+    bright_pieces : bool array
+        The smaller pieces that hold a bright voxel: with ``pieces``, what may hold a bone shell.
+    """
+
+    light: object
+    smooth: object
+    low_hu: float | None
+    light_noise_hu: float | None
+    pieces: object
+    bright_pieces: object
+
+    def crop(self, box) -> "Smoothed":
+        """The same maps inside ``box`` (a tuple of slices)."""
+        return dataclasses.replace(self, **{name: getattr(self, name)[box] for name in
+                                            ("light", "smooth", "pieces", "bright_pieces")
+                                            if getattr(self, name) is not None})
+
+
+def smoothed_images(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed) -> Smoothed:
+    """The smoothed images of ``image`` and the bone-like voxels they show (see :class:`Smoothed`).
+
+    Computed on the body's box before the rest of :func:`bone_shells`: the pieces of bone-like voxels
+    bound the box that BE solves in (:func:`_bone_region`), and the noise levels of the smoothed
+    images are those of the whole body, wherever the shells are then computed.
+    """
+    ndi = ndimage_for(image)
+    xp = get_array_module(image)
+    bright = (image >= np.float32(thresholds.shell_hu)) & ~background_seed
+    soft = thresholds.levels.soft_hu
+    light = ndi.gaussian_filter(image, LIGHT_SMOOTH_VOX, mode="nearest")
+    smooth = low = light_noise = None
+    bone_like = bright
+    if config.cancellous_margin_hu > 0:
+        # Capped at the shell level before smoothing, so that a bright cortex does not spread into
+        # the soft tissue around it (1500 HU blurred by 1.5 mm still reads 200 HU 2 mm outside a
+        # 1 mm cortex; capped at 500 HU, about 100 HU).
+        cap = np.float32(thresholds.shell_hu)
+        smooth = ndi.gaussian_filter(xp.minimum(image, cap), _smooth_vox(config, spacing), mode="nearest")
+        low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
+        light_noise = local_noise(light, body, soft)
+        # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads
+        # low), at a margin above the soft tissue in its own noise SDs.
+        light_low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * light_noise)
+        bone_like = bright | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
+    pieces, bright_pieces = _bone_like_pieces(bone_like, bright, spacing)
+    return Smoothed(light=light, smooth=smooth, low_hu=low, light_noise_hu=light_noise, pieces=pieces,
+                    bright_pieces=bright_pieces)
+
+
+def _smooth_vox(config: BoneConfig, spacing) -> list:
+    """The Gaussian (voxels per axis) that finds cancellous bone."""
+    return [max(config.cancellous_smooth_mm / s, SMOOTH_MIN_VOX) for s in spacing]
+
+
+def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig, background_seed=None,
+                smoothed: Smoothed | None = None) -> Shells:
     """The bone shells, the cancellous bone and the half-maximum tilt of ``image`` (see :class:`Shells`).
 
     The cancellous bone (:func:`thagpu.bone.seeds.cancellous_region`) is the image, capped and
     smoothed by ``cancellous_smooth_mm``, at or above the soft-tissue level plus a margin, less
     the valleys of resolved joint spaces (:func:`thagpu.bone.sheets.joint_valleys`), where it
-    hangs together with the bright voxels.
+    hangs together with the bright voxels. ``smoothed``: :func:`smoothed_images` of this image, or
+    of a larger one cropped to it (computed when omitted).
     """
-    ndi = ndimage_for(image)
     xp = get_array_module(image)
     if background_seed is None:
         background_seed = seeds(image, body, cortical_hu=thresholds.seed_hu,
                                 background_hu=config.background_seed_hu, metal_hu=config.metal_hu)[1]
+    if smoothed is None:
+        smoothed = smoothed_images(image, body, spacing, thresholds, config, background_seed)
     shell = (image >= np.float32(thresholds.shell_hu)) & ~background_seed
     soft = thresholds.levels.soft_hu
-    light = ndi.gaussian_filter(image, LIGHT_SMOOTH_VOX, mode="nearest")
+    light, smooth, light_noise = smoothed.light, smoothed.smooth, smoothed.light_noise_hu
     tilt = half_tilt = None
     if config.half_max_weight > 0:
         level = half_max_level(config, spacing)
@@ -205,46 +289,32 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
                               min_span_hu=max(config.half_max_min_span_hu, 6.0 * thresholds.levels.noise_hu),
                               level=level, with_half=level > 0.5)
         tilt, half_tilt = tilts if level > 0.5 else (tilts, None)
-    valleys = None
-    if config.cancellous_margin_hu <= 0:
-        cancellous, bone_like = None, shell
-    else:
-        # Capped at the shell level before smoothing, so that a bright cortex does not spread into
-        # the soft tissue around it (1500 HU blurred by 1.5 mm still reads 200 HU 2 mm outside a
-        # 1 mm cortex; capped at 500 HU, about 100 HU).
-        cap = np.float32(thresholds.shell_hu)
-        smooth_vox = [max(config.cancellous_smooth_mm / s, SMOOTH_MIN_VOX) for s in spacing]
-        smooth = ndi.gaussian_filter(xp.minimum(image, cap), smooth_vox,
-                                     mode="nearest")
-        low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * local_noise(smooth, body, soft))
+    valleys = cancellous = None
+    if smooth is not None:
         # A resolved joint space, lifted to cancellous levels by the smoothing, must not join head
         # and socket into one piece of cancellous bone.
         valleys = joint_valleys(light, spacing, bright_hu=thresholds.shell_hu, soft_hu=soft,
                                 reach_mm=config.valley_reach_mm)
-        cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=low)
+        cancellous = cancellous_region(smooth, shell, background_seed | valleys, low_hu=smoothed.low_hu)
         # Contrast-filled vessels lying on a bone (the iliac and femoral arteries) hang together
         # with it too; no brighter rim encloses them.
         # The rim is judged voxel by voxel on the lightly smoothed image, so the margin is in its
         # noise SDs (at 3 mm voxels 3 SDs of the raw CT, 125 HU, exceed the step from osteoporotic
         # marrow to its faint cortex, and the marrow of a whole sacrum was taken for a vessel).
-        light_noise = local_noise(light, body, soft)
         cancellous &= ~unenclosed_pieces(cancellous, shell, light, spacing,
                                          margin_hu=max(50.0, 3.0 * light_noise))
-        # Bone-like on the lightly smoothed image too (thin bones, whose heavy smoothing reads
-        # low), at a margin above the soft tissue in its own noise SDs.
-        light_low = soft + max(config.cancellous_margin_hu, config.cancellous_noise_sd * light_noise)
-        bone_like = shell | (((smooth >= np.float32(low)) | (light >= np.float32(light_low))) & ~background_seed)
         shell = shell | cancellous
     if tilt is not None:
-        # Surfaces of bones only, not of muscle against fat.
-        near_bone = box_dilation(bone_like, [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing])
+        # Surfaces of bones only, not of muscle against fat, nor of noise that reads bone-like in
+        # single voxels (whose tilt would also widen the box BE solves in to the whole body).
+        near_bone = box_dilation(smoothed.pieces, _tilt_reach_vox(config, spacing))
         tilt = xp.where(near_bone, tilt, np.float32(0.0))
         if half_tilt is not None:
             half_tilt = xp.where(near_bone, half_tilt, np.float32(0.0))
     outside = None
     if tilt is not None and cancellous is not None:
         # The rim reaches about twice the smoothing width out (half-way to the soft-tissue level).
-        rim_mm = 2.0 * max(v * s for v, s in zip(smooth_vox, spacing)) + 0.5
+        rim_mm = 2.0 * max(v * s for v, s in zip(_smooth_vox(config, spacing), spacing)) + 0.5
         # A step from soft tissue to cortex rises over about a voxel: a fraction of its height
         # per voxel is a surface; trabecular texture and noise rise less steeply.
         voxel_mm = float(np.prod(spacing)) ** (1.0 / 3.0)
@@ -253,6 +323,30 @@ def bone_shells(image, body, spacing, thresholds: Thresholds, config: BoneConfig
                                 noise_hu=light_noise, max_hole_mm2=config.max_slice_hole_mm2,
                                 follow_mm=3.0 * config.half_max_psf_mm)
     return Shells(shell=shell, cancellous=cancellous, tilt=tilt, outside=outside, half_tilt=half_tilt, valleys=valleys)
+
+
+def _tilt_reach_vox(config: BoneConfig, spacing) -> list:
+    """How far (voxels per axis) from a bone-like piece the half-maximum tilt is taken."""
+    return [max(1, int(round(config.half_max_radius_mm / s))) for s in spacing]
+
+
+def _bone_like_pieces(bone_like, bright, spacing):
+    """The pieces (26-connected) of ``bone_like``: those of at least :data:`BONE_LIKE_MIN_VOXELS` voxels
+    and :data:`BONE_LIKE_MIN_ML`, and the smaller ones that hold a voxel of ``bright``."""
+    xp = get_array_module(bone_like)
+    labels, count = ndimage_for(bone_like).label(bone_like, structure=xp.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return bone_like, bone_like
+    # Counted at the bone-like voxels only (most of the grid is no piece).
+    where = xp.flatnonzero(bone_like)
+    owner = labels.ravel()[where]
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    large = bincount(owner, minlength=count + 1) >= max(BONE_LIKE_MIN_VOXELS, BONE_LIKE_MIN_ML / voxel_ml)
+    with_bright = bincount(owner, weights=bright.ravel()[where].astype(xp.float32), minlength=count + 1) > 0
+    pieces, bright_pieces = xp.zeros(bone_like.shape, dtype=bool), xp.zeros(bone_like.shape, dtype=bool)
+    pieces.ravel()[where[large[owner]]] = True
+    bright_pieces.ravel()[where[(with_bright & ~large)[owner]]] = True
+    return pieces, bright_pieces
 
 
 def _tilted_costs(cost_bone, cost_background, image, tilt_map, shells: Shells, model, config: BoneConfig,
@@ -349,16 +443,18 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     return energy, thresholds.to_dict(), body
 
 
-def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig, shells: Shells):
+def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfig, smoothed: Smoothed):
     """A box around every voxel that could be bone, with a margin; ``None`` when there is none.
 
     Outside it no voxel is a seed, a shell or clearly bone, nor has a half-maximum tilt, nor lies
     within the closing of one, so its background cost is zero; see :func:`extract_bone` for why
-    solving inside the box is exact when the solution keeps off the box's sides.
+    solving inside the box is exact when the solution keeps off the box's sides. Found before the
+    shells (which are then computed in the box only) from what holds them: every shell voxel lies in
+    a piece of ``smoothed.pieces`` or ``smoothed.bright_pieces`` (a cancellous voxel hangs together
+    with a bright one through bone-like voxels), every tilt within reach of ``smoothed.pieces``.
     """
-    evidence = (image >= thresholds.bone_evidence_hu) | shells.shell
-    if shells.tilt is not None:
-        evidence |= shells.tilt != 0
+    evidence = ((image >= thresholds.bone_evidence_hu) | smoothed.bright_pieces
+                | box_dilation(smoothed.pieces, _tilt_reach_vox(config, spacing)))
     evidence &= body & (image < config.metal_hu)
     return bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
 
@@ -520,14 +616,19 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
     # cost, so if the solution inside keeps off the box's inner sides, no voxel outside can lower the
     # energy by turning bone (it would pay its bone cost and cut links to background only): the
     # solution is a minimum of the whole volume's energy. Otherwise solve the whole crop.
-    shells_c = bone_shells(image_c, body_c, spacing, thresholds, config)
-    region = _bone_region(image_c, body_c, thresholds, spacing, config, shells_c) if crop else None
+    # The shells are computed in that box only; the smoothed images, whose noise levels are the whole
+    # body's, and the bone-like pieces that bound the box come first, on the body's box.
+    background_c = seeds(image_c, body_c, cortical_hu=thresholds.seed_hu, background_hu=config.background_seed_hu,
+                         metal_hu=config.metal_hu)[1]
+    smoothed_c = smoothed_images(image_c, body_c, spacing, thresholds, config, background_c)
+    region = _bone_region(image_c, body_c, thresholds, spacing, config, smoothed_c) if crop else None
     attempts = [region, None] if region is not None else [None]
     for sub in attempts:
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
         sides = _inner_sides(inner, image_c.shape)
         image_r, body_r = image_c[inner], body_c[inner]
-        shells_r = shells_c.crop(inner)
+        shells_r = bone_shells(image_r, body_r, spacing, thresholds, config, background_c[inner],
+                               smoothed=smoothed_c.crop(inner))
         energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds,
                                        shells=shells_r)
         _forbid_sides(energy, sides)
