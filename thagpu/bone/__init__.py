@@ -378,7 +378,7 @@ def _tilted_costs(cost_bone, cost_background, image, tilt_map, shells: Shells, m
 
 
 def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thresholds | None = None,
-                 shells: Shells | None = None) -> tuple:
+                 shells: Shells | None = None, fluid=None) -> tuple:
     """Seeds, intensity model and energy terms of ``image`` (NumPy or CuPy, float32 HU).
 
     Parameters
@@ -387,7 +387,9 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
         Derived from this image's own tissue levels when omitted.
     shells : Shells, optional
         :func:`bone_shells` of this image (computed when omitted; :func:`extract_bone` computes
-        them once on the body's box and passes the solved region's part).
+        them in the box it solves, from smoothed images of the body's box).
+    fluid : bool array, optional
+        :func:`thagpu.bone.cleanup.fluid_voxels` of this image (computed when omitted).
 
     Returns
     -------
@@ -408,7 +410,7 @@ def build_energy(image, spacing, config: BoneConfig, body=None, thresholds: Thre
     shells = shells if shells is not None else bone_shells(image, body, spacing, thresholds, config, background_seed)
     shell, cancellous = shells.shell, shells.cancellous
     interior = bone_interior(image, shell, background_seed, spacing, closing_mm=config.fill_closing_mm,
-                             max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu)
+                             max_slice_hole_mm2=config.max_slice_hole_mm2, soft_max_hu=model.soft_max_hu, fluid=fluid)
     if shells.outside is not None:
         # The smoothing that finds cancellous bone also spreads a bright cortex outwards: the
         # partial-volume rim outside it closes the shells but is left to the half-maximum rule.
@@ -629,8 +631,9 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
         image_r, body_r = image_c[inner], body_c[inner]
         shells_r = bone_shells(image_r, body_r, spacing, thresholds, config, background_c[inner],
                                smoothed=smoothed_c.crop(inner))
+        fluid = fluid_voxels(image_r)  # for the bone interior and the cleanup
         energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds,
-                                       shells=shells_r)
+                                       shells=shells_r, fluid=fluid)
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
@@ -660,7 +663,6 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
             outline, _ = minimum_cut(dataclasses.replace(energy, cost_bone=energy.outline_costs[0],
                                                          cost_background=energy.outline_costs[1]),
                                      image_r, spacing, config)
-        fluid = fluid_voxels(image_r)
         filled = fill_cavities(outline, spacing, closing_mm=config.fill_closing_mm,
                                max_slice_hole_mm2=config.max_slice_hole_mm2, fluid=fluid,
                                bridge_gaps=True, image=image_r, barrier=energy.sheets)

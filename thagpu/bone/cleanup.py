@@ -327,7 +327,10 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     xp = get_array_module(labels)
     median, top = _median_and_top(labels, count, image)
     inner = xp.where(erode_one_voxel(labels > 0), labels, 0)
-    use_inner = bincount(inner.ravel(), minlength=count + 1) >= MIN_INNER_VOXELS
+    # Counts at the labelled voxels only (most of the grid is no component; label 0's count is unused).
+    where = xp.flatnonzero(labels)
+    owner = labels.ravel()[where]
+    use_inner = bincount(inner.ravel()[where], minlength=count + 1) >= MIN_INNER_VOXELS
     judged = xp.where(use_inner[labels], inner, labels)  # the inside of components, all voxels of thin ones
     share = _share_near_median(judged, count, image, median, noise_hu)
     # ... and no cortex: bone, however uniform its cancellous part (osteoporotic bone at 3 mm), has
@@ -335,9 +338,10 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     # the median by a noise SD (a faint cortex, 250 HU over 140 HU marrow with 40 HU noise at 3 mm:
     # the mean of hundreds of rim voxels carries little noise). A fluid's rim is partial volume,
     # darker than its inside.
-    rim = (labels > 0) & (inner == 0) & use_inner[labels]
-    rim_sizes = bincount(labels[rim].ravel(), minlength=count + 1)
-    rim_mean = (bincount(labels[rim].ravel(), weights=image[rim].astype(xp.float64), minlength=count + 1)
+    rim = (inner.ravel()[where] == 0) & use_inner[owner]
+    rim_owner = owner[rim]
+    rim_sizes = bincount(rim_owner, minlength=count + 1)
+    rim_mean = (bincount(rim_owner, weights=image.ravel()[where[rim]].astype(xp.float64), minlength=count + 1)
                 / xp.maximum(rim_sizes, 1))
     cortex = (rim_sizes > 0) & (rim_mean > median + np.float32(noise_hu))
     no_cortex = (top <= median + np.float32(6.0 * noise_hu)) & ~cortex
@@ -345,8 +349,8 @@ def _homogeneous(labels, count, image, noise_hu, max_median_hu=np.inf, thick=Non
     if thick is not None:
         # Mostly thicker than a cortex above the seed level, and no brighter rim: a pool of contrast,
         # whatever its uniformity (settled contrast layers, 3 mm slices average across the layers).
-        sizes = xp.maximum(bincount(labels.ravel(), minlength=count + 1), 1)
-        out |= no_cortex & (bincount(labels[thick].ravel(), minlength=count + 1) >= 0.5 * sizes)
+        sizes = xp.maximum(bincount(owner, minlength=count + 1), 1)
+        out |= no_cortex & (bincount(owner[thick.ravel()[where]], minlength=count + 1) >= 0.5 * sizes)
     out[0] = False
     return out
 
@@ -704,9 +708,12 @@ def remove_non_skeletal(mask, body, spacing, *, min_island_ml: float, skeleton_m
     if count == 0:
         return mask.copy(), report
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    sizes = bincount(labels.ravel(), minlength=count + 1).astype(xp.float64)
+    # Counted at the mask's own voxels (most of the grid is no component).
+    where = xp.flatnonzero(mask)
+    owner = labels.ravel()[where]
+    sizes = bincount(owner, minlength=count + 1).astype(xp.float64)
     core = ~dilate_mm(~body, body_margin_mm, spacing)
-    inside = bincount(labels[core].ravel(), minlength=count + 1).astype(xp.float64)
+    inside = bincount(owner[core.ravel()[where]], minlength=count + 1).astype(xp.float64)
     volume_ml = sizes * voxel_ml
     small = volume_ml < min_island_ml
     outside = (inside / xp.maximum(sizes, 1.0)) < min_inside_fraction

@@ -59,7 +59,7 @@ def seeds(image, body, *, cortical_hu: float, background_hu: float, metal_hu: fl
 
 
 def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
-                  max_slice_hole_mm2: float, soft_max_hu: float):
+                  max_slice_hole_mm2: float, soft_max_hu: float, fluid=None):
     """Where bone certainly is: inside closed bone shells, one voxel in from their surface.
 
     The shells (``shell``: bright voxels, low enough to catch a thin cortex blurred by partial
@@ -68,12 +68,14 @@ def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
     bridge looks like soft tissue, at or below ``soft_max_hu``: a joint space) and filled, hold
     the cancellous bone and marrow whose intensity alone could pass for soft tissue. The region
     is eroded by one voxel so that the bone surface itself is left to intensities and edges.
+    ``fluid``: :func:`~thagpu.bone.cleanup.fluid_voxels` of ``image``, where the caller has it.
     """
     from .cleanup import fill_cavities, fluid_voxels
 
     shell = shell & ~background_seed
     closed = box_closing(shell, closing_mm, spacing) | shell
-    fluid = fluid_voxels(image)
+    if fluid is None:
+        fluid = fluid_voxels(image)
     region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, fluid=fluid)
     # Fluid enclosed by the closed shells is not bone interior (a spinal canal closed off at the
     # intervertebral foramina). A cyst inside a bone is enclosed by the cut itself, and the fill of
