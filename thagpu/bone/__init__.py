@@ -138,8 +138,8 @@ class Shells:
         Cancellous bone that hangs together with the bright shells (None when
         ``cancellous_margin_hu`` is 0).
     tilt : float32 array or None
-        The half-maximum tilt (:func:`thagpu.bone.halfmax.half_max_tilt`) near bone-like voxels,
-        0 elsewhere (None when ``half_max_weight`` is 0).
+        The half-maximum tilt (:func:`thagpu.bone.halfmax.half_max_tilt`) near pieces of bone-like
+        voxels (:attr:`Smoothed.pieces`), 0 elsewhere (None when ``half_max_weight`` is 0).
     outside : bool array or None
         Voxels of ``cancellous`` on the soft-tissue side of a bone surface
         (:func:`thagpu.bone.halfmax.soft_side_rim`): they close the shells but take no
@@ -159,12 +159,6 @@ class Shells:
     outside: object = None
     half_tilt: object = None
     valleys: object = None
-
-    def crop(self, box) -> "Shells":
-        """The same maps inside ``box`` (a tuple of slices)."""
-        return Shells(*(None if a is None else a[box]
-                        for a in (self.shell, self.cancellous, self.tilt, self.outside, self.half_tilt,
-                                  self.valleys)))
 
 
 def _enclosed_trims(trimmed, filled):
@@ -221,7 +215,8 @@ class Smoothed:
     bright_pieces: object
 
     def crop(self, box) -> "Smoothed":
-        """The same maps inside ``box`` (a tuple of slices)."""
+        """The same maps inside ``box`` (a tuple of slices; views, as a contiguous copy of each
+        was no faster)."""
         return dataclasses.replace(self, **{name: getattr(self, name)[box] for name in
                                             ("light", "smooth", "pieces", "bright_pieces")
                                             if getattr(self, name) is not None})
@@ -458,7 +453,16 @@ def _bone_region(image, body, thresholds: Thresholds, spacing, config: BoneConfi
     evidence = ((image >= thresholds.bone_evidence_hu) | smoothed.bright_pieces
                 | box_dilation(smoothed.pieces, _tilt_reach_vox(config, spacing)))
     evidence &= body & (image < config.metal_hu)
-    return bounding_box(evidence, [int(np.ceil(config.fill_closing_mm / s)) + 3 for s in spacing])
+    return bounding_box(evidence, _region_margin_vox(config, spacing))
+
+
+def _region_margin_vox(config: BoneConfig, spacing) -> list:
+    """The margin (voxels per axis) of :func:`_bone_region`'s box beyond the evidence: three voxels
+    beyond the closing of the bone interior, the half-maximum tilt's window around the voxels within
+    its reach, or the valleys' reach around the cancellous bone's (two voxels beyond a piece), whichever
+    is farthest; so the shells computed in the box are those of the body's box there."""
+    return [max(int(np.ceil(config.fill_closing_mm / s)), 2 * reach, int(np.floor(config.valley_reach_mm / s)) + 2) + 3
+            for s, reach in zip(spacing, _tilt_reach_vox(config, spacing))]
 
 
 def _inner_sides(box, shape) -> list:
