@@ -633,11 +633,18 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
         inner = sub if sub is not None else tuple(slice(0, n) for n in image_c.shape)
         sides = _inner_sides(inner, image_c.shape)
         image_r, body_r = image_c[inner], body_c[inner]
+        if smoothed_c is None:  # the whole box after all (computed again, the same)
+            smoothed_c = smoothed_images(image_c, body_c, spacing, thresholds, config, background_c)
         shells_r = bone_shells(image_r, body_r, spacing, thresholds, config, background_c[inner],
                                smoothed=smoothed_c.crop(inner))
+        # Freed before the cut, whose arrays would otherwise grow the heap past its high-water mark
+        # (fresh pages: on the 512 x 512 x 300 volume the cut took 6 s with them kept, 3 s without).
+        smoothed_c = None
         fluid = fluid_voxels(image_r)  # for the bone interior and the cleanup
         energy, used, _ = build_energy(image_r, spacing, config, body=body_r, thresholds=thresholds,
                                        shells=shells_r, fluid=fluid)
+        valleys_r = shells_r.valleys  # all the cleanup needs of the shells
+        del shells_r
         _forbid_sides(energy, sides)
         timings["energy"] = round(time.perf_counter() - start, 4)
         t = time.perf_counter()
@@ -680,8 +687,8 @@ def _extract_on_grid(image, spacing, config: BoneConfig, *, crop: bool, solver: 
             # the gaps are real and the closing joined head and socket (anatomic 9100: cartilage
             # in the mask 29 % -> 56 %, bone Dice 0.988 -> 0.983, nothing recovered).
             barrier = energy.sheets
-            if shells_r.valleys is not None:
-                barrier = shells_r.valleys if barrier is None else barrier | shells_r.valleys
+            if valleys_r is not None:
+                barrier = valleys_r if barrier is None else barrier | valleys_r
             mask_r = mask_r | closed_interior(mask_r, image_r, spacing, closing_mm=config.interior_closing_mm,
                                               max_slice_hole_mm2=config.max_slice_hole_mm2,
                                               min_wall_share=config.interior_wall_share, barrier=barrier,
