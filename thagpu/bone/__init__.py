@@ -338,7 +338,7 @@ def _bone_like_pieces(bone_like, bright, spacing):
     voxel_ml = float(np.prod(spacing)) / 1000.0
     large = bincount(owner, minlength=count + 1) >= max(BONE_LIKE_MIN_VOXELS, BONE_LIKE_MIN_ML / voxel_ml)
     with_bright = xp.zeros(count + 1, dtype=bool)
-    with_bright[labels.ravel()[xp.flatnonzero(bright)]] = True  # bright lies within bone_like
+    with_bright[labels[bright]] = True  # bright lies within bone_like
     pieces, bright_pieces = xp.zeros(bone_like.shape, dtype=bool), xp.zeros(bone_like.shape, dtype=bool)
     pieces.ravel()[where[large[owner]]] = True
     bright_pieces.ravel()[where[(with_bright & ~large)[owner]]] = True

@@ -77,17 +77,20 @@ def bone_interior(image, shell, background_seed, spacing, *, closing_mm: float,
     if fluid is None:
         fluid = fluid_voxels(image)
     region = fill_cavities(closed, spacing, max_slice_hole_mm2=max_slice_hole_mm2, fluid=fluid)
-    # Fluid enclosed by the closed shells is not bone interior (a spinal canal closed off at the
-    # intervertebral foramina). A cyst inside a bone is enclosed by the cut itself, and the fill of
-    # the cut (cleanup.fill_cavities) keeps it in the mask.
-    region &= ~(fluid & ~closed)
     # Bridges of the closing that look like soft tissue (the cartilage of a joint space between
     # head and socket, the gap between two bones) are not bone; bridges over a blurred cortex are
     # brighter and stay.
     region &= ~((closed & ~shell) & (image <= soft_max_hu))
     region &= ~background_seed
     # One voxel in from the surface (the sides of the field of view are not a surface).
-    return erode_one_voxel(region)
+    region = erode_one_voxel(region)
+    # Fluid enclosed by the closed shells is not bone interior (a spinal canal closed off at the
+    # intervertebral foramina). A cyst inside a bone is enclosed by the cut itself, and the fill of
+    # the cut (cleanup.fill_cavities) keeps it in the mask. Taken out after the erosion: through a
+    # sharp kernel, noise carries scattered voxels of low-density marrow into the fluid range, and
+    # taken out before it, each such voxel cost its 26 neighbours too (one slice of an osteoporotic
+    # femoral shaft at 0.8 x 0.8 x 3 mm kept 189 of its 1,097 marrow voxels).
+    return region & ~(fluid & ~closed)
 
 
 def cancellous_region(smooth, bright, background_seed, *, low_hu: float):
