@@ -40,4 +40,6 @@ def test_contrast_filled_aorta_and_spinal_canal_are_not_bone(abdomen):
     assert lumen.mean() < 0.05  # the calcified wall reaches into the box in a few voxels
     canal = _box(mask, (354, 360), (247, 253))
     assert _box(image, (354, 360), (247, 253)).mean() < 60
-    assert canal.mean() < 0.3
+    # 0.15 at de51b89: soft tissue lining the canal (ligament, veins, 45-56 HU) is filled as bone
+    # where a slice hole holds it around the fluid (docs/bone_extraction.md, "Limits seen").
+    assert canal.mean() < 0.2
