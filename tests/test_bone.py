@@ -649,15 +649,22 @@ def test_joint_valleys_mark_a_dark_gap_between_plates_not_marrow():
     assert not valleys[12:16].any()  # 300 HU marrow between two cortices is bone
 
 
+def _tube(size: int, inner: float, outer: float, depth: int):
+    """A tube of bone along the slice axis, centred in a ``size`` x ``size`` slice: its wall
+    (``inner`` <= r < ``outer`` pixels) and its lumen (r < ``inner``), ``depth`` slices deep."""
+    x, y = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    r = np.hypot(x - size // 2, y - size // 2)
+    return (np.repeat(((r >= inner) & (r < outer))[:, :, None], depth, axis=2),
+            np.repeat((r < inner)[:, :, None], depth, axis=2))
+
+
 def test_fluid_in_a_slice_hole_is_not_filled_but_marrow_is():
     """A ring of bone around water (a spinal canal inside its arch) stays open; around fat, it fills."""
     from thagpu.bone.cleanup import fill_cavities, fluid_voxels
-    x, y = np.meshgrid(np.arange(50), np.arange(50), indexing="ij")
-    r = np.hypot(x - 25, y - 25)
-    ring = np.repeat(((r >= 8) & (r < 11))[:, :, None], 14, axis=2)
+    ring, inside = _tube(50, 8, 11, 14)
     ring[:, :, 0] = ring[:, :, -1] = False  # open at both ends: no 3-D cavity
     for inside_hu, filled in ((10.0, False), (-80.0, True), (250.0, True)):
-        image = np.where(ring, 900.0, np.where((r < 8)[:, :, None], inside_hu, 40.0)).astype(np.float32)
+        image = np.where(ring, 900.0, np.where(inside, inside_hu, 40.0)).astype(np.float32)
         out = fill_cavities(ring, (1.0, 1.0, 1.0), max_slice_hole_mm2=2500.0, fluid=fluid_voxels(image))
         assert bool(out[25, 25, 7]) is filled
 
@@ -671,10 +678,7 @@ def test_noise_scattered_fluid_voxels_cost_the_bone_interior_themselves_only():
     from thagpu.bone.cleanup import fluid_voxels
     from thagpu.bone.seeds import bone_interior
     config = BoneConfig()
-    x, y = np.meshgrid(np.arange(48), np.arange(48), indexing="ij")
-    r = np.hypot(x - 24, y - 24)
-    shell = np.repeat(((r >= 9) & (r < 12))[:, :, None], 16, axis=2)  # meets both end faces: a 3-D cavity
-    inside = np.repeat((r < 9)[:, :, None], 16, axis=2)
+    shell, inside = _tube(48, 9, 12, 16)  # meets both end faces: a 3-D cavity
     rng = np.random.default_rng(0)
     for inside_hu, noise_hu in ((55.0, 130.0), (10.0, 20.0)):
         image = np.where(shell, 1200.0, np.where(inside, inside_hu, 40.0)) + rng.normal(0.0, noise_hu, shell.shape)
@@ -885,15 +889,13 @@ def test_a_ring_with_one_voxel_gaps_encloses_its_cancellous_bone_but_not_a_fat_p
     while a fat pocket behind such gaps (the acetabular fossa between head and socket) stays open,
     and at fine in-plane pixels nothing is bridged."""
     from thagpu.bone.cleanup import fill_cavities, fluid_voxels
-    x, y = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
-    r = np.hypot(x - 20, y - 20)
-    ring = np.repeat(((r >= 9) & (r < 10.5))[:, :, None], 8, axis=2)
+    ring, inside = _tube(40, 9, 10.5, 8)
     ring[:, :, 0] = ring[:, :, -1] = False  # open at both ends: no 3-D cavity
     ring[29:31, 20] = False  # a straight gap one voxel wide (the ring is 2 voxels thick there)
     ring[20, 29:31] = False
     spacing = (3.0, 3.0, 3.0)
     for inside_hu, filled in ((90.0, True), (-90.0, False)):
-        image = np.where(ring, 300.0, np.where((r < 9)[:, :, None], inside_hu, 40.0)).astype(np.float32)
+        image = np.where(ring, 300.0, np.where(inside, inside_hu, 40.0)).astype(np.float32)
         plain = fill_cavities(ring, spacing, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image))
         assert not plain[20, 20, 4]  # the gaps open the ring: no hole without bridging
         out = fill_cavities(ring, spacing, max_slice_hole_mm2=5000.0, fluid=fluid_voxels(image), bridge_gaps=True,
